@@ -1,0 +1,149 @@
+"""Prompt templates: the one rendering function shared by training and inference.
+
+A template (a `template:` node of a recipe) turns a trajectory into a list of `Segment`s: pieces of
+text, each marked with the span kind it belongs to and the role whose target it is. Tokenization
+encodes segments one by one, so span boundaries stay exact; inference renders the same segments for
+the context and stops where the role's target would begin.
+"""
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass
+from typing import Mapping
+
+ROLES = ("backbone", "planner", "caller", "summarizer")
+SPAN_KINDS = ("none", "thought", "action", "answer")
+# Which span kind each template field belongs to; literal text takes the kind of the field after it.
+FIELD_KINDS = {"thought": "thought", "decision": "thought", "name": "action",
+               "arguments": "action", "answer": "answer"}
+# Which canonical turn each role is trained to produce; the backbone produces all three.
+TARGET_TURNS = {"backbone": ("planner", "caller", "summarizer"), "planner": ("planner",),
+                "caller": ("caller",), "summarizer": ("summarizer",)}
+GENERATED_TURNS = ("planner", "caller", "summarizer")
+EOS = None  # marker text: the tokenizer's end-of-sequence token
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str | None          # None stands for the EOS token
+    kind: str = "none"        # one of SPAN_KINDS
+    producer: str | None = None  # the canonical turn role that produced it (planner/caller/summarizer)
+    turn: int | None = None   # index of that turn in the trajectory's turns
+
+
+class TemplateError(ValueError):
+    pass
+
+
+class PromptTemplate:
+    """Renders trajectories for one template node (see recipes/template/*.yaml for the keys)."""
+
+    REQUIRED = ("system", "tool", "instruction", "turns", "decision_words")
+
+    def __init__(self, node: Mapping):
+        node = dict(node)
+        for key in self.REQUIRED:
+            if key not in node:
+                raise TemplateError(f"template: missing key 'template.{key}'")
+        self.name = node.get("name", "template")
+        self.system = dict(node["system"])
+        self.tool = node["tool"]
+        self.instruction = node["instruction"]
+        self.turns = {role: dict(fmt) for role, fmt in node["turns"].items()}
+        self.decision_words = dict(node["decision_words"])
+        self.observation_error = node.get("observation_error", "")
+        self.cues = dict(node.get("cues") or {})
+        self.step_targets = {role: dict(v) for role, v in (node.get("step_targets") or {}).items()}
+        for role in ROLES:
+            if role not in self.system:
+                raise TemplateError(f"template: missing key 'template.system.{role}'")
+        for role in ("user", "planner", "caller", "observation", "summarizer"):
+            fmt = self.turns.get(role)
+            if fmt is None or not {"prefix", "body", "suffix"} <= set(fmt):
+                raise TemplateError(f"template: 'template.turns.{role}' needs prefix, body and suffix")
+
+    @property
+    def prefix_consistent(self) -> bool:
+        """True when each step's prompt is a prefix of the next: required by the folded layout."""
+        return not self.cues and not self.step_targets
+
+    # ----- pieces -------------------------------------------------------------------------
+    def render_tools(self, tools) -> str:
+        return "".join(self.tool.format(name=t["name"], description=t["description"],
+                                        parameters=json.dumps(t["parameters"], ensure_ascii=False))
+                       for t in tools)
+
+    def header(self, role: str, tools, instruction: str) -> list[Segment]:
+        """System prompt (with the tool list) and the instruction: the start of every sequence."""
+        system = self.system[role].format(tools=self.render_tools(tools),
+                                          tool_names=", ".join(t["name"] for t in tools))
+        return [Segment(system + self.instruction.format(instruction=instruction))]
+
+    def fields(self, turn: Mapping) -> dict:
+        f = dict(turn)
+        if turn["role"] == "planner":
+            f["decision"] = self.decision_words[turn["decision"]]
+        if turn["role"] == "observation":
+            err = turn.get("error") or ""
+            f["error"] = self.observation_error.format(error=err) if err else ""
+        return f
+
+    def body(self, fmt: str, fields: Mapping, producer: str | None, turn: int | None) -> list[Segment]:
+        """Split a body format into segments, each with the span kind of its field."""
+        out, pending = [], ""
+        last_kind = "none"
+        for literal, field, _spec, _conv in string.Formatter().parse(fmt):
+            pending += literal
+            if field is None:
+                continue
+            kind = FIELD_KINDS.get(field, "none") if producer else "none"
+            value = str(fields[field])
+            if pending:
+                out.append(Segment(pending, kind, producer, turn))
+                pending = ""
+            out.append(Segment(value, kind, producer, turn))
+            last_kind = kind
+        if pending:
+            out.append(Segment(pending, last_kind, producer, turn))
+        return [s for s in out if s.text]
+
+    def turn_segments(self, turn: Mapping, index: int) -> tuple[list, list, list]:
+        """(prefix, body + EOS for generated turns, suffix) segments of one canonical turn."""
+        role = turn["role"]
+        fmt = self.turns[role]
+        producer = role if role in GENERATED_TURNS else None
+        body = self.body(fmt["body"], self.fields(turn), producer, index)
+        if producer:
+            body.append(Segment(EOS, body[-1].kind if body else "none", producer, index))
+        prefix = [Segment(fmt["prefix"])] if fmt["prefix"] else []
+        suffix = [Segment(fmt["suffix"])] if fmt["suffix"] else []
+        return prefix, body, suffix
+
+    def cue(self, role: str, trajectory: Mapping, upto: int) -> list[Segment]:
+        """Per-step-only text placed after the history (e.g. the caller re-reading the thought)."""
+        fmt = self.cues.get(role)
+        if not fmt:
+            return []
+        thought = next((t["thought"] for t in reversed(trajectory["turns"][:upto])
+                        if t["role"] == "planner"), "")
+        tools = trajectory["tools"]
+        return [Segment(fmt.format(thought=thought, tool_names=", ".join(t["name"] for t in tools)))]
+
+    # ----- whole sequences -----------------------------------------------------------------
+    def render_history(self, role: str, trajectory: Mapping, upto: int | None = None,
+                       start: int = 0) -> list[Segment]:
+        """Header plus turns[start:upto] rendered as context-or-target segments, in order."""
+        segs = self.header(role, trajectory["tools"], trajectory["instruction"])
+        for i, turn in enumerate(trajectory["turns"][start:upto], start):
+            prefix, body, suffix = self.turn_segments(turn, i)
+            segs += prefix + body + suffix
+        return segs
+
+    def render_prompt(self, role: str, trajectory: Mapping, next_turn: str) -> list[Segment]:
+        """Inference: the context for `role` to produce the next turn of kind `next_turn`
+        (planner, caller or summarizer) after all of `trajectory['turns']`."""
+        segs = self.render_history(role, trajectory)
+        segs += self.cue(role, trajectory, len(trajectory["turns"]))
+        prefix = self.turns[next_turn]["prefix"]
+        return segs + ([Segment(prefix)] if prefix else [])

@@ -1,0 +1,103 @@
+"""Role reformatting: one trajectory becomes the training examples of one role.
+
+Two layouts:
+- `per_step`: one example per step of the role; the context is everything before the step and only
+  the step's target (and its EOS) is supervised. With the reference template this reproduces the
+  α-UMi release's per-role records.
+- `folded`: one sequence per trajectory, every target span of the role supervised. With a
+  prefix-consistent template every per-step context is a prefix of this sequence, so the per-token
+  losses are those of the per-step layout at about k times fewer tokens for k steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .prompt_template import EOS, ROLES, TARGET_TURNS, PromptTemplate, Segment, TemplateError
+
+LAYOUTS = ("per_step", "folded")
+
+
+@dataclass
+class RoleExample:
+    id: str
+    role: str
+    layout: str
+    context: list[Segment]                 # per_step: the prompt; folded: the header
+    target: list[Segment] = field(default_factory=list)        # per_step only
+    steps: list[list[Segment]] = field(default_factory=list)   # folded only: turns grouped by step
+
+    def is_supervised(self, seg: Segment) -> bool:
+        if self.layout == "per_step":
+            return False  # the target list carries supervision in this layout
+        return seg.producer in TARGET_TURNS[self.role]
+
+    def target_text(self) -> list[str]:
+        """The supervised texts (per example, or per span when folded), EOS excluded."""
+        segs = self.target if self.layout == "per_step" else [s for step in self.steps for s in step]
+        spans, cur, sup = [], "", self.layout == "per_step"
+        for s in segs:
+            if s.text is EOS:
+                if sup or self.is_supervised(s):
+                    spans.append(cur)
+                cur = ""
+            elif sup or self.is_supervised(s):
+                cur += s.text
+        return spans
+
+
+def role_examples(template: PromptTemplate, trajectory: Mapping, role: str,
+                  layout: str = "folded") -> list[RoleExample]:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if layout == "per_step":
+        return _per_step(template, trajectory, role)
+    if layout == "folded":
+        if not template.prefix_consistent:
+            raise TemplateError(f"template '{template.name}' has cues or step_targets, so its per-step "
+                                "prompts are not prefixes of one sequence: use layout per_step")
+        return _folded(template, trajectory, role)
+    raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+
+
+def _per_step(template: PromptTemplate, traj: Mapping, role: str) -> list[RoleExample]:
+    turns = traj["turns"]
+    merged = template.step_targets.get(role)
+    out = []
+    for i, turn in enumerate(turns):
+        if merged is not None:
+            if turn["role"] != "planner":
+                continue
+            context = template.render_history(role, traj, upto=i) + template.cue(role, traj, i)
+            if merged.get("prefix"):
+                context.append(Segment(merged["prefix"]))
+            fields = template.fields(turn)
+            follow = turns[i + 1] if i + 1 < len(turns) else {}
+            fields.update({k: v for k, v in follow.items() if k != "role"})
+            target = template.body(merged[turn["decision"]], fields, "planner", i)
+            target.append(Segment(EOS, target[-1].kind, "planner", i))
+        elif turn["role"] in TARGET_TURNS[role]:
+            prefix, target, _ = template.turn_segments(turn, i)
+            context = template.render_history(role, traj, upto=i) + template.cue(role, traj, i) + prefix
+        else:
+            continue
+        out.append(RoleExample(f"{traj['id']}#{role}@{i}", role, "per_step", context, target))
+    return out
+
+
+def _folded(template: PromptTemplate, traj: Mapping, role: str) -> list[RoleExample]:
+    steps: list[list[Segment]] = []
+    current: list[Segment] = []
+    for i, turn in enumerate(traj["turns"]):
+        # A step starts at a planner turn; user turns before it belong to it.
+        if turn["role"] == "planner" and any(s.producer for s in current):
+            steps.append(current)
+            current = []
+        prefix, body, suffix = template.turn_segments(turn, i)
+        current += prefix + body + suffix
+    if current:
+        steps.append(current)
+    example = RoleExample(f"{traj['id']}#{role}", role, "folded",
+                          template.header(role, traj["tools"], traj["instruction"]), steps=steps)
+    has_target = any(example.is_supervised(s) for step in steps for s in step)
+    return [example] if has_target else []

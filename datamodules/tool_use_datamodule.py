@@ -1,0 +1,284 @@
+"""The Lightning DataModule: sources -> canonical trajectories -> one role's tokenized examples.
+
+Tokenized splits are cached with `datasets` under a hash of the sources, the template, the
+tokenizer and the settings, so a second run (or the next stage on the same data) skips the work.
+Each training step receives the list of its micro-batches (see SpanLMModule).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import lightning as L
+import torch
+from datasets import Dataset, load_from_disk
+from torch.utils.data import DataLoader
+
+from .prompt_template import PromptTemplate
+from .role_examples import role_examples
+from .span_tokenization import IGNORE, EncodeStats, SegmentEncoder, encode_example
+from .sources import load_trajectories
+
+CACHE_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("all", "global", "local")
+
+
+def stable_fraction(key: str, salt: str) -> float:
+    """A deterministic number in [0, 1) per key: splits that do not move when data is added."""
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def file_digest(path: str | Path) -> str:
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def resolve_data_path(path: str) -> Path:
+    """Relative paths are taken from the working directory, else from the repository root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    in_repo = REPO_ROOT / p
+    return in_repo if in_repo.exists() else p
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ToolUseDataModule(L.LightningDataModule):
+    def __init__(self, sources: Sequence[Mapping], role: str, template: Mapping, tokenizer=None,
+                 layout: str = "folded", max_length: int = 4096, micro_batch_size: int = 4,
+                 accumulate_grad_batches: int = 1, val_fraction: float = 0.1,
+                 instruction_part: str = "all", data_fraction: float = 1.0,
+                 group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
+                 cache_dir: str = ".cache/datasets", num_workers: int = 0, simulator_dir: str | None = None):
+        super().__init__()
+        if instruction_part not in PARTS:
+            raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
+        self.sources = [dict(s) for s in sources]
+        self.role, self.layout = role, layout
+        self.template_node = dict(template)
+        self.template = PromptTemplate(template)
+        self.tokenizer = tokenizer
+        self.max_length, self.micro_batch_size = max_length, micro_batch_size
+        self.accumulate = accumulate_grad_batches
+        self.val_fraction, self.instruction_part = val_fraction, instruction_part
+        self.data_fraction, self.group_by_length = data_fraction, group_by_length
+        self.add_bos, self.seed = add_bos, seed
+        self.cache_dir, self.num_workers = Path(cache_dir), num_workers
+        self.simulator_dir = simulator_dir
+        self.stats: dict = {}
+        self.splits: dict[str, Dataset] = {}
+
+    # ----- trajectories ----------------------------------------------------------------------
+    def source_paths(self) -> list[tuple[dict, Path]]:
+        out = []
+        for src in self.sources:
+            if src.get("type") == "simulator":
+                from simulators import build_corpus  # imported lazily: an optional capability
+                path = build_corpus(src["settings"], Path(self.simulator_dir or self.cache_dir / "simulator"))
+                out.append(({**src, "format": "canonical"}, Path(path)))
+            else:
+                out.append((src, resolve_data_path(src["path"])))
+        return out
+
+    def load_split_trajectories(self) -> dict[str, list[dict]]:
+        """Train/val split by a hash of each trajectory id; the stage's instruction part and data
+        fraction are taken from the training split only."""
+        splits = {"train": [], "val": []}
+        self.stats["sources"] = []
+        for src, path in self.source_paths():
+            res = load_trajectories(path, format=src.get("format", "auto"),
+                                    on_error=src.get("on_error", "raise"))
+            self.stats["sources"].append({"path": str(path), "loaded": len(res.trajectories),
+                                          "skipped": res.skipped, "skip_reasons": dict(res.skip_reasons)})
+            for traj in res.trajectories:
+                if traj.get("meta", {}).get("reference_only") and self.role != "caller":
+                    continue  # golden call sequences have no thoughts or answers: caller data only
+                is_val = stable_fraction(traj["id"], f"val{self.seed}") < self.val_fraction
+                splits["val" if is_val else "train"].append(traj)
+        train = splits["train"]
+        if self.instruction_part != "all":
+            # Without reuse, stage 1 ("global") and stage 2 ("local") see disjoint instructions.
+            want_global = self.instruction_part == "global"
+            train = [t for t in train if (stable_fraction(t["instruction"], f"part{self.seed}") < 0.5)
+                     == want_global]
+        if self.data_fraction < 1.0:
+            train = [t for t in train if stable_fraction(t["id"], f"frac{self.seed}") < self.data_fraction]
+        splits["train"] = train
+        return splits
+
+    def corpus_texts(self) -> list[str]:
+        """Rendered text of every role's view of the training data (to train a BPE tokenizer)."""
+        texts = []
+        for traj in self.load_split_trajectories()["train"]:
+            for seg in self.template.render_history("backbone", traj):
+                if seg.text:
+                    texts.append(seg.text)
+        return texts
+
+    # ----- tokenized splits --------------------------------------------------------------------
+    def cache_key(self) -> str:
+        parts = {"v": CACHE_VERSION, "role": self.role, "layout": self.layout,
+                 "max_length": self.max_length, "template": self.template_node,
+                 "tokenizer": tokenizer_fingerprint(self.tokenizer), "bos": self.add_bos,
+                 "val_fraction": self.val_fraction, "part": self.instruction_part,
+                 "fraction": self.data_fraction, "seed": self.seed,
+                 "sources": [{**s, "digest": file_digest(p)} for s, p in self.source_paths()]}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def build_splits(self) -> dict[str, Dataset]:
+        key = self.cache_key()
+        root = self.cache_dir / f"{self.role}-{self.layout}-{key}"
+        if (root / "stats.json").exists():
+            self.stats = json.loads((root / "stats.json").read_text())
+            return self._load_cached(root)
+        enc = SegmentEncoder(self.tokenizer, add_bos=self.add_bos)
+        out = {}
+        for name, trajs in self.load_split_trajectories().items():
+            stats = EncodeStats()
+            rows = [row for traj in trajs
+                    for ex in role_examples(self.template, traj, self.role, self.layout)
+                    for row in encode_example(ex, enc, self.max_length, stats)]
+            self.stats[name] = stats.as_dict() | {"trajectories": len(trajs)}
+            out[name] = rows
+        tmp = root.with_name(root.name + ".tmp")
+        for name, rows in out.items():
+            # An empty split is stored as a file of its own: `datasets` cannot reload empty tables.
+            if rows:
+                Dataset.from_list(rows).save_to_disk(str(tmp / name))
+            else:
+                tmp.mkdir(parents=True, exist_ok=True)
+                (tmp / f"{name}.empty").touch()
+        (tmp / "stats.json").write_text(json.dumps(self.stats, indent=1))
+        if root.exists():
+            import shutil
+            shutil.rmtree(root)
+        tmp.rename(root)
+        return self._load_cached(root)
+
+    @staticmethod
+    def _load_cached(root: Path) -> dict:
+        return {name: [] if (root / f"{name}.empty").exists() else load_from_disk(str(root / name))
+                for name in ("train", "val")}
+
+    def prepare_data(self):
+        self.build_splits()  # rank 0 builds the cache; setup() on every rank reads it
+
+    def setup(self, stage=None):
+        if not self.splits:
+            self.splits = self.build_splits()
+            if len(self.splits["train"]) == 0:
+                raise ValueError(f"role {self.role}: no training examples after reformatting "
+                                 f"(stats: {json.dumps(self.stats.get('train'))})")
+
+    # ----- loaders ----------------------------------------------------------------------------
+    def _rank(self):
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self):
+        rank, world = self._rank()
+        ds = self.splits["train"]
+        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], self.micro_batch_size,
+                                   self.accumulate, rank, world, self.seed, self.group_by_length)
+        return DataLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=StepCollator(self.pad_id, self.micro_batch_size))
+
+    def val_dataloader(self):
+        rank, world = self._rank()
+        ds = self.splits["val"]
+        if len(ds) == 0:
+            return []
+        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], self.micro_batch_size, 1,
+                                   rank, world, self.seed, group_by_length=True, shuffle=False)
+        return DataLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=StepCollator(self.pad_id, self.micro_batch_size))
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+class StepBatchSampler:
+    """Yields, for this rank, the example indices of one optimizer step at a time
+    (micro_batch_size x accumulate of them). Every rank gets the same number of steps; a short
+    step is filled with -1, which the collator turns into a fully masked (zero-loss) example."""
+
+    def __init__(self, lengths, micro_batch_size, accumulate, rank, world_size, seed,
+                 group_by_length=True, shuffle=True):
+        self.lengths, self.micro, self.accumulate = lengths, micro_batch_size, accumulate
+        self.rank, self.world, self.seed = rank, world_size, seed
+        self.group_by_length, self.shuffle = group_by_length, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        per_step = self.micro * self.accumulate * self.world
+        return math.ceil(len(self.lengths) / per_step)
+
+    def __iter__(self):
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        per_step = self.micro * self.accumulate * self.world
+        order += [-1] * (len(self) * per_step - len(order))
+        for s in range(len(self)):
+            chunk = order[s * per_step:(s + 1) * per_step]
+            if self.group_by_length:
+                # Neighbours in length share a micro-batch: less padding, same examples per step.
+                chunk.sort(key=lambda i: self.lengths[i] if i >= 0 else -1, reverse=True)
+            yield chunk[self.rank::self.world]
+
+
+class Rows(torch.utils.data.Dataset):
+    """Index -1 is a filler: a copy of row 0 with every label masked."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return self.ds[i] if i >= 0 else {**self.ds[0], "filler": True}
+
+
+class StepCollator:
+    def __init__(self, pad_id: int, micro_batch_size: int):
+        self.pad_id, self.micro = pad_id, micro_batch_size
+
+    def __call__(self, rows):
+        return [pad_batch(rows[i:i + self.micro], self.pad_id) for i in range(0, len(rows), self.micro)]
+
+
+def pad_batch(rows, pad_id: int) -> dict:
+    """Right-pad to the longest row; padding has label -100 and attention 0. A filler row
+    (from a short final step) keeps its tokens but has every label masked."""
+    width = max(len(r["input_ids"]) for r in rows)
+    out = {k: torch.full((len(rows), width), v, dtype=torch.long)
+           for k, v in (("input_ids", pad_id), ("labels", IGNORE), ("span_kinds", 0), ("attention_mask", 0))}
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        out["input_ids"][i, :n] = torch.tensor(r["input_ids"])
+        out["attention_mask"][i, :n] = 1
+        if not r.get("filler"):
+            out["labels"][i, :n] = torch.tensor(r["labels"])
+            out["span_kinds"][i, :n] = torch.tensor(r["span_kinds"])
+    return out

@@ -1,0 +1,165 @@
+"""The paper's step-level metrics (α-UMi, Table 1), computed without any model.
+
+References are steps (see steps.py); a prediction is a dict with the same fields: `plan`
+(call / finish / give_up), `action`, `arguments` (JSON text, or an already parsed object) and
+`answer`. All metrics are percentages; a metric with no step to average over is None.
+
+- plan_acc: exact match of the plan over all steps (a missing prediction is wrong).
+- act_em:   over reference-call steps, the prediction's plan is call and its action equals the
+            reference action.
+- hallu:    share of all steps whose predicted `action` is set and not among the step's tools.
+- arg_f1:   over reference-call steps; see `arg_f1`. A wrong action (or no call) scores 0.
+- rouge_l:  over reference-finish steps, ROUGE-L F of the answer with the `rouge` package
+            (`Rouge().get_scores(hyps, refs, avg=True)["rouge-l"]["f"]`). A step whose prediction
+            does not finish has the hypothesis "none". The package raises on a text made only of
+            dots or empty, so such a text (or one that is just "," or ".") is replaced by "none",
+            as the α-UMi inference does; the same guard applies to references.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from contextlib import contextmanager
+
+from rouge import Rouge
+
+from . import EvaluationError
+from .steps import PLANS
+
+PLAN_ALIASES = {"conclusion": "finish", "give up": "give_up"}
+
+
+def score(references: list[dict], predictions: dict[str, dict]) -> dict:
+    ref_counts, pred_counts, hallucinated = Counter(), Counter(), Counter()
+    plan_hits = act_hits = n_hallu = n_missing = 0
+    arg_scores, hyps, refs = [], [], []
+    for ref in references:
+        pred = predictions.get(ref["id"])
+        if pred is None:
+            n_missing += 1
+            pred = {}
+        else:
+            pred_counts[normalize_plan(pred.get("plan"))] += 1
+        plan = normalize_plan(pred.get("plan"))
+        action = pred.get("action") or None
+        ref_counts[ref["plan"]] += 1
+        plan_hits += plan == ref["plan"]
+        if action is not None and action not in ref["tools"]:
+            n_hallu += 1
+            hallucinated[action] += 1
+        if ref["plan"] == "call":
+            same = plan == "call" and action == ref["action"]
+            act_hits += same
+            arg_scores.append(arg_f1(ref["arguments"], pred.get("arguments")) if same else 0.0)
+        elif ref["plan"] == "finish":
+            hyps.append(_rouge_text(pred.get("answer") if plan == "finish" else None))
+            refs.append(_rouge_text(ref["answer"]))
+    n = len(references)
+    n_call = ref_counts["call"]
+    return {
+        "plan_acc": _percent(plan_hits, n),
+        "act_em": _percent(act_hits, n_call),
+        "hallu": _percent(n_hallu, n),
+        "arg_f1": _percent(sum(arg_scores), n_call),
+        "rouge_l": None if not refs else 100.0 * rouge_l(hyps, refs),
+        "counts": {"reference": {p: ref_counts[p] for p in PLANS},
+                   "predicted": {**{p: 0 for p in PLANS}, **pred_counts}},
+        "hallucinated_names": dict(hallucinated.most_common()),
+        "n_steps": n,
+        "n_missing": n_missing,
+    }
+
+
+def normalize_plan(plan) -> str:
+    if plan is None:
+        return "none"
+    return PLAN_ALIASES.get(plan, plan)
+
+
+def _percent(hits: float, n: int) -> float | None:
+    return None if n == 0 else 100.0 * hits / n
+
+
+def arg_f1(reference, prediction) -> float:
+    """Key-level F1 of predicted against reference call arguments (JSON text or parsed).
+
+    Reference `{}`: 1 only if the prediction is `{}`. Otherwise a key with an equal value counts 1
+    and a key present with a different value 0.5, for both precision (over predicted keys) and
+    recall (over reference keys). Unparseable predicted arguments score 0; missing ones (None)
+    mean `{}`, as in the α-UMi evaluation. A reference that does not parse is compared with the
+    prediction as raw (stripped) text: 1 if equal, else 0.
+    """
+    try:
+        ref = _parse(reference)
+    except ValueError:
+        return float(str(reference).strip() == str(prediction).strip())
+    try:
+        pred = _parse(prediction)
+    except ValueError:
+        return 0.0
+    if not isinstance(ref, dict) or not ref or not isinstance(pred, dict):
+        return float(ref == pred)
+    hit = sum(1.0 if pred[k] == v else 0.5 for k, v in ref.items() if k in pred)
+    if hit == 0:
+        return 0.0
+    precision, recall = hit / len(pred), hit / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _parse(arguments):
+    if arguments is None:
+        return {}
+    if isinstance(arguments, str):
+        return json.loads(arguments)  # JSONDecodeError is a ValueError
+    return arguments
+
+
+def _rouge_text(text: str | None) -> str:
+    if text is None or not text.strip().strip(".,"):
+        return "none"
+    return text
+
+
+def rouge_l(hyps: list[str], refs: list[str]) -> float:
+    """Mean ROUGE-L F (0-1) of the `rouge` package; only rouge-l is computed (same number)."""
+    longest = max(len(t.split()) for t in hyps + refs)
+    with _recursion_limit(2 * longest + 1000):  # the package's LCS backtrack recurses per word
+        return Rouge(metrics=["rouge-l"]).get_scores(hyps, refs, avg=True)["rouge-l"]["f"]
+
+
+@contextmanager
+def _recursion_limit(depth: int):
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(old + depth)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def load_predictions(path, step_ids) -> dict[str, dict]:
+    """Predictions JSONL keyed by step id; unknown or repeated ids are errors naming the line."""
+    known = set(step_ids)
+    preds = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvaluationError(f"{where}: invalid JSON: {exc.msg}") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+                raise EvaluationError(f"{where}: a prediction must be an object with a string 'id'")
+            if rec["id"] not in known:
+                raise EvaluationError(f"{where}: unknown step id {rec['id']!r} "
+                                      f"(not among the {len(known)} reference steps)")
+            if rec["id"] in preds:
+                raise EvaluationError(f"{where}: step id {rec['id']!r} predicted twice")
+            for key in ("plan", "action", "answer"):
+                if not isinstance(rec.get(key), (str, type(None))):
+                    raise EvaluationError(f"{where}: '{key}' must be a string or null")
+            preds[rec["id"]] = rec
+    return preds

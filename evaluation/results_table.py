@@ -1,0 +1,102 @@
+"""A Markdown results table like the paper's Table 1, from metrics JSON files.
+
+A row is {"name", "in_domain": metrics or None, "out_of_domain": metrics or None}. A run is given as
+a metrics JSON file, a run directory holding eval/metrics.json (and optionally
+eval/metrics_ood.json, the out-of-domain test set), or NAME=PATH.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from . import EvaluationError
+
+METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
+           ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
+GROUPS = (("in_domain", "ID"), ("out_of_domain", "OOD"))
+BLANK = "–"
+
+
+def load_run(spec: str, name: str | None = None) -> dict:
+    path = Path(spec)
+    if "=" in spec and not path.exists():
+        name_part, _, spec = spec.partition("=")
+        name, path = name or name_part, Path(spec)
+    if path.is_dir():
+        folder = path if (path / "metrics.json").exists() else path / "eval"
+        ind, ood = folder / "metrics.json", folder / "metrics_ood.json"
+        if not ind.exists() and not ood.exists():
+            raise EvaluationError(f"{path}: no eval/metrics.json or eval/metrics_ood.json in it")
+        default = (path.parent if path.name == "eval" else path).resolve().name
+        return {"name": name or default, "in_domain": _read(ind) if ind.exists() else None,
+                "out_of_domain": _read(ood) if ood.exists() else None}
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such metrics file or run directory")
+    default = path.stem
+    if path.parent.name == "eval":  # run/eval/metrics.json: name it after the run
+        default = path.parent.parent.resolve().name
+    return {"name": name or default, "in_domain": _read(path), "out_of_domain": None}
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise EvaluationError(f"{path}: expected a JSON object of metrics")
+    return data
+
+
+def load_runs(specs: list[str], names: list[str] | None = None) -> list[dict]:
+    if names and len(names) != len(specs):
+        raise EvaluationError(f"--names gives {len(names)} names for {len(specs)} runs")
+    return [load_run(s, names[i] if names else None) for i, s in enumerate(specs)]
+
+
+def table_data(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """Column names and rows of values (None: blank); OOD columns only if some row has them."""
+    groups = [g for g in GROUPS if g[0] == "in_domain" or any(r.get(g[0]) for r in rows)]
+    grouped = len(groups) > 1
+    columns = ["Run"] + [f"{label} ({tag})" if grouped else label
+                         for _, tag in groups for _, label in METRICS]
+    data = []
+    for row in rows:
+        values = [row["name"]]
+        for key, _ in groups:
+            metrics = row.get(key) or {}
+            values += [metrics.get(m) for m, _ in METRICS]
+        data.append(values)
+    return columns, data
+
+
+def results_table(rows: list[dict]) -> str:
+    columns, data = table_data(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|---" + "|---:" * (len(columns) - 1) + "|"]
+    for values in data:
+        cells = [str(values[0]).replace("|", "\\|")] + [_cell(v) for v in values[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return BLANK
+    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
+
+
+def log_wandb(rows: list[dict], project: str | None = None, name: str | None = None) -> str:
+    """Log the table as a wandb.Table (offline unless WANDB_MODE says otherwise) and return the
+    run's folder. Only the table is logged: no config, no environment."""
+    import wandb
+
+    columns, data = table_data(rows)
+    run = wandb.init(mode=os.environ.get("WANDB_MODE", "offline"),
+                     project=project or os.environ.get("WANDB_PROJECT", "alpha-umi-eval"),
+                     name=name, job_type="results_table")
+    try:
+        run.log({"results_table": wandb.Table(columns=columns, data=data)})
+        return run.dir
+    finally:
+        run.finish()

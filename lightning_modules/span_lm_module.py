@@ -1,0 +1,160 @@
+"""The one LightningModule of every stage: a causal LM trained on span-masked targets.
+
+The loss of an optimizer step is the sum of the token losses over supervised tokens divided by the
+number of supervised tokens in the whole step (all micro-batches of the accumulation window, all
+devices), not a mean of per-micro-batch means. To know that number before the first backward, the
+DataModule hands each training step the list of its micro-batches, and the module accumulates them
+itself (manual optimization).
+"""
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+import lightning as L
+import torch
+
+from pipeline.instantiate import instantiate
+from .span_loss import (SPAN_KINDS, SpanLossSums, dense_token_losses, forward_hidden, kind_means,
+                        reduce_span_losses, shift_labels, span_loss_sums)
+
+
+class SpanLMModule(L.LightningModule):
+    def __init__(self, model: Mapping, optimizer: Mapping, scheduler: Mapping,
+                 loss: Mapping | None = None, gradient_clip_val: float | None = 1.0,
+                 vocab_size: int | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.model_cfg = dict(model)
+        self.optimizer_cfg, self.scheduler_cfg = dict(optimizer), dict(scheduler)
+        loss = dict(loss or {})
+        self.sparse = loss.get("sparse", True)
+        self.chunk_size = loss.get("chunk_size", 1024)
+        self.recompute = loss.get("recompute_chunks", False)
+        self.gradient_clip_val = gradient_clip_val
+        self.vocab_size = vocab_size
+        self.model = None
+        self._val = None
+        self._t_last = None
+
+    # ----- model ---------------------------------------------------------------------------
+    def configure_model(self):
+        # Lightning may call this more than once (e.g. fit after validate); build only once.
+        if self.model is None:
+            self.model = instantiate(self.model_cfg, vocab_size=self.vocab_size)
+
+    def span_sums(self, batch) -> SpanLossSums:
+        if self.sparse:
+            return span_loss_sums(self.model, batch, self.chunk_size, self.recompute)
+        labels, kinds = shift_labels(batch["labels"], batch["span_kinds"])
+        hidden = forward_hidden(self.model, batch)
+        losses = dense_token_losses(self.model.get_output_embeddings()(hidden), labels)
+        return reduce_span_losses(losses, kinds, len(SPAN_KINDS), mask=labels != -100)
+
+    # ----- training --------------------------------------------------------------------------
+    def training_step(self, micro_batches, batch_idx):
+        micro_batches = micro_batches if isinstance(micro_batches, list) else [micro_batches]
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        strategy = self.trainer.strategy
+        local = sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches).float()
+        n_step = strategy.reduce(local.clone(), reduce_op="sum")
+        # Gradients are averaged over devices by DDP/FSDP/DeepSpeed, so scale by the world size.
+        scale = self.trainer.world_size / n_step.clamp(min=1)
+        total = torch.zeros(len(SPAN_KINDS), device=self.device)
+        counts = torch.zeros(len(SPAN_KINDS), device=self.device)
+        for i, batch in enumerate(micro_batches):
+            sync = i == len(micro_batches) - 1
+            with _no_backward_sync(strategy, skip=not sync):
+                sums = self.span_sums(batch)
+                self.manual_backward(sums.loss_sum * scale)
+            total += sums.kind_sums.detach()
+            counts += sums.kind_counts
+        grad_norm = self._clip(opt)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        self._log_step(micro_batches, total, counts, grad_norm, n_step)
+
+    def _clip(self, opt):
+        if not self.gradient_clip_val:
+            return None
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if hasattr(self.trainer.strategy, "deepspeed_engine"):
+            return None  # DeepSpeed clips inside its engine (gradient_clipping in its config)
+        norm = torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
+        return norm
+
+    def _log_step(self, micro_batches, kind_sums, kind_counts, grad_norm, n_step):
+        strategy = self.trainer.strategy
+        kind_sums = strategy.reduce(kind_sums, reduce_op="sum")
+        kind_counts = strategy.reduce(kind_counts, reduce_op="sum")
+        logs = {"train/loss": kind_sums.sum() / n_step.clamp(min=1),
+                "train/lr": torch.tensor(self.lr_schedulers().get_last_lr()[0]),
+                "train/supervised_tokens": n_step}
+        for i, name in enumerate(SPAN_KINDS[1:], 1):
+            if kind_counts[i] > 0:
+                logs[f"train/loss_{name}"] = kind_sums[i] / kind_counts[i]
+        if grad_norm is not None:
+            logs["train/grad_norm"] = grad_norm
+        now = time.perf_counter()
+        if self._t_last is not None:
+            dt = now - self._t_last
+            tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b
+                         else int(b["input_ids"].numel()) for b in micro_batches)
+            logs["train/tokens_per_sec"] = torch.tensor(tokens * self.trainer.world_size / dt)
+            logs["train/supervised_tokens_per_sec"] = n_step / dt
+        self._t_last = now
+        self.log_dict({k: v.float() if torch.is_tensor(v) else v for k, v in logs.items()},
+                      prog_bar=False, on_step=True, on_epoch=False, rank_zero_only=True)
+        self.log("loss", logs["train/loss"], prog_bar=True, on_step=True, logger=False)
+
+    # ----- validation ------------------------------------------------------------------------
+    def on_validation_epoch_start(self):
+        self._val = [torch.zeros(len(SPAN_KINDS), device=self.device) for _ in range(2)]
+
+    def validation_step(self, batch, batch_idx):
+        for b in batch if isinstance(batch, list) else [batch]:
+            sums = self.span_sums(b)
+            self._val[0] += sums.kind_sums.detach()
+            self._val[1] += sums.kind_counts
+
+    def on_validation_epoch_end(self):
+        sums, counts = (self.trainer.strategy.reduce(x, reduce_op="sum") for x in self._val)
+        if counts.sum() == 0:
+            return
+        logs = {"val/loss": sums.sum() / counts.sum()}
+        for i, name in enumerate(SPAN_KINDS[1:], 1):
+            if counts[i] > 0:
+                logs[f"val/loss_{name}"] = sums[i] / counts[i]
+        self.log_dict(logs, prog_bar=True, rank_zero_only=True)
+
+    # ----- optimizer -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        cfg = dict(self.optimizer_cfg)
+        wd = cfg.pop("weight_decay", 0.0)
+        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = instantiate(cfg, groups)
+        scheduler = instantiate(self.scheduler_cfg, optimizer,
+                                total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class _no_backward_sync:
+    """Skip the gradient all-reduce for all but the last micro-batch of a step (DDP only)."""
+
+    def __init__(self, strategy, skip: bool):
+        self.ctx = None
+        block = getattr(strategy, "block_backward_sync", None)
+        if skip and block is not None and getattr(strategy, "model", None) is not None \
+                and isinstance(strategy.model, torch.nn.parallel.DistributedDataParallel):
+            self.ctx = block()
+
+    def __enter__(self):
+        return self.ctx.__enter__() if self.ctx else None
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc) if self.ctx else False

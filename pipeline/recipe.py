@@ -1,0 +1,172 @@
+"""Recipes: YAML files composed with OmegaConf, validated with jsonschema before anything is built.
+
+A recipe file may list `defaults:` (fragments such as `model/tiny_llama`, resolved against the
+recipes folder), which are merged in order before the file's own keys. Several recipe files given
+on the command line are merged left to right (a base recipe, then overlays), then `key=value`
+overrides. Every leaf remembers the file that last set it, so a validation error names the key
+path and its file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import jsonschema
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+RECIPES_ROOT = Path(__file__).resolve().parents[1] / "recipes"
+SCHEMA_PATH = Path(__file__).with_name("recipe_schema.json")
+SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def _find_fragment(name: str, including: Path) -> Path:
+    for base in (including.parent, RECIPES_ROOT):
+        for cand in (base / name, base / f"{name}.yaml"):
+            if cand.is_file():
+                return cand
+    raise RecipeError(f"{including}: defaults entry '{name}' not found next to it or under {RECIPES_ROOT}")
+
+
+def _load_file(path: Path, provenance: dict, stack=()) -> DictConfig:
+    if path in stack:
+        raise RecipeError(f"{path}: defaults form a cycle: {' -> '.join(map(str, stack + (path,)))}")
+    try:
+        node = OmegaConf.load(path)
+    except Exception as exc:  # yaml errors carry line and column
+        raise RecipeError(f"{path}: cannot parse YAML: {exc}") from None
+    if not isinstance(node, DictConfig):
+        raise RecipeError(f"{path}: a recipe must be a mapping at the top level")
+    defaults = node.pop("defaults", [])
+    if not isinstance(defaults, (list, ListConfig)):
+        raise RecipeError(f"{path}: 'defaults' must be a list of fragment names")
+    merged = OmegaConf.create({})
+    for entry in defaults:
+        frag = _load_file(_find_fragment(str(entry), path), provenance, stack + (path,))
+        merged = OmegaConf.merge(merged, frag)
+    _record(node, str(path), provenance)
+    return OmegaConf.merge(merged, node)
+
+
+def _record(node, origin: str, provenance: dict, prefix: str = ""):
+    keys = node.keys() if isinstance(node, DictConfig) else []
+    for key in keys:
+        value = node._get_node(key)
+        path = f"{prefix}.{key}" if prefix else str(key)
+        provenance[path] = origin
+        if isinstance(value, DictConfig):
+            _record(value, origin, provenance, path)
+
+
+def compose(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> tuple[DictConfig, dict]:
+    """Merge recipe files and dot-list overrides; return (config, provenance)."""
+    if not files:
+        raise RecipeError("no recipe file given")
+    provenance: dict[str, str] = {}
+    cfg = OmegaConf.create({})
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise RecipeError(f"recipe file not found: {path}")
+        cfg = OmegaConf.merge(cfg, _load_file(path.resolve(), provenance))
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"command line: override '{item}' is not of the form key=value")
+        dot = OmegaConf.from_dotlist([item])
+        _record(dot, "command line", provenance)
+        cfg = OmegaConf.merge(cfg, dot)
+    return cfg, provenance
+
+
+def origin_of(path: str, provenance: dict) -> str:
+    parts = path.split(".")
+    while parts:
+        key = ".".join(parts)
+        if key in provenance:
+            return provenance[key]
+        parts.pop()
+    return "the composed recipe"
+
+
+def validate(cfg: DictConfig, provenance: dict) -> dict:
+    """Resolve interpolations and check the recipe against the schema; return it as a dict."""
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:
+        raise RecipeError(f"recipe: cannot resolve interpolation: {exc}") from None
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        lines = [_explain(e, provenance) for e in errors[:10]]
+        raise RecipeError("invalid recipe:\n  " + "\n  ".join(lines))
+    _check_stage_graph(data, provenance)
+    return data
+
+
+def _explain(err: jsonschema.ValidationError, provenance: dict) -> str:
+    path = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties":
+        extra = [k for k in err.instance if k not in err.schema.get("properties", {})
+                 and not any(__import__("re").match(p, k) for p in err.schema.get("patternProperties", {}))]
+        key = f"{path}.{extra[0]}" if path else extra[0]
+        return f"unknown key '{key}' (from {origin_of(key, provenance)})"
+    if err.validator == "required":
+        missing = err.message.split("'")[1]
+        key = f"{path}.{missing}" if path else missing
+        return f"missing required key '{key}' (in {origin_of(path, provenance) if path else 'the recipe'})"
+    return f"key '{path or '<root>'}': {err.message} (from {origin_of(path, provenance)})"
+
+
+def _check_stage_graph(data: dict, provenance: dict):
+    stages = {n: s for n, s in data["stages"].items() if s.get("enabled", True)}
+    for name, stage in stages.items():
+        src = stage.get("init_from")
+        if isinstance(src, str) and src.startswith("stage:"):
+            dep = src.split(":", 1)[1]
+            if dep not in stages:
+                raise RecipeError(f"key 'stages.{name}.init_from': stage '{dep}' is not an enabled stage "
+                                  f"(from {origin_of(f'stages.{name}.init_from', provenance)})")
+    stage_order(stages)
+
+
+def stage_order(stages: dict) -> list[str]:
+    """Names in dependency order (a stage after the stage it starts from)."""
+    order, state = [], {}
+
+    def visit(name, chain=()):
+        if state.get(name) == "done":
+            return
+        if name in chain:
+            raise RecipeError(f"stages: init_from forms a cycle: {' -> '.join(chain + (name,))}")
+        src = stages[name].get("init_from")
+        if isinstance(src, str) and src.startswith("stage:"):
+            visit(src.split(":", 1)[1], chain + (name,))
+        state[name] = "done"
+        order.append(name)
+
+    for name in stages:
+        visit(name)
+    return order
+
+
+def load_recipe(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict:
+    cfg, provenance = compose(files, overrides)
+    return validate(cfg, provenance)
+
+
+def redact(data, _key: str = ""):
+    """A copy safe to log: values under keys that look like secrets are replaced."""
+    if isinstance(data, dict):
+        return {k: ("***" if any(w in k.lower() for w in SECRET_WORDS) and not k.endswith("_env")
+                    and isinstance(v, str) else redact(v, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
+
+
+def to_yaml(data: dict) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(data))

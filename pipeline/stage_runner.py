@@ -1,0 +1,173 @@
+"""Runs a recipe's stage graph: each stage trains one role and leaves a Hugging Face export.
+
+Layout of a run directory (`run.dir`):
+    tokenizer/                the tokenizer trained on the corpus (embedded default only)
+    <stage>/checkpoints/      Lightning checkpoints (last.ckpt resumes an interrupted stage)
+    <stage>/logs/             CSV metrics (per-span losses, lr, grad norm, tokens/s)
+    <stage>/wandb/            the W&B run (offline unless the recipe or WANDB_MODE says otherwise)
+    <stage>/hf/               save_pretrained of model and tokenizer
+    <stage>/DONE.json         written last: a finished stage is skipped on rerun
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from transformers import AutoTokenizer
+
+from datamodules.bpe_tokenizer import train_bpe_tokenizer
+from lightning_modules.span_lm_module import SpanLMModule
+from pipeline.instantiate import instantiate
+from pipeline.recipe import redact, stage_order
+from pipeline.stage_config import accumulation, export_dir, resolve_init, stage_dir, stage_settings
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def enabled_stages(recipe: dict) -> list[str]:
+    return stage_order({n: s for n, s in recipe["stages"].items() if s.get("enabled", True)})
+
+
+def is_done(recipe: dict, name: str) -> bool:
+    return (stage_dir(recipe, name) / "DONE.json").is_file()
+
+
+def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
+    tok_cfg = recipe.get("tokenizer", {})
+    source = tok_cfg.get("from_pretrained") or init_path
+    if source:
+        tok = AutoTokenizer.from_pretrained(source)
+    else:
+        path = Path(recipe["run"]["dir"]) / "tokenizer"
+        if (path / "tokenizer.json").is_file():
+            tok = AutoTokenizer.from_pretrained(path)
+        else:
+            if "train_bpe" not in tok_cfg:
+                raise ValueError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
+                                 "or tokenizer.train_bpe")
+            dm = build_datamodule(recipe, settings, tokenizer=None)
+            tok = train_bpe_tokenizer(dm.corpus_texts(), out_dir=path, **tok_cfg["train_bpe"])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_datamodule(recipe: dict, settings: dict, tokenizer, world_size: int = 1):
+    data = dict(settings["data"])
+    data.pop("global_batch_size", None)
+    data.setdefault("seed", recipe["run"].get("seed", 42))
+    return instantiate(data, role=settings["role"], template=recipe["template"], tokenizer=tokenizer,
+                       accumulate_grad_batches=accumulation(settings, world_size),
+                       add_bos=recipe.get("tokenizer", {}).get("add_bos", True))
+
+
+def build_loggers(recipe: dict, settings: dict, sdir: Path):
+    cfg = recipe.get("logger", {})
+    loggers = []
+    if cfg.get("csv", {}).get("enabled", True):
+        loggers.append(CSVLogger(str(sdir), name="logs", version=""))
+    wb = cfg.get("wandb", {})
+    if wb.get("enabled", True):
+        mode = os.environ.get("WANDB_MODE", wb.get("mode", "offline"))
+        (sdir / "wandb").mkdir(parents=True, exist_ok=True)
+        logger = WandbLogger(project=wb.get("project", "alpha-umi-glpft"), entity=wb.get("entity"),
+                             name=f"{recipe['run']['name']}/{settings['name']}",
+                             group=recipe["run"].get("group") or recipe["run"]["name"],
+                             job_type=settings["role"], tags=wb.get("tags", []), save_dir=str(sdir),
+                             mode=mode, log_model=wb.get("log_model", False),
+                             id=_wandb_id(sdir), resume="allow")
+        logger.log_hyperparams({"recipe": redact(recipe), "stage": redact(settings)})
+        loggers.append(logger)
+    return loggers
+
+
+def _wandb_id(sdir: Path) -> str:
+    """The same W&B run id across resumes of a stage."""
+    path = sdir / "wandb_id.txt"
+    if not path.exists():
+        import uuid
+        path.write_text(uuid.uuid4().hex[:12])
+    return path.read_text().strip()
+
+
+def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
+    kwargs = dict(settings["trainer"])
+    kwargs.pop("accumulate_grad_batches", None)  # the module accumulates (exact token normalisation)
+    kwargs.pop("gradient_clip_val", None)  # the module clips (manual optimization)
+    strategy = recipe.get("strategy", "auto")
+    strategy = instantiate(strategy) if isinstance(strategy, dict) else strategy
+    ckpt = settings.get("checkpoint", {})
+    callbacks = [ModelCheckpoint(dirpath=str(sdir / "checkpoints"), save_last=True, save_top_k=0,
+                                 every_n_train_steps=ckpt.get("every_n_train_steps", 50),
+                                 save_weights_only=ckpt.get("save_weights_only", False))]
+    return L.Trainer(strategy=strategy, logger=build_loggers(recipe, settings, sdir), callbacks=callbacks,
+                     use_distributed_sampler=False, accumulate_grad_batches=1,
+                     enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
+                     default_root_dir=str(sdir), **kwargs)
+
+
+def export_stage(module, tokenizer, out: Path) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    module.model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def run_stage(recipe: dict, name: str) -> dict:
+    settings = stage_settings(recipe, name)
+    sdir = stage_dir(recipe, name)
+    sdir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(recipe["run"].get("seed", 42), workers=True)
+    init_path = resolve_init(recipe, settings)
+    if settings["init_from"] and settings["init_from"].startswith("stage:") and not Path(init_path).is_dir():
+        raise FileNotFoundError(f"stage {name}: its init_from {settings['init_from']} has no export at {init_path}")
+    tokenizer = load_tokenizer(recipe, settings, init_path)
+    trainer = build_trainer(recipe, settings, sdir)
+    dm = build_datamodule(recipe, settings, tokenizer, trainer.world_size)
+    model_cfg = {k: v for k, v in settings["model"].items()} | {"init_from": init_path}
+    module = SpanLMModule(model=model_cfg, optimizer=settings["optimizer"], scheduler=settings["scheduler"],
+                          loss=settings.get("loss"), vocab_size=len(tokenizer),
+                          gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
+    last = sdir / "checkpoints" / "last.ckpt"
+    resume = str(last) if last.is_file() else None
+    if resume:
+        print(f"[{name}] resuming from {resume}")
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    summary = {"stage": name, "role": settings["role"], "init_from": init_path,
+               "global_step": trainer.global_step, "data": dm.stats,
+               "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+    if trainer.is_global_zero:
+        export_stage(module, tokenizer, export_dir(recipe, name))
+        write_json_atomic(sdir / "DONE.json", summary)
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.finish()
+    return summary
+
+
+def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
+    """Run every enabled stage in dependency order, skipping finished ones; return those run."""
+    names = enabled_stages(recipe)
+    if only is not None:
+        if only not in names:
+            raise ValueError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
+        names = [only]
+    ran = []
+    for name in names:
+        if is_done(recipe, name):
+            print(f"[{name}] already finished ({stage_dir(recipe, name) / 'DONE.json'}); skipping")
+            continue
+        run_stage(recipe, name)
+        ran.append(name)
+    return ran

@@ -1,0 +1,35 @@
+"""python -m simulators RECIPE.yaml [key=value ...]
+
+Reads the recipe (its `simulator:` node, else the whole file), applies the dot-list overrides
+(relative to that node: llm.model=..., instructions_per_api=2) and writes the corpus under
+<output.dir>/simulator-<settings hash>/. Prints the corpus path and a summary.
+"""
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .corpus import build_corpus, run_dir_for
+from .settings import load_settings
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "openai"):  # one line per request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = load_settings(argv[0], overrides=argv[1:])
+    out_dir = Path(settings["output"]["dir"])
+    corpus = build_corpus(settings, out_dir)
+    stats_path = run_dir_for(settings, out_dir) / settings["output"]["stats"]
+    stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    print(corpus)
+    print(json.dumps({k: stats[k] for k in ("complete", "planned", "kept", "filtered",
+                                            "filtered_by_reason", "errors_this_run", "tokens")}))
+    return 0 if stats["complete"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

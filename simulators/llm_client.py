@@ -1,0 +1,124 @@
+"""An OpenAI-compatible chat client with a concurrency cap, a per-request deadline and counted
+retries (exponential backoff with jitter) on 429, 5xx, timeouts and malformed replies.
+
+The openai client's own retries are off (max_retries=0) so every retry is ours, and counted.
+The API key is read from the environment variable the settings name; it is never stored
+elsewhere, logged or written out.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import openai
+from openai import AsyncOpenAI
+
+RETRY_STATUSES = {408, 409, 429}
+
+
+class LLMError(RuntimeError):
+    """A request that failed for good (retries exhausted, or an error not worth retrying)."""
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+
+
+class LLMClient:
+    def __init__(self, cfg):
+        """`cfg` is the settings' `llm:` node (any mapping)."""
+        self.cfg = cfg
+        env = cfg.get("api_key_env") or "OPENAI_API_KEY"
+        key = os.environ.get(env)
+        if not key:
+            raise LLMError(f"no API key: set the environment variable {env}")
+        self.timeout = float(cfg["timeout_s"])
+        self.max_retries = int(cfg["max_retries"])
+        self.client = AsyncOpenAI(api_key=key, base_url=cfg["base_url"], max_retries=0,
+                                  timeout=self.timeout + 1.0)
+        self.semaphore = asyncio.Semaphore(int(cfg["concurrency"]))
+        self.rng = random.Random()
+        self.stats = Counter()  # calls, retries, timeouts, rate_limited, server_errors, malformed, tokens
+
+    def __repr__(self):  # keep the client (and its key) out of any log line
+        return f"LLMClient(base_url={self.cfg['base_url']!r}, model={self.cfg['model']!r})"
+
+    async def chat(self, messages: list[dict], *, temperature: float | None = None,
+                   max_tokens: int | None = None, seed: int | None = None) -> Reply:
+        kwargs = {"model": self.cfg["model"], "messages": messages,
+                  "temperature": self.cfg["temperature"] if temperature is None else temperature,
+                  "max_tokens": int(max_tokens or self.cfg["max_tokens"])}
+        if seed is not None and self.cfg.get("send_seed", False):
+            kwargs["seed"] = int(seed)
+        retries = 0
+        while True:
+            retry_after = None
+            try:
+                async with self.semaphore:
+                    self.stats["calls"] += 1
+                    resp = await asyncio.wait_for(self.client.chat.completions.create(**kwargs),
+                                                  self.timeout)
+                reply = _reply(resp)
+                if reply is not None:
+                    reply.retries = retries
+                    self.stats["prompt_tokens"] += reply.prompt_tokens
+                    self.stats["completion_tokens"] += reply.completion_tokens
+                    return reply
+                reason = "malformed"
+            except (asyncio.TimeoutError, openai.APITimeoutError):
+                reason = "timeouts"
+            except openai.APIStatusError as exc:
+                if exc.status_code < 500 and exc.status_code not in RETRY_STATUSES:
+                    self.stats["failed"] += 1
+                    raise LLMError(f"HTTP {exc.status_code} from the LLM server: {exc.message}") from None
+                reason = "rate_limited" if exc.status_code == 429 else "server_errors"
+                retry_after = _retry_after(exc)
+            except openai.APIConnectionError:
+                reason = "connection_errors"
+            except (openai.APIResponseValidationError, json.JSONDecodeError):
+                reason = "malformed"
+            self.stats[reason] += 1
+            if retries >= self.max_retries:
+                self.stats["failed"] += 1
+                raise LLMError(f"giving up after {retries} retries (last: {reason})")
+            retries += 1
+            self.stats["retries"] += 1
+            await asyncio.sleep(self.backoff(retries, retry_after))
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        base, cap = float(self.cfg["backoff_base_s"]), float(self.cfg["backoff_max_s"])
+        delay = min(cap, base * 2 ** (attempt - 1))
+        jitter = float(self.cfg.get("jitter", 0.5))
+        delay *= 1 - jitter * self.rng.random()
+        return min(cap, max(delay, retry_after or 0.0))
+
+    async def aclose(self):
+        await self.client.close()
+
+
+def _reply(resp) -> Reply | None:
+    """The first choice's text and the usage, or None when the reply is not a chat completion."""
+    try:
+        text = resp.choices[0].message.content
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if not isinstance(text, str):
+        return None
+    usage = getattr(resp, "usage", None)
+    return Reply(text, getattr(usage, "prompt_tokens", 0) or 0,
+                 getattr(usage, "completion_tokens", 0) or 0)
+
+
+def _retry_after(exc) -> float | None:
+    try:
+        return float(exc.response.headers.get("retry-after"))
+    except (AttributeError, TypeError, ValueError):
+        return None
