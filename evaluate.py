@@ -16,8 +16,10 @@ import sys
 
 from datamodules.trajectory import TrajectoryError
 from evaluation import EvaluationError, write_text_atomic
+from evaluation.agent_loop import add_agent_args, run_agent_cli
 from evaluation.metrics import load_predictions, score
 from evaluation.results_table import load_runs, log_wandb, results_table
+from evaluation.static_inference import add_static_args, run_static_cli
 from evaluation.steps import load_steps, plan_counts, write_steps
 
 
@@ -74,8 +76,10 @@ COMMANDS = {
     "steps": ("extract evaluation steps from a test set", add_steps_args, run_steps),
     "score": ("score predictions against the reference steps", add_score_args, run_score),
     "table": ("collect metrics into a Markdown results table", add_table_args, run_table),
-    # "static": teacher-forced inference over a steps file -> predictions JSONL (to be added)
-    # "agent": full-episode inference with the tool simulator (to be added)
+    "static": ("teacher-forced inference of a run over a test set -> predictions + metrics",
+               add_static_args, run_static_cli),
+    "agent": ("one live episode of a run (planner -> caller -> tool -> ...), tools replayed",
+              add_agent_args, run_agent_cli),
 }
 
 

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--print-config", action="store_true", help="print the composed recipe and exit")
     parser.add_argument("--validate", action="store_true",
                         help="validate the given recipe, or every shipped recipe if none is given, and exit")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_intermixed_args(argv)
     files = [a for a in ns.args if "=" not in a]
     overrides = [a for a in ns.args if "=" in a]
     if ns.validate and not files:

@@ -78,7 +78,7 @@ class PromptTemplate:
         """System prompt (with the tool list) and the instruction: the start of every sequence."""
         system = self.system[role].format(tools=self.render_tools(tools),
                                           tool_names=", ".join(t["name"] for t in tools))
-        return [Segment(system + self.instruction.format(instruction=instruction))]
+        return [Segment(system), Segment(self.instruction.format(instruction=instruction))]
 
     def fields(self, turn: Mapping) -> dict:
         f = dict(turn)

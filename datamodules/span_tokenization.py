@@ -83,7 +83,12 @@ def encode_folded(ex: RoleExample, enc: SegmentEncoder, max_len: int,
     """One sequence per trajectory; split at step boundaries when longer than `max_len`, each
     piece starting again with the header (system prompt, tools, instruction)."""
     stats.examples += 1
-    head = _labelled(enc.encode(ex.context), ex.context, [False] * len(ex.context))
+    head_pieces = enc.encode(ex.context)
+    if sum(map(len, head_pieces)) > max_len // 2:
+        # A tool list longer than half the budget is cut at its end (the system segment comes first).
+        head_pieces[0] = head_pieces[0][:max(0, max_len // 2 - sum(map(len, head_pieces[1:])))]
+        stats.dropped["tool_list_trimmed(kept)"] += 1
+    head = _labelled(head_pieces, ex.context, [False] * len(ex.context))
     budget = max_len - len(enc.bos) - len(head[0])
     steps = []
     for step in ex.steps:

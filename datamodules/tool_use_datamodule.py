@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import lightning as L
 import torch
+import datasets
 from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
 
@@ -64,7 +65,8 @@ class ToolUseDataModule(L.LightningDataModule):
                  accumulate_grad_batches: int = 1, val_fraction: float = 0.1,
                  instruction_part: str = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
-                 cache_dir: str = ".cache/datasets", num_workers: int = 0, simulator_dir: str | None = None):
+                 cache_dir: str = ".cache/datasets", num_workers: int = 0, simulator_dir: str | None = None,
+                 packing: dict | None = None):
         super().__init__()
         if instruction_part not in PARTS:
             raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
@@ -80,6 +82,17 @@ class ToolUseDataModule(L.LightningDataModule):
         self.add_bos, self.seed = add_bos, seed
         self.cache_dir, self.num_workers = Path(cache_dir), num_workers
         self.simulator_dir = simulator_dir
+        # Packing: {enabled, max_tokens (null: max_length), rows_per_micro_batch}; see packed_steps.
+        packing = dict(packing or {})
+        unknown = set(packing) - {"enabled", "max_tokens", "rows_per_micro_batch"}
+        if unknown:
+            raise ValueError(f"data.packing: unknown key(s) {sorted(unknown)}")
+        self.packing = packing.get("enabled", False)
+        self.pack_max_tokens = packing.get("max_tokens") or max_length
+        self.pack_rows = packing.get("rows_per_micro_batch", 1)
+        if self.pack_max_tokens < max_length:
+            raise ValueError(f"data.packing.max_tokens={self.pack_max_tokens} is shorter than "
+                             f"data.max_length={max_length}: some examples would not fit a row")
         self.stats: dict = {}
         self.splits: dict[str, Dataset] = {}
 
@@ -147,6 +160,7 @@ class ToolUseDataModule(L.LightningDataModule):
             self.stats = json.loads((root / "stats.json").read_text())
             return self._load_cached(root)
         enc = SegmentEncoder(self.tokenizer, add_bos=self.add_bos)
+        datasets.disable_progress_bars()
         out = {}
         for name, trajs in self.load_split_trajectories().items():
             stats = EncodeStats()
@@ -193,6 +207,8 @@ class ToolUseDataModule(L.LightningDataModule):
     def train_dataloader(self):
         rank, world = self._rank()
         ds = self.splits["train"]
+        if self.packing:
+            return self._packed_loader(ds, self.accumulate, rank, world, shuffle=True)
         sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], self.micro_batch_size,
                                    self.accumulate, rank, world, self.seed, self.group_by_length)
         return DataLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
@@ -203,10 +219,19 @@ class ToolUseDataModule(L.LightningDataModule):
         ds = self.splits["val"]
         if len(ds) == 0:
             return []
+        if self.packing:
+            return self._packed_loader(ds, 1, rank, world, shuffle=False)
         sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], self.micro_batch_size, 1,
                                    rank, world, self.seed, group_by_length=True, shuffle=False)
         return DataLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
                           collate_fn=StepCollator(self.pad_id, self.micro_batch_size))
+
+    def _packed_loader(self, ds, accumulate, rank, world, shuffle):
+        from .packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
+        sampler = PackedStepSampler([len(x) for x in ds["input_ids"]], self.pack_max_tokens,
+                                    self.pack_rows, accumulate, rank, world, self.seed, shuffle=shuffle)
+        return DataLoader(PackedRows(ds), batch_sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=PackedStepCollator(self.pad_id))
 
     @property
     def pad_id(self) -> int:

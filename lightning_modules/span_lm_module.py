@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from pipeline.instantiate import instantiate
+from .causal_lm import sharded_build_context
 from .span_loss import (SPAN_KINDS, SpanLossSums, dense_token_losses, forward_hidden, kind_means,
                         reduce_span_losses, shift_labels, span_loss_sums)
 
@@ -41,7 +42,11 @@ class SpanLMModule(L.LightningModule):
     def configure_model(self):
         # Lightning may call this more than once (e.g. fit after validate); build only once.
         if self.model is None:
-            self.model = instantiate(self.model_cfg, vocab_size=self.vocab_size)
+            # ZeRO-3: inside deepspeed.zero.Init; transformers must know so weights really load.
+            strategy = self._trainer.strategy if self._trainer is not None else None
+            with sharded_build_context(strategy):
+                self.model = instantiate(self.model_cfg, vocab_size=self.vocab_size)
+            self.model.train()  # from_pretrained returns eval mode
 
     def span_sums(self, batch) -> SpanLossSums:
         if self.sparse:
@@ -99,7 +104,10 @@ class SpanLMModule(L.LightningModule):
         now = time.perf_counter()
         if self._t_last is not None:
             dt = now - self._t_last
+            # Non-pad tokens: packed batches have no attention_mask; their `example_lens` (per row,
+            # the real examples' lengths) leave out each row's padding tail.
             tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b
+                         else sum(map(sum, b["example_lens"])) if "example_lens" in b
                          else int(b["input_ids"].numel()) for b in micro_batches)
             logs["train/tokens_per_sec"] = torch.tensor(tokens * self.trainer.world_size / dt)
             logs["train/supervised_tokens_per_sec"] = n_step / dt

@@ -141,6 +141,18 @@ def span_loss_sums(model, batch: dict, chunk_size: int = 1024, recompute: bool =
     """forward_hidden -> shift -> sparse_span_loss -> reduce_span_losses for one micro-batch."""
     hidden = forward_hidden(model, batch)
     labels, kinds = shift_labels(batch["labels"], batch["span_kinds"])
-    weight, bias = lm_head_params(model)
-    losses, idx = sparse_span_loss(hidden, weight, labels, chunk_size, bias, recompute)
+    head = model.get_output_embeddings()
+    if hasattr(head.weight, "ds_id"):
+        # DeepSpeed ZeRO-3: outside lm_head's own forward its weight is an empty partition, and a
+        # GatheredParameters block would re-partition it before backward needs it. Call the module
+        # instead (supervised positions only) so ZeRO-3's hooks gather the weight for forward and
+        # backward and reduce-scatter its gradient. One call per micro-batch, not per chunk: the
+        # gather is a collective and every rank must make the same number of calls.
+        flat = labels.reshape(-1)
+        idx = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+        selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, idx)
+        losses = F.cross_entropy(head(selected).float(), flat.index_select(0, idx), reduction="none")
+    else:
+        weight, bias = lm_head_params(model)
+        losses, idx = sparse_span_loss(hidden, weight, labels, chunk_size, bias, recompute)
     return reduce_span_losses(losses, kinds.reshape(-1).index_select(0, idx), num_kinds)

@@ -22,8 +22,9 @@ from transformers import AutoTokenizer
 
 from datamodules.bpe_tokenizer import train_bpe_tokenizer
 from lightning_modules.span_lm_module import SpanLMModule
+from lightning_modules.throughput import build_throughput_callback
 from pipeline.instantiate import instantiate
-from pipeline.recipe import redact, stage_order
+from pipeline.recipe import redact, stage_order, to_yaml
 from pipeline.stage_config import accumulation, export_dir, resolve_init, stage_dir, stage_settings
 
 
@@ -108,7 +109,8 @@ def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
     ckpt = settings.get("checkpoint", {})
     callbacks = [ModelCheckpoint(dirpath=str(sdir / "checkpoints"), save_last=True, save_top_k=0,
                                  every_n_train_steps=ckpt.get("every_n_train_steps", 50),
-                                 save_weights_only=ckpt.get("save_weights_only", False))]
+                                 save_weights_only=ckpt.get("save_weights_only", False)),
+                 build_throughput_callback(recipe.get("telemetry"))]
     return L.Trainer(strategy=strategy, logger=build_loggers(recipe, settings, sdir), callbacks=callbacks,
                      use_distributed_sampler=False, accumulate_grad_batches=1,
                      enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
@@ -159,6 +161,11 @@ def run_stage(recipe: dict, name: str) -> dict:
 def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     """Run every enabled stage in dependency order, skipping finished ones; return those run."""
     names = enabled_stages(recipe)
+    run_dir = Path(recipe["run"]["dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".recipe.yaml.tmp"
+    tmp.write_text(to_yaml(redact(recipe)))
+    os.replace(tmp, run_dir / "recipe.yaml")  # what this run was trained with (evaluation reads it)
     if only is not None:
         if only not in names:
             raise ValueError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")

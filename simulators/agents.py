@@ -101,8 +101,10 @@ class SimulatedToolExecutor:
 
     @classmethod
     def from_settings(cls, settings, toolset: Toolset) -> "SimulatedToolExecutor":
+        from omegaconf import OmegaConf
+
         from .settings import load_settings
-        settings = load_settings(settings)
+        settings = OmegaConf.to_container(load_settings(settings), resolve=True)
         return cls(toolset, LLMClient(settings["llm"]), settings)
 
     def reset(self):

@@ -9,6 +9,7 @@ written nowhere: a rerun retries them.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -123,12 +124,20 @@ async def load_toolsets(settings, llm: LLMClient, run_dir: Path, invalid: list[d
                 invalid.append({"source": src["name"], "problems": [f"{p}: {m}" for p, m in exc.problems]})
         else:
             raise ValueError(f"simulator.sources: unknown type {kind!r} (toolalpaca|openapi|description)")
+    seen: dict[str, str] = {}
+    for ts in toolsets:  # instance ids hash the API name, so names must be unique
+        if ts.name in seen:
+            raise ValueError(f"two APIs named {ts.name!r}: {seen[ts.name]} and {ts.source}")
+        seen[ts.name] = ts.source
     return toolsets
 
 
 class Run:
     def __init__(self, settings, run_dir: Path):
-        self.settings, self.dir = settings, Path(run_dir)
+        # Plain containers: DictConfig lookups are slow enough to show in the per-call overhead.
+        self.settings = OmegaConf.to_container(settings, resolve=True) \
+            if OmegaConf.is_config(settings) else settings
+        self.dir = Path(run_dir)
         out = settings["output"]
         self.totals, self.reasons = Counter(), Counter()  # over both files, old and new records
         self.corpus = AppendLog(self.dir / out["corpus"],
@@ -140,6 +149,7 @@ class Run:
         self.invalid_specs: list[dict] = []
         self.planned = 0
         self.started = time.time()
+        self.work_seconds = 0.0    # the instances alone, without loading specs or the client
 
     def _count_rejected(self, record: dict):
         self.totals.update(record.get("counters", {}))
@@ -154,7 +164,8 @@ class Run:
                 "totals": dict(sorted(totals.items())),
                 "tokens": totals["prompt_tokens"] + totals["completion_tokens"],
                 "llm_this_run": dict(llm.stats) if llm else {},
-                "seconds_this_run": round(time.time() - self.started, 3)}
+                "seconds_this_run": round(time.time() - self.started, 3),
+                "work_seconds_this_run": round(self.work_seconds, 3)}
 
     async def execute(self) -> dict:
         s = self.settings
@@ -217,10 +228,12 @@ class Run:
                 if finished % int(out["stats_every"]) == 0:
                     write_json_atomic(self.stats_path, self.stats(llm, complete=False))
 
+        started = time.perf_counter()
         workers = [asyncio.create_task(worker()) for _ in range(int(self.settings["llm"]["concurrency"]))]
         try:
             await asyncio.gather(*workers)
         finally:
+            self.work_seconds = time.perf_counter() - started
             for w in workers:
                 w.cancel()
             bar.close()
@@ -238,10 +251,13 @@ def build_corpus(settings, out_dir: Path) -> Path:
     run_dir = run_dir_for(settings, out_dir)
     corpus = run_dir / settings["output"]["corpus"]
     stats_path = run_dir / settings["output"]["stats"]
-    if stats_path.exists() and corpus.exists():
-        if json.loads(stats_path.read_text(encoding="utf-8")).get("complete"):
-            return corpus
-    stats = asyncio.run(Run(settings, run_dir).execute())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then reuses the result
+        if stats_path.exists() and corpus.exists():
+            if json.loads(stats_path.read_text(encoding="utf-8")).get("complete"):
+                return corpus
+        stats = asyncio.run(Run(settings, run_dir).execute())
     if not stats["complete"]:
         log.warning("simulation incomplete: %d instances failed; rerun to retry them (%s)",
                     stats["errors_this_run"], run_dir)

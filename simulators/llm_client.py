@@ -55,7 +55,7 @@ class LLMClient:
                    max_tokens: int | None = None, seed: int | None = None) -> Reply:
         kwargs = {"model": self.cfg["model"], "messages": messages,
                   "temperature": self.cfg["temperature"] if temperature is None else temperature,
-                  "max_tokens": int(max_tokens or self.cfg["max_tokens"])}
+                  self.cfg.get("max_tokens_field") or "max_tokens": int(max_tokens or self.cfg["max_tokens"])}
         if seed is not None and self.cfg.get("send_seed", False):
             kwargs["seed"] = int(seed)
         retries = 0
@@ -64,8 +64,7 @@ class LLMClient:
             try:
                 async with self.semaphore:
                     self.stats["calls"] += 1
-                    resp = await asyncio.wait_for(self.client.chat.completions.create(**kwargs),
-                                                  self.timeout)
+                    resp = await asyncio.wait_for(self._create(kwargs), self.timeout)
                 reply = _reply(resp)
                 if reply is not None:
                     reply.retries = retries
@@ -93,6 +92,13 @@ class LLMClient:
             self.stats["retries"] += 1
             await asyncio.sleep(self.backoff(retries, retry_after))
 
+    async def _create(self, body: dict) -> dict:
+        # POST /chat/completions through the client's documented `post` (auth, base URL, error
+        # types as in `chat.completions.create`), minus create()'s walk over the typed params and
+        # its pydantic reply model: together ~1.3 ms of CPU a call, which is most of the budget
+        # with 16 calls in flight on a fast local server.
+        return json.loads(await self.client.post("/chat/completions", body=body, cast_to=str))
+
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         base, cap = float(self.cfg["backoff_base_s"]), float(self.cfg["backoff_max_s"])
         delay = min(cap, base * 2 ** (attempt - 1))
@@ -104,17 +110,16 @@ class LLMClient:
         await self.client.close()
 
 
-def _reply(resp) -> Reply | None:
+def _reply(resp: dict) -> Reply | None:
     """The first choice's text and the usage, or None when the reply is not a chat completion."""
     try:
-        text = resp.choices[0].message.content
-    except (AttributeError, IndexError, TypeError):
+        text = resp["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
         return None
     if not isinstance(text, str):
         return None
-    usage = getattr(resp, "usage", None)
-    return Reply(text, getattr(usage, "prompt_tokens", 0) or 0,
-                 getattr(usage, "completion_tokens", 0) or 0)
+    usage = resp.get("usage") or {}
+    return Reply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
 
 def _retry_after(exc) -> float | None:

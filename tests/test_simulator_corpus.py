@@ -2,7 +2,6 @@
 filters and their counts, resume after a kill, reuse by settings hash, spec generation and the
 executor's own interface."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -236,3 +235,9 @@ def test_the_executor_plugs_into_an_agent_loop():
     assert unknown["error"].startswith("404 Not Found: unknown function 'fly'")
     assert executor.counters["invalid_calls"] == 2 and executor.counters["llm_calls"] == 1
     assert len(executor.history) == 1
+
+
+def test_api_names_must_be_unique(tmp_path):
+    twice = [{"type": "toolalpaca", "path": DATA, "names": ["Axolotl"]}] * 2
+    with pytest.raises(ValueError, match="two APIs named 'Axolotl'"):
+        run(simulator_rules(), tmp_path, sources=twice)

@@ -1,0 +1,182 @@
+"""Packed optimizer steps: a batch sampler and collator that train on packed rows.
+
+Each epoch, the examples are packed with best-fit-decreasing into rows of at most `max_tokens`
+tokens (the same algorithm as `packing.pack_examples`, run on lengths only), the rows are grouped
+into micro-batches of `rows_per_micro_batch` rows of similar length, and the micro-batches into
+optimizer steps of `accumulate` micro-batches per rank. The micro-batch list is padded with blanked
+copies of real micro-batches (`packing.equalize_rank_batches`) to a multiple of
+`accumulate x world_size`, so every rank runs the same number of steps with the same number of
+micro-batches each, and every example appears exactly once per epoch across all ranks.
+
+Every rank computes the same plan from the example lengths (no communication); the sampler yields
+this rank's share of one step as a list of `PackedKey`s, which `PackedRows` turns into examples and
+`PackedStepCollator` into a list of `collate_packed` micro-batches (the module accumulates them).
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from typing import NamedTuple, Sequence
+
+import torch
+
+from .packing import blank_batch, collate_packed, equalize_rank_batches, pack_examples
+
+
+class PackedKey(NamedTuple):
+    """One example's place in a step: its index, micro-batch and row within the step, filler flag."""
+    index: int
+    micro: int
+    row: int
+    filler: bool = False
+
+
+def best_fit_decreasing(lengths: Sequence[int], max_len: int,
+                        order: Sequence[int] | None = None) -> list[list[int]]:
+    """Bins of example indices, as `pack_examples` would pack them (lengths only, no copying).
+
+    Longest first, ties in `order` (default: index order); each example goes into the open bin with
+    the least free space that still fits it. The number of bins does not depend on `order`.
+    """
+    if max_len <= 0:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    order = range(len(lengths)) if order is None else order
+    too_long = [i for i in order if lengths[i] > max_len]
+    if too_long:
+        raise ValueError(f"{len(too_long)} example(s) are longer than packing.max_tokens={max_len} "
+                         f"(e.g. example {too_long[0]} has {lengths[too_long[0]]} tokens); raise "
+                         "max_tokens to at least data.max_length")
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (free space, bin id)
+    for i in sorted(order, key=lambda i: -lengths[i]):  # stable: ties keep `order`
+        n = lengths[i]
+        if n == 0:
+            raise ValueError(f"example {i} is empty")
+        pos = bisect.bisect_left(free, (n, -1))
+        if pos == len(free):
+            bins.append([i])
+            space, b = max_len - n, len(bins) - 1
+        else:
+            space, b = free.pop(pos)
+            bins[b].append(i)
+            space -= n
+        bisect.insort(free, (space, b))
+    return bins
+
+
+class PackedStepSampler:
+    """Batch sampler: yields this rank's `PackedKey`s of one optimizer step at a time.
+
+    `len()` is the number of optimizer steps per epoch, the same on every rank and every epoch.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, rows_per_micro_batch: int = 1,
+                 accumulate: int = 1, rank: int = 0, world_size: int = 1, seed: int = 42,
+                 shuffle: bool = True):
+        if rows_per_micro_batch < 1 or accumulate < 1:
+            raise ValueError("rows_per_micro_batch and accumulate must be at least 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.lengths = [int(n) for n in lengths]
+        self.max_tokens, self.rows = int(max_tokens), int(rows_per_micro_batch)
+        self.accumulate, self.rank, self.world = int(accumulate), rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+        # The row count only depends on the multiset of lengths: compute it once.
+        self.num_rows = len(best_fit_decreasing(self.lengths, self.max_tokens)) if self.lengths else 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        micro = math.ceil(self.num_rows / self.rows)
+        return math.ceil(micro / (self.accumulate * self.world))
+
+    def plan(self, epoch: int | None = None) -> list[list[list[list[tuple[int, bool]]]]]:
+        """`steps[s][r]`: rank r's micro-batches in step s; each a list of rows, each a list of
+        `(example index, filler)`. Identical on every rank."""
+        epoch = self.epoch if epoch is None else epoch
+        rng = random.Random(self.seed + epoch)
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)  # different tie-breaks, so different rows, in each epoch
+        rows = best_fit_decreasing(self.lengths, self.max_tokens, order)
+        tokens = lambda row: sum(self.lengths[i] for i in row)  # noqa: E731
+        # Rows of similar length share a micro-batch (it is padded to its longest row).
+        rows.sort(key=tokens, reverse=True)
+        micro = [[[(i, False) for i in row] for row in rows[j:j + self.rows]]
+                 for j in range(0, len(rows), self.rows)]
+        if self.shuffle:
+            rng.shuffle(micro)
+        per_step = self.accumulate * self.world
+        micro = equalize_rank_batches(micro, per_step, blank=_blank_plan)
+        steps = []
+        for s in range(0, len(micro), per_step):
+            chunk = sorted(micro[s:s + per_step], key=lambda mb: -sum(tokens([i for i, _ in r]) for r in mb))
+            # Dealt round-robin from the heaviest: ranks get similar token counts.
+            steps.append([chunk[r::self.world] for r in range(self.world)])
+        return steps
+
+    def __iter__(self):
+        for step in self.plan():
+            yield [PackedKey(i, m, r, filler)
+                   for m, mb in enumerate(step[self.rank])
+                   for r, row in enumerate(mb)
+                   for i, filler in row]
+
+
+def _blank_plan(micro_batch):
+    return [[(i, True) for i, _ in row] for row in micro_batch]
+
+
+class PackedRows(torch.utils.data.Dataset):
+    """Wraps a tokenized split so a `PackedKey` fetches the example with its key attached."""
+
+    FIELDS = ("input_ids", "labels", "span_kinds")
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, key: PackedKey) -> dict:
+        ex = self.ds[int(key.index)]
+        return {**{k: ex[k] for k in self.FIELDS if k in ex}, "key": PackedKey(*key)}
+
+    def __getitems__(self, keys: list) -> list[dict]:
+        # One columnar read for the whole step (HF datasets), instead of one per example.
+        if not hasattr(self.ds, "column_names"):
+            return [self[k] for k in keys]
+        cols = [k for k in self.FIELDS if k in self.ds.column_names]
+        data = self.ds.select_columns(cols)[[int(k.index) for k in keys]]
+        return [{**{c: data[c][j] for c in cols}, "key": PackedKey(*k)} for j, k in enumerate(keys)]
+
+
+class PackedStepCollator:
+    """Examples of one step (with their `PackedKey`s) -> list of `collate_packed` micro-batches.
+
+    Besides `collate_packed`'s keys, each micro-batch has `example_lens`: per row, the lengths of
+    its real examples (the padding segment of `seq_lens` excluded), for token and FLOP counts.
+    """
+
+    def __init__(self, pad_id: int, pad_to: int | None = None):
+        self.pad_id, self.pad_to = pad_id, pad_to
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        grouped: dict[int, dict[int, list[dict]]] = {}
+        for ex in items:
+            key = ex["key"]
+            grouped.setdefault(key.micro, {}).setdefault(key.row, []).append(ex)
+        batches = []
+        for m in sorted(grouped):
+            rows = []
+            for r in sorted(grouped[m]):
+                exs = grouped[m][r]
+                (row,) = pack_examples(exs, max_len=sum(len(e["input_ids"]) for e in exs))
+                rows.append(blank_batch(row) if exs[0]["key"].filler else row)
+            batch = collate_packed(rows, self.pad_id, self.pad_to)
+            batch["example_lens"] = [list(r["seq_lens"]) for r in rows]
+            batches.append(batch)
+        return batches

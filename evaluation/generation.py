@@ -1,0 +1,124 @@
+"""Batched generation from prompt token ids with a Hugging Face causal LM.
+
+Prompts are token ids built exactly as training builds them (`SegmentEncoder.prompt_ids`); they are
+left-padded into batches (sorted by length, results returned in input order), decoded greedily by
+default, and cut at the tokenizer's EOS, which is the end-of-turn token training supervises (the
+model's own `generation_config` is ignored: its eos id may not be the tokenizer's).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from datamodules.prompt_template import Segment
+from datamodules.span_tokenization import SegmentEncoder
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Generation:
+    text: str              # decoded tokens before the first EOS
+    token_ids: list[int]   # generated ids before the first EOS
+    finished: bool         # True when EOS was generated (else max_new_tokens ran out)
+    prompt_tokens: int     # length of the (possibly truncated) prompt
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path: str, device: str | None = None, dtype: str | None = None):
+    """(model, tokenizer) of a save_pretrained export, in eval mode, with a pad token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    kwargs = {}
+    if dtype and dtype != "auto":
+        kwargs["dtype"] = DTYPES[dtype]
+    elif device.startswith("cuda"):
+        kwargs["dtype"] = "auto"
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device).eval()
+    return model, prepare_tokenizer(tokenizer)
+
+
+def prepare_tokenizer(tokenizer):
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token: generation could not stop")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def prompt_limit(model, max_new_tokens: int, max_prompt_tokens: int | None = None,
+                 max_length: int | None = None) -> int | None:
+    """Most prompt tokens to feed: `max_prompt_tokens` if given, else what leaves room for
+    `max_new_tokens` within `max_length` (the training sequence length, when known) and the
+    model's position limit."""
+    if max_prompt_tokens:
+        return int(max_prompt_tokens)
+    limits = [n for n in (max_length, getattr(model.config, "max_position_embeddings", None)) if n]
+    if not limits:
+        return None
+    return max(min(limits) - max_new_tokens, 16)
+
+
+def encode_prompt(encoder: SegmentEncoder, segments: list[Segment], limit: int | None = None,
+                  n_header: int = 1) -> list[int]:
+    """Prompt ids of rendered segments, fitted to `limit` tokens. A prompt too long keeps its
+    header (the first `n_header` segments: system prompt with the tools, and the instruction), as
+    the folded training layout does when it splits a long trajectory, and loses history from the
+    left. As in training, a header longer than half the budget is cut at the end of its first
+    (system) segment, i.e. the end of the tool list."""
+    ids = encoder.prompt_ids(segments)
+    if limit is None or len(ids) <= limit:
+        return ids
+    bos = encoder.bos
+    pieces = encoder.encode(segments)
+    head, rest = pieces[:n_header], [t for p in pieces[n_header:] for t in p]
+    budget = limit - len(bos)
+    if head and sum(map(len, head)) > budget // 2:
+        head[0] = head[0][:max(0, budget // 2 - sum(map(len, head[1:])))]
+    head = [t for p in head for t in p]
+    if len(head) >= budget:  # the rest of the header alone does not fit: plain left truncation
+        body = head + rest
+        return bos + body[len(body) - budget:]
+    room = budget - len(head)
+    return bos + head + rest[max(0, len(rest) - room):]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int = 128,
+             batch_size: int = 8, do_sample: bool = False, temperature: float = 1.0,
+             top_p: float = 1.0, seed: int | None = 0) -> list[Generation]:
+    """Generate a continuation for each prompt (lists of token ids); output order = input order."""
+    from transformers import GenerationConfig
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = eos if pad is None else pad
+    cfg = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
+               bos_token_id=tokenizer.bos_token_id, do_sample=bool(do_sample))
+    if do_sample:
+        cfg.update(temperature=temperature, top_p=top_p)
+    gen_cfg = GenerationConfig(**cfg)
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[Generation | None] = [None] * len(prompts)
+    for start in range(0, len(order), max(1, batch_size)):
+        idx = order[start:start + batch_size]
+        batch = [prompts[i] for i in idx]
+        width = max(len(p) for p in batch)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+        if do_sample and seed is not None:
+            torch.manual_seed(seed + start)
+        seqs = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg)
+        for row, i in enumerate(idx):
+            new = seqs[row, width:].tolist()
+            finished = eos in new
+            new = new[:new.index(eos)] if finished else new
+            text = tokenizer.decode(new, skip_special_tokens=True)
+            out[i] = Generation(text, new, finished, len(prompts[i]))
+    return out  # type: ignore[return-value]

@@ -1,0 +1,326 @@
+"""Static (teacher-forced) inference over evaluation steps, as in the α-UMi paper's Table 1.
+
+Every step is the gold history before a gold planner turn (see steps.py). α-UMi mode: the planner
+decides; the *predicted* planner turn is appended to the gold history, then the caller (predicted
+call) or the summarizer (predicted conclusion) produces the rest. Single mode: the backbone plays
+all three roles with its own system prompt (or, with a template whose `step_targets` merge a
+step, produces the whole step in one output). Prompts are rendered with the recipe's template
+(`PromptTemplate`, as training renders them), generation is batched and greedy by default.
+
+A run directory `runs/<name>` holds one Hugging Face export per stage (`<stage>/hf`); the role of
+each is read from the run's `recipe.yaml` (its stages), else from `<stage>/DONE.json`, else from
+the folder name. Mode `auto`: alpha_umi when planner, caller and summarizer exports exist, else
+single with the backbone. The template comes from `--recipe FILE...` when given, else from
+`recipe.yaml` in the run directory (the composed recipe the stage runner saves).
+
+Outputs (atomic writes): `predictions.jsonl` (id, plan, thought, action, arguments, answer,
+raw outputs per role) and `metrics.json` (`evaluation.metrics.score` plus an `inference` block
+with the mode, models, decoding settings and timings).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from datamodules.prompt_template import PromptTemplate
+from datamodules.trajectory import write_jsonl_atomic
+
+from . import EvaluationError, write_text_atomic
+from .agent_loop import TURN_ROLES, Team, build_team
+from .metrics import score
+from .steps import load_steps
+
+EXPORT_ROLES = ("backbone", "planner", "caller", "summarizer")
+MODES = ("auto", "alpha_umi", "single")
+EVAL_DEFAULTS = {"references": None, "ood_references": None, "limit": None, "batch_size": 8,
+                 "max_new_tokens": 256, "mode": "auto", "do_sample": False, "temperature": 1.0,
+                 "top_p": 1.0, "seed": 0, "device": None, "dtype": None, "max_prompt_tokens": None,
+                 "models": None, "out_dir": None}
+
+
+# ----- run directory -------------------------------------------------------------------------
+def load_run_recipe(run_dir, recipe_files: Sequence[str] | None = None,
+                    overrides: Sequence[str] = ()) -> dict:
+    """The recipe (at least its `template`) for a run: composed from `recipe_files` when given
+    (a full recipe or just a template fragment), else the run's saved `recipe.yaml`."""
+    from omegaconf import OmegaConf
+
+    from pipeline.recipe import RecipeError, compose
+    saved = Path(run_dir) / "recipe.yaml"
+    try:
+        if recipe_files:
+            cfg, _ = compose(list(recipe_files), list(overrides))
+            data = OmegaConf.to_container(cfg, resolve=True)
+        elif saved.is_file():
+            data = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        else:
+            raise EvaluationError(f"{run_dir}: no recipe.yaml in the run directory; give the "
+                                  "recipe the run was trained with (--recipe FILE)")
+    except (RecipeError, ValueError) as exc:
+        if isinstance(exc, EvaluationError):
+            raise
+        raise EvaluationError(f"cannot load the recipe: {exc}") from None
+    if not isinstance(data, dict) or "template" not in data:
+        raise EvaluationError(f"{recipe_files or saved}: the recipe has no 'template' node")
+    return data
+
+
+def _is_export(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
+    """Export folder of each role found in the run: {role: path}."""
+    run_dir = Path(run_dir)
+    found: dict[str, str] = {}
+    stages = (recipe or {}).get("stages") or {}
+    if stages:
+        try:
+            from pipeline.recipe import stage_order
+            names = stage_order({n: s for n, s in stages.items() if s.get("enabled", True)})
+        except Exception:  # noqa: BLE001 - a partial recipe: keep the file order
+            names = [n for n, s in stages.items() if s.get("enabled", True)]
+        for name in names:  # a later stage of the same role wins
+            role, path = stages[name].get("role"), run_dir / name / "hf"
+            if role in EXPORT_ROLES and _is_export(path):
+                found[role] = str(path)
+    if run_dir.is_dir():
+        for done in sorted(run_dir.glob("*/DONE.json")):
+            try:
+                role = json.loads(done.read_text()).get("role")
+            except (OSError, ValueError):
+                continue
+            path = done.parent / "hf"
+            if role in EXPORT_ROLES and role not in found and _is_export(path):
+                found[role] = str(path)
+    for role in EXPORT_ROLES:
+        path = run_dir / role / "hf"
+        if role not in found and _is_export(path):
+            found[role] = str(path)
+    return found
+
+
+def resolve_mode(mode: str, exports: Mapping[str, str], run_dir="the run") -> str:
+    if mode not in MODES:
+        raise EvaluationError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
+    have_team = all(r in exports for r in TURN_ROLES)
+    if mode == "auto":
+        mode = "alpha_umi" if have_team else "single"
+    need = TURN_ROLES if mode == "alpha_umi" else ("backbone",)
+    missing = [r for r in need if r not in exports]
+    if missing:
+        raise EvaluationError(f"{run_dir}: mode {mode} needs exports for {', '.join(missing)}; "
+                              f"found {', '.join(sorted(exports)) or 'none'}")
+    return mode
+
+
+# ----- inference -----------------------------------------------------------------------------
+def step_trajectory(step: Mapping) -> dict:
+    """The gold context of a step as a (partial) canonical trajectory."""
+    tools = step.get("tool_specs") or [{"name": n, "description": "", "parameters": {}}
+                                       for n in step.get("tools", [])]
+    return {"id": step.get("trajectory_id") or step["id"], "tools": tools,
+            "instruction": step["instruction"], "turns": list(step.get("history") or [])}
+
+
+def _release(role, *keep) -> None:
+    if all(role is not k for k in keep) and hasattr(role, "release"):
+        role.release()
+
+
+def predict_steps(team: Team, steps: Sequence[Mapping], log=None) -> tuple[list[dict], dict]:
+    """Predictions for steps (one dict per step, in order) and per-phase timings."""
+    trajs = [step_trajectory(s) for s in steps]
+    timing: dict[str, dict] = {}
+
+    def phase(name, fn, items):
+        t0 = time.perf_counter()
+        res = fn(items) if items else []
+        timing[name] = {"n": len(items), "seconds": round(time.perf_counter() - t0, 3)}
+        if log and items:
+            log(f"{name}: {len(items)} prompts in {timing[name]['seconds']:.1f} s")
+        return res
+
+    plans = phase("planner", team.plan, trajs)
+    preds = [{"id": s["id"], "plan": p.planner.plan, "thought": p.planner.thought, "action": None,
+              "arguments": None, "answer": None,
+              "raw": {"planner": p.planner.raw, "caller": None, "summarizer": None}}
+             for s, p in zip(steps, plans)]
+    _release(team.planner, team.caller, team.summarizer)
+    if team.merged:
+        for pred, p in zip(preds, plans):
+            if p.call is not None:
+                pred["action"], pred["arguments"] = p.call.name, p.call.arguments
+            if p.answer is not None:
+                pred["answer"] = p.answer
+    else:
+        calls = [i for i, p in enumerate(plans) if p.planner.decision == "call"]
+        outs = phase("caller", team.call, [_extend(trajs[i], plans[i].turn) for i in calls])
+        for i, out in zip(calls, outs):
+            preds[i]["action"], preds[i]["arguments"] = out.name, out.arguments
+            preds[i]["raw"]["caller"] = out.raw
+        _release(team.caller, team.summarizer)
+        concl = [i for i, p in enumerate(plans) if p.planner.decision == "conclusion"]
+        outs = phase("summarizer", team.conclude, [_extend(trajs[i], plans[i].turn) for i in concl])
+        for i, (answer, raw) in zip(concl, outs):
+            preds[i]["answer"] = answer
+            preds[i]["raw"]["summarizer"] = raw
+    for role in (team.planner, team.caller, team.summarizer):
+        _release(role)
+    return preds, timing
+
+
+def _extend(traj: dict, turn: dict) -> dict:
+    return {**traj, "turns": traj["turns"] + [turn]}
+
+
+def evaluate_steps(team: Team, steps: list[dict], out_dir, suffix: str = "", meta: dict | None = None,
+                   log=None) -> dict:
+    """Predict, score and write `predictions{suffix}.jsonl` and `metrics{suffix}.json`."""
+    t0 = time.perf_counter()
+    preds, timing = predict_steps(team, steps, log)
+    elapsed = time.perf_counter() - t0
+    metrics = score(steps, {p["id"]: p for p in preds})
+    metrics["inference"] = {**(meta or {}), "timing": timing, "seconds": round(elapsed, 3),
+                            "steps_per_second": round(len(steps) / elapsed, 3) if elapsed else None}
+    out_dir = Path(out_dir)
+    write_jsonl_atomic(out_dir / f"predictions{suffix}.jsonl", preds)
+    write_text_atomic(out_dir / f"metrics{suffix}.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def run_static(run_dir, references, *, recipe: Mapping | None = None,
+               recipe_files: Sequence[str] | None = None, ood_references=None, mode: str = "auto",
+               limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 256,
+               do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+               seed: int | None = 0, device: str | None = None, dtype: str | None = None,
+               max_prompt_tokens: int | None = None, models: Mapping[str, str] | None = None,
+               out_dir=None, log=None) -> dict:
+    """Static evaluation of a run on `references` (and `ood_references`). Returns
+    {"mode", "out_dir", "metrics", "metrics_ood"}."""
+    run_dir = Path(run_dir)
+    if references is None:
+        raise EvaluationError("static evaluation: no references (test set) given")
+    if recipe is None:
+        recipe = load_run_recipe(run_dir, recipe_files)
+    try:
+        template = PromptTemplate(recipe["template"])
+    except ValueError as exc:
+        raise EvaluationError(f"recipe template: {exc}") from None
+    exports = {**find_exports(run_dir, recipe), **dict(models or {})}
+    mode = resolve_mode(mode, exports, run_dir)
+    data_cfg = recipe.get("data") or {}
+    team = build_team(template, mode, exports,
+                      add_bos=(recipe.get("tokenizer") or {}).get("add_bos", True),
+                      max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+                      temperature=temperature, top_p=top_p, seed=seed, device=device, dtype=dtype,
+                      max_prompt_tokens=max_prompt_tokens, max_length=data_cfg.get("max_length"))
+    used = {r: exports[r] for r in (TURN_ROLES if mode == "alpha_umi" else ("backbone",))}
+    meta = {"mode": mode, "run": str(run_dir), "models": used, "template": template.name,
+            "decoding": {"do_sample": do_sample, "max_new_tokens": max_new_tokens,
+                         **({"temperature": temperature, "top_p": top_p, "seed": seed}
+                            if do_sample else {})},
+            "batch_size": batch_size, "limit": limit}
+    out_dir = Path(out_dir) if out_dir else run_dir / "eval"
+    result = {"mode": mode, "out_dir": str(out_dir), "metrics": None, "metrics_ood": None}
+    for refs, suffix, key in ((references, "", "metrics"), (ood_references, "_ood", "metrics_ood")):
+        if refs is None:
+            continue
+        steps = load_steps(refs)
+        if limit is not None:
+            steps = steps[:int(limit)]
+        if log:
+            log(f"{refs}: {len(steps)} steps, mode {mode}")
+        result[key] = evaluate_steps(team, steps, out_dir, suffix,
+                                     {**meta, "references": str(refs)}, log)
+    return result
+
+
+def evaluate_run(recipe: dict, eval_cfg: dict) -> dict:
+    """The `evaluate:` stage of a recipe: writes run.dir/eval/{predictions.jsonl, metrics.json}
+    (and predictions_ood.jsonl, metrics_ood.json for `ood_references`). `eval_cfg` keys:
+    references, ood_references, limit, batch_size, max_new_tokens, mode (auto / alpha_umi /
+    single), do_sample, temperature, top_p, seed, device, dtype, max_prompt_tokens,
+    models ({role: export path} overrides), out_dir."""
+    cfg = {**EVAL_DEFAULTS, **{k: v for k, v in dict(eval_cfg or {}).items() if k != "enabled"}}
+    unknown = sorted(set(cfg) - set(EVAL_DEFAULTS))
+    if unknown:
+        raise EvaluationError(f"evaluate: unknown key(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(EVAL_DEFAULTS)})")
+    run_dir = Path(recipe["run"]["dir"])
+    return run_static(run_dir, cfg["references"], recipe=recipe, ood_references=cfg["ood_references"],
+                      mode=cfg["mode"] or "auto", limit=cfg["limit"], batch_size=cfg["batch_size"],
+                      max_new_tokens=cfg["max_new_tokens"], do_sample=cfg["do_sample"],
+                      temperature=cfg["temperature"], top_p=cfg["top_p"], seed=cfg["seed"],
+                      device=cfg["device"], dtype=cfg["dtype"],
+                      max_prompt_tokens=cfg["max_prompt_tokens"], models=cfg["models"],
+                      out_dir=cfg["out_dir"] or run_dir / "eval",
+                      log=lambda m: print(f"[evaluate] {m}", file=sys.stderr, flush=True))
+
+
+# ----- command line (evaluate.py static) -----------------------------------------------------
+ROLE_NAMES = ("backbone", "planner", "caller", "summarizer")
+
+
+def role_map(items, what: str) -> dict:
+    """ROLE=VALUE pairs from the command line; ROLE 'all' sets every role."""
+    out = {}
+    for item in items or []:
+        role, sep, value = item.partition("=")
+        if not sep or not value:
+            raise EvaluationError(f"{what} {item!r}: expected ROLE=VALUE")
+        for r in (ROLE_NAMES if role == "all" else (role,)):
+            if r not in ROLE_NAMES:
+                raise EvaluationError(f"{what} {item!r}: unknown role {r!r} "
+                                      f"(expected one of {', '.join(ROLE_NAMES)} or all)")
+            out[r] = value
+    return out
+
+
+def add_run_args(p) -> None:
+    """Options shared by `evaluate.py static` and `evaluate.py agent`."""
+    # dest run_dir: evaluate.py keeps the subcommand function in args.run
+    p.add_argument("--run", dest="run_dir", required=True,
+                   help="run directory (runs/NAME) holding the stage exports")
+    p.add_argument("--recipe", nargs="+", metavar="FILE",
+                   help="recipe (or template fragment) the run was trained with; "
+                        "default: RUN/recipe.yaml")
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="auto: alpha_umi when planner, caller and summarizer exports exist, else single")
+    p.add_argument("--model", action="append", metavar="ROLE=PATH",
+                   help="export to use for a role (planner, caller, summarizer, backbone or all)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--max-prompt-tokens", type=int,
+                   help="cut longer prompts (history from the left, header kept); default: the "
+                        "recipe's data.max_length or the model's positions, less --max-new-tokens")
+
+
+def add_static_args(p) -> None:
+    add_run_args(p)
+    p.add_argument("--references", required=True, help="test set (any form load_steps reads)")
+    p.add_argument("--ood-references", help="an out-of-domain test set (-> metrics_ood.json)")
+    p.add_argument("--limit", type=int, help="only the first N steps")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", help="output folder (default: RUN/eval)")
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_static_cli(args) -> int:
+    res = run_static(args.run_dir, args.references, recipe_files=args.recipe,
+                     ood_references=args.ood_references, mode=args.mode, limit=args.limit,
+                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                     do_sample=args.do_sample, temperature=args.temperature, top_p=args.top_p,
+                     seed=args.seed, device=args.device, dtype=args.dtype,
+                     max_prompt_tokens=args.max_prompt_tokens,
+                     models=role_map(args.model, "--model"), out_dir=args.out,
+                     log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(res, indent=2))
+    return 0

@@ -1,0 +1,273 @@
+"""The live agent loop: scripted roles, replayed tools, tiny local models and an OpenAI-compatible
+completions endpoint (a minimal server on 127.0.0.1 below: tests/fakes/openai_server.py only
+serves chat completions, and EndpointRole sends the rendered prompt string to /completions)."""
+import copy
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from conftest import CHAINS, load_template
+from test_static_inference import DEV, build_tiny_run
+
+from datamodules.prompt_template import PromptTemplate
+from datamodules.sources import load_trajectories
+from datamodules.trajectory import validate_trajectory
+from evaluation.agent_loop import (EndpointRole, ReplayExecutor, Team, build_team, run_episode,
+                                   task_of)
+from evaluation.static_inference import find_exports
+
+
+@pytest.fixture(scope="module")
+def chains():
+    return load_trajectories(CHAINS, format="alpha_umi_chains").trajectories
+
+
+@pytest.fixture(scope="module")
+def tpl():
+    return PromptTemplate(load_template("glpft"))
+
+
+def turn_text(tpl, turn) -> str:
+    """A generated turn's body as the model would write it (the text before its EOS)."""
+    _prefix, body, _suffix = tpl.turn_segments(turn, 0)
+    return "".join(s.text for s in body if s.text is not None)
+
+
+class GoldRole:
+    """Replies with the body of the gold turns of its kind, in order; records its prompts."""
+
+    def __init__(self, prompt_role, tpl, gold, kind):
+        self.prompt_role, self.prompts = prompt_role, []
+        self.replies = [turn_text(tpl, t) for t in gold["turns"] if t["role"] == kind]
+
+    def complete(self, prompts, n_header=1):
+        out = []
+        for p in prompts:
+            self.prompts.append(p)
+            out.append(self.replies[len(self.prompts) - 1])
+        return out
+
+
+def gold_team(tpl, gold):
+    return Team(tpl, GoldRole("planner", tpl, gold, "planner"), GoldRole("caller", tpl, gold, "caller"),
+                GoldRole("summarizer", tpl, gold, "summarizer"))
+
+
+def _norm(turns):
+    return [{k: v for k, v in t.items() if not (k == "error" and not v)} for t in turns]
+
+
+@pytest.mark.parametrize("index", [5, 0, 2])
+def test_scripted_roles_reproduce_gold(chains, tpl, index):
+    gold = chains[index]  # 5: repeated calls and error observations; 0: a leading user turn
+    team = gold_team(tpl, gold)
+    traj = run_episode(team, task_of(gold), ReplayExecutor(gold), max_steps=10)
+    assert _norm(traj["turns"]) == _norm(gold["turns"])
+    assert traj["turns"][-1] == {"role": "summarizer", "answer": gold["turns"][-1]["answer"]}
+    assert traj["meta"]["termination"] == "answer"
+    assert traj["meta"]["steps"] == sum(t["role"] == "planner" for t in gold["turns"])
+    validate_trajectory(traj)
+    # every prompt is what training renders for the gold prefix before that turn
+    planner_at = [i for i, t in enumerate(gold["turns"]) if t["role"] == "planner"]
+    for k, i in enumerate(planner_at):
+        prefix = {**gold, "turns": gold["turns"][:i]}
+        assert team.planner.prompts[k] == tpl.render_prompt("planner", prefix, "planner")
+    caller_at = [i for i, t in enumerate(gold["turns"]) if t["role"] == "caller"]
+    for k, i in enumerate(caller_at):
+        prefix = {**gold, "turns": gold["turns"][:i]}
+        assert team.caller.prompts[k] == tpl.render_prompt("caller", prefix, "caller")
+
+
+class Fixed:
+    def __init__(self, prompt_role, *replies):
+        self.prompt_role, self.replies, self.calls = prompt_role, replies, 0
+
+    def complete(self, prompts, n_header=1):
+        self.calls += len(prompts)
+        return [self.replies[min(self.calls - 1, len(self.replies) - 1)] for _ in prompts]
+
+
+def test_step_limit_stops_a_looping_planner(chains, tpl):
+    gold = chains[2]
+    name = gold["tools"][0]["name"]
+    team = Team(tpl, Fixed("planner", "Again.\nNext: caller."),
+                Fixed("caller", f"Action: {name}\nAction Input: {{}}"), Fixed("summarizer", "never"))
+    traj = run_episode(team, task_of(gold), ReplayExecutor(gold), max_steps=3)
+    assert traj["meta"]["termination"] == "max_steps"
+    assert [t["role"] for t in traj["turns"]] == ["planner", "caller", "observation"] * 3
+    assert team.summarizer.calls == 0
+    validate_trajectory(traj)
+
+
+@pytest.mark.parametrize("planner, caller, termination, last_role", [
+    ("I cannot.\nNext: give up.", "", "give_up", "planner"),
+    ("hmm", "", "unparseable_plan", None),
+    ("Call.\nNext: caller.", "Action: no_such_tool\nAction Input: {}", "invalid_call", "planner"),
+    ("Call.\nNext: caller.", "garbage", "invalid_call", "planner"),
+])
+def test_episode_endings(chains, tpl, planner, caller, termination, last_role):
+    gold = chains[2]
+    team = Team(tpl, Fixed("planner", planner), Fixed("caller", caller), Fixed("summarizer", "x"))
+    traj = run_episode(team, task_of(gold), ReplayExecutor(gold), max_steps=4)
+    assert traj["meta"]["termination"] == termination
+    assert (traj["turns"][-1]["role"] if traj["turns"] else None) == last_role
+    if termination == "invalid_call":
+        assert traj["meta"]["invalid_call"]["raw"] == caller
+    validate_trajectory(traj)
+
+
+def test_replay_executor(chains):
+    gold = chains[5]
+    calls = [(t["name"], t["arguments"]) for t in gold["turns"] if t["role"] == "caller"]
+    obs = [t for t in gold["turns"] if t["role"] == "observation"]
+    ex = ReplayExecutor(gold)
+    # repeated identical calls get the recorded observations in turn
+    assert ex.execute(*calls[0]) == {"content": obs[0]["content"], "error": obs[0]["error"]}
+    assert ex.execute(*calls[1]) == {"content": obs[1]["content"], "error": obs[1]["error"]}
+    # arguments compare as JSON (spacing), a different argument falls back to the same name in order
+    ex2 = ReplayExecutor(gold)
+    assert ex2.execute(calls[2][0], " { } ")["content"] == obs[2]["content"]
+    assert ex2.execute(calls[2][0], '{"other": 1}')["content"] == obs[3]["content"]
+    assert [e["match"] for e in ex2.log] == ["exact", "order"]
+    # an unknown call: an error observation
+    res = ex2.execute("no_such_tool", "{}")
+    assert res["content"] == "" and "no_such_tool" in res["error"]
+    # canonical JSON keys: order does not matter
+    rec = {"id": "x", "tools": [{"name": "f", "description": "", "parameters": {}}], "instruction": "i",
+           "turns": [{"role": "planner", "thought": "t", "decision": "call"},
+                     {"role": "caller", "name": "f", "arguments": '{"a": 1, "b": 2}'},
+                     {"role": "observation", "content": "ok"}]}
+    assert ReplayExecutor(rec).execute("f", '{"b": 2, "a": 1}') == {"content": "ok", "error": ""}
+
+
+# ----- tiny local models -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return build_tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.parametrize("mode", ["alpha_umi", "single"])
+def test_local_models_terminate_with_valid_trajectory(tiny_run, chains, tpl, mode):
+    team = build_team(tpl, mode, find_exports(tiny_run), max_new_tokens=16, device="cpu")
+    gold = chains[0]
+    traj = run_episode(team, task_of(gold), ReplayExecutor(gold), max_steps=3)
+    validate_trajectory(traj)
+    assert traj["meta"]["steps"] <= 3
+    assert traj["meta"]["termination"] in ("answer", "give_up", "max_steps", "unparseable_plan",
+                                           "invalid_call")
+    assert traj["turns"][:1] == gold["turns"][:1]  # the leading user turn of the task
+
+
+def test_cli_agent(tiny_run, tmp_path, capsys):
+    import evaluate
+    out = tmp_path / "episodes.jsonl"
+    rc = evaluate.main(["agent", "--run", str(tiny_run), "--trajectory", str(DEV), "--index", "1",
+                        "--max-steps", "2", "--max-new-tokens", "8", "--out", str(out)])
+    assert rc == 0
+    traj = json.loads(capsys.readouterr().out)
+    validate_trajectory(traj)
+    assert traj["meta"]["mode"] == "alpha_umi" and traj["meta"]["steps"] <= 2
+    assert json.loads(out.read_text()) == traj
+    assert evaluate.main(["agent", "--run", str(tiny_run), "--trajectory", str(DEV),
+                          "--index", "999"]) == 2
+
+
+# ----- an OpenAI-compatible endpoint ----------------------------------------------------------
+class CompletionsServer:
+    """POST /v1/completions -> reply(prompt) for a scripted `reply`; records request bodies."""
+
+    def __init__(self, reply):
+        self.reply, self.requests, self.headers = reply, [], []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                outer.requests.append(body)
+                outer.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if not self.path.endswith("/completions") or "chat" in self.path:
+                    data, status = b'{"error": {"message": "not found"}}', 404
+                else:
+                    text = outer.reply(body["prompt"])
+                    data = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0,
+                                       "model": body["model"],
+                                       "choices": [{"index": 0, "text": text, "finish_reason": "stop",
+                                                    "logprobs": None}],
+                                       "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                                 "total_tokens": 2}}).encode()
+                    status = 200
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def gold_reply(tpl, gold, eos="</s>"):
+    """Scripted completions: the next gold turn of the kind the prompt asks for."""
+    queues = {kind: [turn_text(tpl, t) for t in gold["turns"] if t["role"] == kind]
+              for kind in ("planner", "caller", "summarizer")}
+    prefixes = {tpl.turns[k]["prefix"]: k for k in queues}
+
+    def reply(prompt):
+        kind = next(k for p, k in prefixes.items() if prompt.endswith(p))
+        return queues[kind].pop(0) + eos + "text after EOS"  # a server ignoring `stop`
+    return reply
+
+
+def test_endpoint_roles_run_an_episode(chains, tpl, monkeypatch):
+    gold = chains[2]
+    monkeypatch.setenv("TEST_ENDPOINT_KEY", "sk-test-123")
+    with CompletionsServer(gold_reply(tpl, gold)) as server:
+        roles = [EndpointRole(server.base_url, f"m-{r}", prompt_role=r, eos_text="</s>",
+                              api_key_env="TEST_ENDPOINT_KEY", max_new_tokens=64, max_retries=0,
+                              timeout=10) for r in ("planner", "caller", "summarizer")]
+        traj = run_episode(Team(tpl, *roles), task_of(gold), ReplayExecutor(gold), max_steps=8)
+    assert _norm(traj["turns"]) == _norm(gold["turns"])
+    assert traj["meta"]["termination"] == "answer"
+    first = server.requests[0]
+    assert first["model"] == "m-planner" and first["stop"] == ["</s>"] and first["max_tokens"] == 64
+    assert first["temperature"] == 0.0
+    assert first["prompt"] == roles[0].prompt_text(tpl.render_prompt("planner", task_of(gold), "planner"))
+    assert server.headers[0]["authorization"] == "Bearer sk-test-123"  # the key from the env only
+    # later prompts: segment texts joined, the EOS string where training has its EOS token
+    caller_prompt = server.requests[1]["prompt"]
+    assert server.requests[1]["model"] == "m-caller"
+    assert caller_prompt.endswith("Next: caller.</s>\nCaller: ")
+    planner_turns = [t for t in gold["turns"] if t["role"] == "planner"]
+    assert planner_turns[0]["thought"] in caller_prompt
+
+
+def test_cli_agent_with_endpoints(tiny_run, chains, tpl, tmp_path, capsys):
+    import evaluate
+    gold = load_trajectories(DEV).trajectories[1]
+    with CompletionsServer(gold_reply(tpl, gold)) as server:
+        rc = evaluate.main(["agent", "--run", str(tiny_run), "--trajectory", str(DEV), "--index", "1",
+                            "--endpoint", f"all={server.base_url}", "--max-steps", "8"])
+    assert rc == 0
+    traj = json.loads(capsys.readouterr().out)
+    assert _norm(traj["turns"]) == _norm(copy.deepcopy(gold["turns"]))
+    assert {r["model"] for r in server.requests} == {"planner", "caller", "summarizer"}
+    assert all(r["stop"] == ["</s>"] for r in server.requests)

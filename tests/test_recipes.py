@@ -1,0 +1,88 @@
+"""Recipe composition, overrides and validation errors that name the key and its file."""
+import pytest
+
+from conftest import REPO
+from pipeline.recipe import RecipeError, compose, load_recipe, redact
+from train import main, shipped_recipes
+
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+
+
+def test_every_shipped_recipe_validates():
+    assert {p.name for p in shipped_recipes()} >= {"quickstart.yaml", "llama2_7b_toolbench.yaml",
+                                                   "llama2_13b_toolbench.yaml"}
+    assert main(["--validate"]) == 0
+
+
+def test_paper_settings_in_the_7b_recipe():
+    r = load_recipe([REPO / "recipes" / "llama2_7b_toolbench.yaml"])
+    st = r["stages"]
+    assert r["data"]["global_batch_size"] == 48 and r["data"]["max_length"] == 4096
+    assert r["trainer"]["precision"].startswith("bf16")
+    assert st["backbone"]["optimizer"]["lr"] == 5e-5 and st["backbone"]["trainer"]["max_epochs"] == 2
+    assert st["backbone"]["scheduler"]["warmup_ratio"] == 0.4
+    for role, epochs, warmup in (("planner", 1, 0.2), ("caller", 1, 0.2), ("summarizer", 2, 0.4)):
+        assert st[role]["optimizer"] == {"lr": 1e-5, "weight_decay": 0.01}
+        assert st[role]["trainer"]["max_epochs"] == epochs and st[role]["scheduler"]["warmup_ratio"] == warmup
+        assert st[role]["init_from"] == "stage:backbone"
+
+
+def test_fragments_then_file_then_overrides():
+    r = load_recipe([QUICKSTART], ["stages.planner.trainer.max_epochs=3", "run.name=abc"])
+    assert r["stages"]["planner"]["trainer"]["max_epochs"] == 3
+    assert r["run"]["dir"] == "runs/abc"  # interpolation sees the override
+    assert r["model"]["config"]["model_type"] == "llama"  # from the model fragment
+    assert r["stages"]["backbone"]["optimizer"]["lr"] == 3e-3  # quickstart overrides stages/glpft
+
+
+def test_overlay_files_merge_left_to_right(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("stages:\n  caller: {enabled: false}\ndata: {max_length: 256}\n")
+    r = load_recipe([QUICKSTART, overlay])
+    assert r["stages"]["caller"]["enabled"] is False and r["data"]["max_length"] == 256
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trainer.max_epoch=3", "unknown key 'trainer.max_epoch' (from command line)"),
+    ("data.micro_batch_size=two", "key 'data.micro_batch_size': 'two' is not of type 'integer' (from command line)"),
+    ("stages.planner.role=critic", "key 'stages.planner.role'"),
+    ("stages.planner.init_from=stage:nowhere", "stage 'nowhere' is not an enabled stage"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(RecipeError) as err:
+        load_recipe([QUICKSTART], [override])
+    assert message in str(err.value)
+
+
+def test_errors_name_the_file_the_key_came_from(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"defaults: [{QUICKSTART}]\noptimizer: {{lr: 1.0e-4, _target_: torch.optim.AdamW}}\n"
+                   "data: {max_lenght: 512}\n")
+    with pytest.raises(RecipeError, match=r"unknown key 'data.max_lenght' \(from .*bad.yaml\)"):
+        load_recipe([bad])
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("run: {name: x, dir: y}\n")
+    with pytest.raises(RecipeError, match="missing required key 'model'"):
+        load_recipe([missing])
+
+
+def test_unknown_fragment_and_bad_yaml(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text("defaults: [model/nonexistent]\n")
+    with pytest.raises(RecipeError, match="model/nonexistent.*not found"):
+        compose([f])
+    f.write_text("a: [1, 2\n")
+    with pytest.raises(RecipeError, match="cannot parse YAML"):
+        compose([f])
+
+
+def test_cli_reports_errors_and_prints_config(capsys):
+    assert main([str(QUICKSTART), "trainer.max_epoch=3", "--validate"]) == 2
+    assert "trainer.max_epoch" in capsys.readouterr().err
+    assert main([str(QUICKSTART), "--print-config"]) == 0
+    assert "stages:" in capsys.readouterr().out
+
+
+def test_secrets_are_redacted():
+    assert redact({"wandb": {"api_key": "abc", "api_key_env": "WANDB_API_KEY"}, "lr": 1}) == \
+        {"wandb": {"api_key": "***", "api_key_env": "WANDB_API_KEY"}, "lr": 1}

@@ -1,0 +1,290 @@
+"""Static (teacher-forced) evaluation on tiny random checkpoints built here (no runs/ needed)."""
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REPO, load_template
+from omegaconf import OmegaConf
+
+from datamodules.prompt_template import EOS, PromptTemplate, Segment
+from datamodules.span_tokenization import SegmentEncoder
+from evaluation import EvaluationError
+from evaluation.agent_loop import LocalRole, Team
+from evaluation.generation import encode_prompt, generate, load_model
+from evaluation.metrics import load_predictions
+from evaluation.static_inference import (evaluate_run, find_exports, predict_steps, resolve_mode,
+                                         run_static, step_trajectory)
+from evaluation.steps import load_steps, write_steps
+
+DEV = REPO / "data/toolbench/dev_conversations.json"
+ROLES = ("backbone", "planner", "caller", "summarizer")
+PRED_KEYS = {"id", "plan", "thought", "action", "arguments", "answer", "raw"}
+_CACHE = {}
+
+
+def build_tiny_run(root: Path) -> Path:
+    """tmp/run/{backbone,planner,caller,summarizer}/hf (1-layer Llama, hidden 32, BPE 300) and
+    run/recipe.yaml with the glpft template; shared by the test modules of a session."""
+    if "run" in _CACHE:
+        return _CACHE["run"]
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from datamodules.bpe_tokenizer import train_bpe_tokenizer
+    template = load_template("glpft")
+    tpl = PromptTemplate(template)
+    steps = load_steps(DEV)[:12]
+    texts = [s.text for st in steps for s in tpl.render_history("backbone", step_trajectory(st)) if s.text]
+    run = root / "run"
+    tok = train_bpe_tokenizer(texts, vocab_size=300, out_dir=root / "tok")
+    for i, role in enumerate(ROLES):
+        torch.manual_seed(i)
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                          max_position_embeddings=384, initializer_range=0.5)
+        # as in the stage exports, the config keeps Llama's default special ids (eos 2 is this
+        # tokenizer's <pad>): generation must stop at the tokenizer's EOS, not the config's
+        model = LlamaForCausalLM(cfg)
+        model.save_pretrained(run / role / "hf")
+        tok.save_pretrained(run / role / "hf")
+    recipe = {"run": {"name": "tiny", "dir": str(run)}, "tokenizer": {"add_bos": True},
+              "template": template}
+    OmegaConf.save(OmegaConf.create(recipe), run / "recipe.yaml")
+    _CACHE["run"] = run
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    return build_tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def dev_steps():
+    return load_steps(DEV)
+
+
+def _read(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+# ----- end to end --------------------------------------------------------------------------
+def test_static_end_to_end_and_deterministic(tiny_run, dev_steps, tmp_path):
+    kw = dict(limit=5, batch_size=2, max_new_tokens=12)
+    res = run_static(tiny_run, DEV, out_dir=tmp_path / "a", **kw)
+    assert res["mode"] == "alpha_umi"  # auto: planner, caller and summarizer exports exist
+    preds = _read(tmp_path / "a/predictions.jsonl")
+    assert [p["id"] for p in preds] == [s["id"] for s in dev_steps[:5]]
+    for p in preds:
+        assert PRED_KEYS <= set(p)
+        assert p["plan"] in ("call", "finish", "give_up", None)
+        assert isinstance(p["raw"]["planner"], str)
+    load_predictions(tmp_path / "a/predictions.jsonl", [s["id"] for s in dev_steps[:5]])  # valid
+    metrics = json.loads((tmp_path / "a/metrics.json").read_text())
+    assert {"plan_acc", "act_em", "hallu", "arg_f1", "rouge_l", "counts", "n_steps"} <= set(metrics)
+    assert metrics["n_steps"] == 5 and metrics["n_missing"] == 0
+    assert metrics["inference"]["mode"] == "alpha_umi"
+    assert metrics["inference"]["models"]["planner"].endswith("planner/hf")
+    assert metrics == res["metrics"]
+    # greedy decoding: a second run gives the same predictions, byte for byte
+    run_static(tiny_run, DEV, out_dir=tmp_path / "b", **kw)
+    assert (tmp_path / "a/predictions.jsonl").read_bytes() == (tmp_path / "b/predictions.jsonl").read_bytes()
+
+
+def test_single_mode_uses_backbone(tiny_run, tmp_path):
+    res = run_static(tiny_run, DEV, mode="single", limit=3, max_new_tokens=6, out_dir=tmp_path)
+    assert res["mode"] == "single"
+    assert list(res["metrics"]["inference"]["models"]) == ["backbone"]
+    assert len(_read(tmp_path / "predictions.jsonl")) == 3
+
+
+def test_left_padding_matches_unbatched(tiny_run, dev_steps):
+    model, tok = load_model(str(tiny_run / "planner" / "hf"), device="cpu")
+    tpl = PromptTemplate(load_template("glpft"))
+    enc = SegmentEncoder(tok)
+    prompts = [encode_prompt(enc, tpl.render_prompt("planner", step_trajectory(s), "planner"),
+                             120 + 37 * i, 2) for i, s in enumerate(dev_steps[:6])]
+    assert len({len(p) for p in prompts}) > 1  # different lengths: the batch is padded
+    batched = generate(model, tok, prompts, max_new_tokens=10, batch_size=6)
+    for prompt, out in zip(prompts, batched):
+        single = generate(model, tok, [prompt], max_new_tokens=10, batch_size=1)[0]
+        assert out.token_ids == single.token_ids and out.text == single.text
+        assert tok.eos_token_id not in out.token_ids
+        assert len(out.token_ids) == 10 or out.finished
+    assert model.config.eos_token_id != tok.eos_token_id  # see build_tiny_run
+
+
+def test_prompt_ids_match_training_encoding(tiny_run, dev_steps):
+    """Untruncated prompt ids are SegmentEncoder.prompt_ids of render_prompt: as training."""
+    _model, tok = load_model(str(tiny_run / "caller" / "hf"), device="cpu")
+    tpl = PromptTemplate(load_template("glpft"))
+    enc = SegmentEncoder(tok, add_bos=True)
+    segs = tpl.render_prompt("caller", step_trajectory(dev_steps[1]), "caller")
+    assert encode_prompt(enc, segs, None) == enc.prompt_ids(segs)
+    assert encode_prompt(enc, segs, 10_000) == enc.prompt_ids(segs)
+
+
+def test_truncation_keeps_bos_header_and_end(tiny_run, dev_steps):
+    _model, tok = load_model(str(tiny_run / "planner" / "hf"), device="cpu")
+    tpl = PromptTemplate(load_template("glpft"))
+    enc = SegmentEncoder(tok, add_bos=True)
+    traj = {"id": "t", "tools": [{"name": "f", "description": "d", "parameters": {}}],
+            "instruction": "Do it.", "turns": []}
+    for i in range(12):
+        traj["turns"] += [{"role": "planner", "thought": f"step {i}", "decision": "call"},
+                          {"role": "caller", "name": "f", "arguments": "{}"},
+                          {"role": "observation", "content": f"result number {i}"}]
+    segs = tpl.render_prompt("planner", traj, "planner")
+    full = enc.prompt_ids(segs)
+    n_header = len(tpl.header("planner", [], "-"))
+    pieces = enc.encode(segs)
+    head = [t for p in pieces[:n_header] for t in p]
+    limit = 2 * len(head) + 50
+    assert len(full) > limit
+    ids = encode_prompt(enc, segs, limit, n_header)
+    assert len(ids) == limit
+    assert ids[:1 + len(head)] == [tok.bos_token_id] + head   # header kept whole
+    tail = limit - 1 - len(head)
+    assert ids[-tail:] == full[-tail:]                         # the most recent history kept
+    # a header longer than half the budget loses the end of its system segment (the tool list)
+    small = encode_prompt(enc, segs, 200, n_header)
+    assert len(small) == 200 and small[0] == tok.bos_token_id and small[-20:] == full[-20:]
+    instruction = pieces[n_header - 1]
+    keep = max(0, 199 // 2 - len(instruction))
+    assert small[1:1 + keep] == full[1:1 + keep]
+    assert small[1 + keep:1 + keep + len(instruction)] == instruction
+
+
+# ----- the teacher-forced flow, with scripted roles -------------------------------------------
+class Scripted:
+    def __init__(self, prompt_role, reply):
+        self.prompt_role, self.reply, self.prompts = prompt_role, reply, []
+
+    def complete(self, prompts, n_header=1):
+        self.prompts += prompts
+        return [self.reply(len(self.prompts) - len(prompts) + i) for i in range(len(prompts))]
+
+
+def test_predicted_planner_turn_feeds_caller_and_summarizer(dev_steps):
+    tpl = PromptTemplate(load_template("glpft"))
+    steps = dev_steps[:6]
+    script = ["T0\nNext: caller.", "T1\nNext: conclusion.", "T2\nNext: give up.", "junk",
+              "T4\nNext: caller.", "T5\nNext: conclusion."]
+    planner = Scripted("planner", lambda i: script[i])
+    caller = Scripted("caller", lambda i: f'Action: tool_{i}\nAction Input: {{"i": {i}}}')
+    summarizer = Scripted("summarizer", lambda i: f" answer {i} ")
+    preds, timing = predict_steps(Team(tpl, planner, caller, summarizer), steps)
+    assert [p["plan"] for p in preds] == ["call", "finish", "give_up", None, "call", "finish"]
+    assert [p["action"] for p in preds] == ["tool_0", None, None, None, "tool_1", None]
+    assert preds[4]["arguments"] == '{"i": 1}'
+    assert [p["answer"] for p in preds] == [None, "answer 0", None, None, None, "answer 1"]
+    assert preds[3]["raw"] == {"planner": "junk", "caller": None, "summarizer": None}
+    assert timing["planner"]["n"] == 6 and timing["caller"]["n"] == 2 and timing["summarizer"]["n"] == 2
+    # planner prompts: the gold history; caller / summarizer: gold history + the predicted turn
+    assert planner.prompts[0] == tpl.render_prompt("planner", step_trajectory(steps[0]), "planner")
+    traj = step_trajectory(steps[4])
+    traj["turns"] = traj["turns"] + [{"role": "planner", "thought": "T4", "decision": "call"}]
+    assert caller.prompts[1] == tpl.render_prompt("caller", traj, "caller")
+    traj = step_trajectory(steps[1])
+    traj["turns"] = traj["turns"] + [{"role": "planner", "thought": "T1", "decision": "conclusion"}]
+    assert summarizer.prompts[0] == tpl.render_prompt("summarizer", traj, "summarizer")
+    assert summarizer.prompts[0][-1] == Segment("Conclusion: ")
+    assert EOS in [s.text for s in summarizer.prompts[0]]  # the predicted planner turn ends in EOS
+
+
+def test_merged_single_llm_template(dev_steps):
+    """α-UMi reference template: the backbone writes thought + call/answer in one output."""
+    tpl = PromptTemplate(load_template("alpha_umi_reference"))
+    outs = ['I call.\nAction: f\nAction Input: {"a": 1}', "Done.\nconclusion: 42", "x\nconclusion: give up."]
+    backbone = Scripted("backbone", lambda i: outs[i])
+    preds, timing = predict_steps(Team.single(tpl, backbone), dev_steps[:3])
+    assert [(p["plan"], p["action"], p["arguments"], p["answer"]) for p in preds] == [
+        ("call", "f", '{"a": 1}', None), ("finish", None, None, "42"), ("give_up", None, None, None)]
+    assert set(timing) == {"planner"} and len(backbone.prompts) == 3
+    assert backbone.prompts[0][-1] == Segment("assistant: ")
+    assert "Reply with your thought" in backbone.prompts[0][-2].text  # the backbone cue
+
+
+# ----- run directories, modes, the recipe stage and the CLI -----------------------------------
+def _fake_export(path: Path):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+
+
+def test_find_exports_and_modes(tmp_path):
+    run = tmp_path / "r"
+    _fake_export(run / "backbone" / "hf")
+    assert resolve_mode("auto", find_exports(run), run) == "single"
+    with pytest.raises(EvaluationError, match="planner"):
+        resolve_mode("alpha_umi", find_exports(run), run)
+    # roles from DONE.json (stage names need not be role names)
+    _fake_export(run / "plan_stage" / "hf")
+    (run / "plan_stage" / "DONE.json").write_text(json.dumps({"role": "planner"}))
+    # roles from the recipe's stages
+    for name in ("c2", "s2"):
+        _fake_export(run / name / "hf")
+    recipe = {"stages": {"c2": {"role": "caller"}, "s2": {"role": "summarizer"}}}
+    exports = find_exports(run, recipe)
+    assert exports == {"caller": str(run / "c2/hf"), "summarizer": str(run / "s2/hf"),
+                       "planner": str(run / "plan_stage/hf"), "backbone": str(run / "backbone/hf")}
+    assert resolve_mode("auto", exports, run) == "alpha_umi"
+    with pytest.raises(EvaluationError):
+        resolve_mode("auto", {}, run)
+
+
+def test_evaluate_run_stage(tiny_run, dev_steps, tmp_path):
+    """The recipe's `evaluate:` node: run.dir/eval/{predictions,metrics}[_ood]."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for role in ("planner", "caller", "summarizer"):
+        (run / role).symlink_to(tiny_run / role)
+    recipe = OmegaConf.to_container(OmegaConf.load(tiny_run / "recipe.yaml"))
+    recipe["run"]["dir"] = str(run)
+    ood = tmp_path / "ood_steps.jsonl"
+    write_steps(ood, dev_steps[5:7])  # a steps file is a valid test set too
+    res = evaluate_run(recipe, {"references": str(DEV), "ood_references": str(ood), "limit": 2,
+                                "batch_size": 8, "max_new_tokens": 4, "mode": "auto"})
+    for name in ("predictions.jsonl", "metrics.json", "predictions_ood.jsonl", "metrics_ood.json"):
+        assert (run / "eval" / name).is_file()
+    assert json.loads((run / "eval/metrics_ood.json").read_text())["n_steps"] == 2
+    assert [p["id"] for p in _read(run / "eval/predictions_ood.jsonl")] == [s["id"] for s in dev_steps[5:7]]
+    assert res["metrics"]["n_steps"] == 2
+    from evaluation.results_table import load_run
+    row = load_run(str(run))
+    assert row["in_domain"]["n_steps"] == 2 and row["out_of_domain"]["n_steps"] == 2
+    with pytest.raises(EvaluationError, match="unknown key"):
+        evaluate_run(recipe, {"references": str(DEV), "bogus": 1})
+
+
+def test_cli_static(tiny_run, tmp_path, capsys):
+    import evaluate
+    out = tmp_path / "cli"
+    rc = evaluate.main(["static", "--run", str(tiny_run), "--references", str(DEV), "--limit", "2",
+                        "--max-new-tokens", "4", "--batch-size", "2", "--out", str(out)])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["n_steps"] == 2
+    assert len(_read(out / "predictions.jsonl")) == 2
+    # a run without recipe.yaml needs --recipe (a full recipe or the template fragment)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "backbone").symlink_to(tiny_run / "backbone")
+    assert evaluate.main(["static", "--run", str(bare), "--references", str(DEV), "--limit", "1",
+                          "--out", str(out)]) == 2
+    assert "--recipe" in capsys.readouterr().err
+    rc = evaluate.main(["static", "--run", str(bare), "--references", str(DEV), "--limit", "1",
+                        "--max-new-tokens", "2", "--recipe", str(REPO / "recipes/template/glpft.yaml"),
+                        "--out", str(tmp_path / "bare_out")])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["mode"] == "single"
+
+
+def test_local_role_lazy_load_and_release(tiny_run, dev_steps):
+    role = LocalRole(str(tiny_run / "summarizer" / "hf"), prompt_role="summarizer", max_new_tokens=3)
+    assert role.model is None
+    tpl = PromptTemplate(load_template("glpft"))
+    traj = step_trajectory(dev_steps[0])
+    traj["turns"] = [{"role": "planner", "thought": "t", "decision": "conclusion"}]
+    first = role.complete([tpl.render_prompt("summarizer", traj, "summarizer")], n_header=2)
+    role.release()
+    assert role.model is None
+    assert role.complete([tpl.render_prompt("summarizer", traj, "summarizer")], n_header=2) == first

@@ -1,0 +1,166 @@
+"""The stage graph end to end on CPU: exports, logs, skip on rerun, resume, loss normalisation."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from conftest import REPO
+from pipeline.recipe import load_recipe
+from pipeline.stage_runner import run_recipe
+
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+SMALL = ["data.max_length=768", "data.val_fraction=0.2", "tokenizer.train_bpe.vocab_size=1000",
+         "logger.progress_bar=false"]
+
+
+def small_recipe(run_dir, *extra):
+    epochs = [f"stages.{s}.trainer.max_epochs=1" for s in ("backbone", "planner", "caller", "summarizer")]
+    return load_recipe([QUICKSTART], SMALL + epochs + [f"run.dir={run_dir}", *extra])
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "quickstart"
+    recipe = small_recipe(run_dir, "stages.backbone.trainer.max_epochs=2")
+    ran = run_recipe(recipe)
+    return recipe, run_dir, ran
+
+
+def test_all_four_stages_leave_loadable_checkpoints(quickstart_run):
+    _, run_dir, ran = quickstart_run
+    assert ran == ["backbone", "planner", "caller", "summarizer"]
+    for stage in ran:
+        assert (run_dir / stage / "hf" / "config.json").is_file()
+        assert (run_dir / stage / "DONE.json").is_file()
+    tok = AutoTokenizer.from_pretrained(run_dir / "caller" / "hf")
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "caller" / "hf")
+    ids = tok("Caller: Action:", return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids.shape[1]
+    assert (run_dir / "recipe.yaml").is_file()
+
+
+def test_logs_have_per_span_losses_and_wandb_runs(quickstart_run):
+    _, run_dir, _ = quickstart_run
+    rows = list(csv.DictReader(open(run_dir / "backbone" / "logs" / "metrics.csv")))
+    for key in ("train/loss", "train/loss_thought", "train/loss_action", "train/loss_answer", "train/lr",
+                "train/grad_norm", "train/tokens_per_sec", "val/loss"):
+        assert any(r.get(key) for r in rows), key
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert losses[-1] < losses[0]
+    for stage in ("backbone", "planner", "caller", "summarizer"):
+        assert list((run_dir / stage / "wandb").glob("offline-run-*")), stage
+
+
+def test_rerun_skips_finished_stages(quickstart_run):
+    recipe, _, _ = quickstart_run
+    assert run_recipe(recipe) == []
+
+
+def test_stage_two_starts_from_the_stage_one_weights(tmp_path, quickstart_run):
+    """With a zero learning rate the planner's export must equal the backbone's."""
+    recipe, run_dir, _ = quickstart_run
+    r = small_recipe(run_dir, "stages.planner.optimizer.lr=0.0", "stages.planner.trainer.max_steps=1")
+    (run_dir / "planner" / "DONE.json").rename(tmp_path / "planner_done.json")
+    try:
+        import shutil
+        shutil.rmtree(run_dir / "planner")
+        run_recipe(r, only="planner")
+        a = LlamaForCausalLM.from_pretrained(run_dir / "backbone" / "hf").state_dict()
+        b = LlamaForCausalLM.from_pretrained(run_dir / "planner" / "hf").state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        c = LlamaForCausalLM.from_pretrained(run_dir / "caller" / "hf").state_dict()
+        assert not all(torch.equal(a[k], c[k]) for k in a)  # a trained stage moved away from it
+    finally:
+        pass
+
+
+def _base_checkpoint(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         max_position_embeddings=1024))
+    path = tmp_path / "base"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_loss_is_normalised_over_the_whole_optimizer_step(tmp_path, bpe_tokenizer):
+    """1 micro-batch of 4 and 4 micro-batches of 1 give the same update, equal to one SGD step on
+    (sum of supervised token losses) / (supervised tokens in the step). Also loads a user checkpoint."""
+    base = _base_checkpoint(tmp_path, bpe_tokenizer)
+    common = [f"model.init_from={base}", "model.config=null", f"tokenizer.from_pretrained={base}",
+              "data.layout=per_step", "data.max_length=256", "data.val_fraction=0.0",
+              "data.group_by_length=false", "optimizer._target_=torch.optim.SGD", "optimizer.lr=1.0",
+              "~optimizer.betas", "trainer.gradient_clip_val=null", "stages.backbone.optimizer.lr=1.0",
+              "stages.backbone.trainer.max_steps=1", "logger.wandb.enabled=false", "logger.progress_bar=false"]
+    stages = [f"stages.{s}.enabled=false" for s in ("planner", "caller", "summarizer")]
+    exports = {}
+    for micro, accum in ((4, 1), (1, 4)):
+        run_dir = tmp_path / f"m{micro}a{accum}"
+        over = [o for o in common if not o.startswith("~")] + stages + [
+            f"run.dir={run_dir}", f"data.micro_batch_size={micro}", f"trainer.accumulate_grad_batches={accum}"]
+        recipe = load_recipe([QUICKSTART], over)
+        recipe["optimizer"].pop("betas"), recipe["optimizer"].pop("eps")
+        run_recipe(recipe)
+        exports[(micro, accum)] = LlamaForCausalLM.from_pretrained(run_dir / "backbone" / "hf").state_dict()
+
+    # The expected update, computed by hand from the same four examples.
+    from datamodules.tool_use_datamodule import StepBatchSampler, pad_batch
+    from pipeline.stage_config import stage_settings
+    from pipeline.stage_runner import build_datamodule
+    settings = stage_settings(recipe, "backbone")
+    dm = build_datamodule(recipe, settings, AutoTokenizer.from_pretrained(base))
+    dm.setup()
+    ds = dm.splits["train"]
+    first = next(iter(StepBatchSampler([1] * len(ds), 4, 1, 0, 1, recipe["run"]["seed"], False)))
+    batch = pad_batch([ds[i] for i in first], dm.pad_id)
+    model = LlamaForCausalLM.from_pretrained(base)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                               ignore_index=-100, reduction="sum")
+    (losses / (labels != -100).sum()).backward()
+    expected = {k: p.detach() - 1.0 * p.grad for k, p in model.named_parameters()}
+    for k, want in expected.items():
+        assert torch.allclose(exports[(4, 1)][k], want, atol=1e-5), k
+        assert torch.allclose(exports[(1, 4)][k], want, atol=1e-5), k
+    # A mean of per-micro-batch means would differ (the four examples have unequal target lengths).
+    counts = (labels != -100).sum(1)
+    assert len(set(counts.tolist())) > 1
+
+
+def test_killed_stage_resumes_from_its_checkpoint(tmp_path):
+    run_dir = tmp_path / "resume"
+    args = [sys.executable, "train.py", str(QUICKSTART), *SMALL, f"run.dir={run_dir}", "--stage", "backbone",
+            "checkpoint.every_n_train_steps=1", "stages.backbone.trainer.max_epochs=3", "logger.wandb.enabled=false",
+            "data.micro_batch_size=2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last = run_dir / "backbone" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and torch.load(last, map_location="cpu", weights_only=False)["global_step"] >= 3:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the stage finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert not (run_dir / "backbone" / "DONE.json").exists()
+    out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"resuming from {last}" in out.stdout
+    done = json.loads((run_dir / "backbone" / "DONE.json").read_text())
+    assert done["global_step"] > step_at_kill
+    # the resumed run logged only the steps after the checkpoint
+    rows = [r for r in csv.DictReader(open(run_dir / "backbone" / "logs" / "metrics.csv")) if r.get("train/loss")]
+    assert int(rows[-1]["step"]) == done["global_step"] - 1
