@@ -27,6 +27,7 @@ from .sources import load_trajectories
 CACHE_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("all", "global", "local")
+MULTITASK_ROLES = ("planner", "caller", "summarizer")
 
 
 def stable_fraction(key: str, salt: str) -> float:
@@ -72,6 +73,8 @@ class ToolUseDataModule(L.LightningDataModule):
             raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
         self.sources = [dict(s) for s in sources]
         self.role, self.layout = role, layout
+        # "multitask": one model on the union of the three role datasets (a Single-LLM ablation)
+        self.roles = MULTITASK_ROLES if role == "multitask" else (role,)
         self.template_node = dict(template)
         self.template = PromptTemplate(template)
         self.tokenizer = tokenizer
@@ -119,7 +122,7 @@ class ToolUseDataModule(L.LightningDataModule):
             self.stats["sources"].append({"path": str(path), "loaded": len(res.trajectories),
                                           "skipped": res.skipped, "skip_reasons": dict(res.skip_reasons)})
             for traj in res.trajectories:
-                if traj.get("meta", {}).get("reference_only") and self.role != "caller":
+                if traj.get("meta", {}).get("reference_only") and "caller" not in self.roles:
                     continue  # golden call sequences have no thoughts or answers: caller data only
                 is_val = stable_fraction(traj["id"], f"val{self.seed}") < self.val_fraction
                 splits["val" if is_val else "train"].append(traj)
@@ -164,8 +167,9 @@ class ToolUseDataModule(L.LightningDataModule):
         out = {}
         for name, trajs in self.load_split_trajectories().items():
             stats = EncodeStats()
-            rows = [row for traj in trajs
-                    for ex in role_examples(self.template, traj, self.role, self.layout)
+            rows = [row for traj in trajs for role in self.roles
+                    if role == "caller" or not traj.get("meta", {}).get("reference_only")
+                    for ex in role_examples(self.template, traj, role, self.layout)
                     for row in encode_example(ex, enc, self.max_length, stats)]
             self.stats[name] = stats.as_dict() | {"trajectories": len(trajs)}
             out[name] = rows
