@@ -1,7 +1,11 @@
 """Simulator throughput against the scripted loopback server with an added latency per call.
 
-With concurrency N the wall time of a run's instances should stay within --max-ratio (1.2) of
-the ideal calls x latency / N ("measured"; "with_setup" adds loading the specs and the client). The server runs in its own process so that it does not share our GIL.
+With concurrency N the wall time of a run's instances ("measured") should stay within
+--max-ratio (1.2) of the ideal calls x latency / N; "with_setup" adds loading the specs and the
+client. The server runs in its own process so that it does not share our GIL. Each call also
+costs ~1.5-2 ms of client CPU (the openai client, parsing, validation), and one event loop pays
+that serially: at N=16 and 50 ms that is half the per-call budget (50/16 ms), so a loaded machine
+shows it; a longer --latency measures the concurrency alone.
     python bench/simulator_throughput.py [--instances 32] [--latency 0.05] [--concurrency 1 4 16]
 """
 from __future__ import annotations
@@ -72,6 +76,8 @@ def main() -> int:
     print(f"{'calls':>6} {'latency_s':>9} {'N':>3} {'ideal_s':>8} {'measured_s':>10} {'ratio':>6} {'with_setup_s':>12}")
     for calls, lat, n, ideal, wall, ratio, total in rows:
         print(f"{calls:>6} {lat:>9.3f} {n:>3} {ideal:>8.3f} {wall:>10.3f} {ratio:>6.3f} {total:>12.3f}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load} (other processes compete for the CPU)")
     worst = max(r[5] for r in rows)
     print(f"worst ratio {worst:.3f} (limit {args.max_ratio})")
     return 0 if worst <= args.max_ratio else 1

@@ -1,8 +1,9 @@
 """Live agent runs: planner -> caller -> tool -> observation -> ... -> summarizer (or give up).
 
 Pieces:
-- Roles serve one model each and complete rendered prompts (lists of Segments, from
-  `PromptTemplate.render_prompt`, the function that renders training data):
+- Roles serve one model each: `complete(prompts, n_header=1) -> list[str]` completes rendered
+  prompts (lists of Segments from `PromptTemplate.render_prompt`, the function that renders
+  training data; the first `n_header` segments are the header, kept if a prompt must be cut):
   `LocalRole` (a local Hugging Face export, batched greedy generation) and `EndpointRole` (an
   OpenAI-compatible server through `openai`'s `completions.create`, the prompt as one string with
   the tokenizer's EOS text where training has an EOS token, stopping at EOS). A role's

@@ -283,7 +283,7 @@ def role_map(items, what: str) -> dict:
 def add_run_args(p) -> None:
     """Options shared by `evaluate.py static` and `evaluate.py agent`."""
     # dest run_dir: evaluate.py keeps the subcommand function in args.run
-    p.add_argument("--run", dest="run_dir", required=True,
+    p.add_argument("--run", dest="run_dir", metavar="RUN", required=True,
                    help="run directory (runs/NAME) holding the stage exports")
     p.add_argument("--recipe", nargs="+", metavar="FILE",
                    help="recipe (or template fragment) the run was trained with; "

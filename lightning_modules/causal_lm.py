@@ -76,3 +76,35 @@ def sharded_build_context(strategy=None):
         yield hf_config
     finally:
         unset_hf_deepspeed_config()
+
+
+def register_zero_micro_step_hook(model, strategy) -> None:
+    """DeepSpeed ZeRO: make each micro-batch a DeepSpeed micro-step.
+
+    The module accumulates several micro-batches inside one training_step, i.e. inside ONE call of
+    DeepSpeedEngine.forward, but ZeRO counts micro-steps at the start of each engine forward
+    (`optimizer.clear_backward_seen_flag()`): without this ZeRO-3 overwrites instead of
+    accumulating each micro-batch's gradient partition, so only the last micro-batch of a step
+    counts (measured on CPU: 1 rank x 2 micro-batches diverged from 1 rank x 1 micro-batch of twice
+    the size; with the hook they match to the last digit). A forward pre-hook on the decoder (called
+    once per micro-batch by forward_hidden) does what the engine forward does; for ZeRO-1/2 that is
+    the same per-forward bookkeeping (no change measured). Idempotent for the first micro-batch; a
+    no-op without gradients (validation) and for other strategies.
+    """
+    try:
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+    except ImportError:  # pragma: no cover
+        return
+    if not isinstance(strategy, DeepSpeedStrategy) or getattr(model, "_zero_micro_step_hook", False):
+        return
+
+    def pre_forward(_module, _args):
+        if not torch.is_grad_enabled():
+            return
+        optimizer = getattr(getattr(strategy, "model", None), "optimizer", None)
+        if optimizer is not None and hasattr(optimizer, "clear_backward_seen_flag"):
+            optimizer.clear_backward_seen_flag()
+
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    decoder.register_forward_pre_hook(pre_forward)
+    model._zero_micro_step_hook = True

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from pipeline.instantiate import instantiate
-from .causal_lm import sharded_build_context
+from .causal_lm import register_zero_micro_step_hook, sharded_build_context
 from .span_loss import (SPAN_KINDS, SpanLossSums, dense_token_losses, forward_hidden, kind_means,
                         reduce_span_losses, shift_labels, span_loss_sums)
 
@@ -46,6 +46,7 @@ class SpanLMModule(L.LightningModule):
             strategy = self._trainer.strategy if self._trainer is not None else None
             with sharded_build_context(strategy):
                 self.model = instantiate(self.model_cfg, vocab_size=self.vocab_size)
+            register_zero_micro_step_hook(self.model, strategy)  # DeepSpeed: a micro-step per micro-batch
             self.model.train()  # from_pretrained returns eval mode
 
     def span_sums(self, batch) -> SpanLossSums:

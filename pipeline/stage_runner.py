@@ -26,6 +26,7 @@ from lightning_modules.throughput import build_throughput_callback
 from pipeline.instantiate import instantiate
 from pipeline.recipe import redact, stage_order, to_yaml
 from pipeline.stage_config import accumulation, export_dir, resolve_init, stage_dir, stage_settings
+from pipeline.sharded_export import export_dtype, resumable_checkpoint
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -117,13 +118,11 @@ def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
                      default_root_dir=str(sdir), **kwargs)
 
 
-def export_stage(module, tokenizer, out: Path) -> None:
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    module.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+def export_stage(module, tokenizer, out: Path, trainer=None, dtype: str = "bfloat16") -> None:
+    """Called on every rank: consolidates sharded weights (DeepSpeed checkpoint / FSDP full state
+    dict), rank 0 writes the HF directory `out` in `dtype`, then all ranks wait for it."""
+    from pipeline.sharded_export import export_stage as export_hf
+    export_hf(trainer, module, tokenizer, out, dtype=dtype)
 
 
 def run_stage(recipe: dict, name: str) -> dict:
@@ -142,15 +141,15 @@ def run_stage(recipe: dict, name: str) -> dict:
                           loss=settings.get("loss"), vocab_size=len(tokenizer),
                           gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
     last = sdir / "checkpoints" / "last.ckpt"
-    resume = str(last) if last.is_file() else None
+    resume = resumable_checkpoint(last)  # a file, or a directory (DeepSpeed / sharded FSDP)
     if resume:
         print(f"[{name}] resuming from {resume}")
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+    export_stage(module, tokenizer, export_dir(recipe, name), trainer=trainer, dtype=export_dtype(settings))
     if trainer.is_global_zero:
-        export_stage(module, tokenizer, export_dir(recipe, name))
         write_json_atomic(sdir / "DONE.json", summary)
     for lg in trainer.loggers:
         if isinstance(lg, WandbLogger):

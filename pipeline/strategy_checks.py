@@ -289,3 +289,4 @@ class CPUDeepSpeedStrategy(_DeepSpeedStrategy):
             model_parameters=params, optimizer=optimizer, lr_scheduler=lr_scheduler,
             dist_init_required=False)
         return engine, ds_optimizer
+

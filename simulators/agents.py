@@ -9,11 +9,14 @@ import asyncio
 import json
 from collections import Counter
 
+from omegaconf import OmegaConf
+
 from .call_validation import check_call, http_error
 from .llm_client import LLMClient
 from .openapi_toolset import Toolset
 from .prompts import (ParseError, Step, describe_tools, parse_assistant_reply, parse_executor_reply,
                       parse_instruction, render)
+from .settings import load_settings
 
 
 async def ask(llm: LLMClient, messages: list[dict], counters: Counter, cfg, seed=None) -> str:
@@ -101,9 +104,6 @@ class SimulatedToolExecutor:
 
     @classmethod
     def from_settings(cls, settings, toolset: Toolset) -> "SimulatedToolExecutor":
-        from omegaconf import OmegaConf
-
-        from .settings import load_settings
         settings = OmegaConf.to_container(load_settings(settings), resolve=True)
         return cls(toolset, LLMClient(settings["llm"]), settings)
 

@@ -7,8 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import CHAINS, load_template
-from test_static_inference import DEV, build_tiny_run
+from test_static_inference import DEV, REPO, build_tiny_run, load_template
 
 from datamodules.prompt_template import PromptTemplate
 from datamodules.sources import load_trajectories
@@ -16,6 +15,8 @@ from datamodules.trajectory import validate_trajectory
 from evaluation.agent_loop import (EndpointRole, ReplayExecutor, Team, build_team, run_episode,
                                    task_of)
 from evaluation.static_inference import find_exports
+
+CHAINS = REPO / "data/toolbench/train_sample_chains.json"
 
 
 @pytest.fixture(scope="module")

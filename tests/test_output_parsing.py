@@ -1,10 +1,17 @@
 import json
+from pathlib import Path
 
 import pytest
-from conftest import load_template
+from omegaconf import OmegaConf
 
 from datamodules.prompt_template import PromptTemplate
 from evaluation.output_parsing import OutputParser, parse_caller, parse_planner, parse_summarizer
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "recipes/template"
+
+
+def load_template(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(TEMPLATES / f"{name}.yaml"))["template"]
 
 
 @pytest.fixture(scope="module")

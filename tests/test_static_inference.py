@@ -3,7 +3,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, load_template
 from omegaconf import OmegaConf
 
 from datamodules.prompt_template import EOS, PromptTemplate, Segment
@@ -16,10 +15,15 @@ from evaluation.static_inference import (evaluate_run, find_exports, predict_ste
                                          run_static, step_trajectory)
 from evaluation.steps import load_steps, write_steps
 
+REPO = Path(__file__).resolve().parents[1]
 DEV = REPO / "data/toolbench/dev_conversations.json"
 ROLES = ("backbone", "planner", "caller", "summarizer")
 PRED_KEYS = {"id", "plan", "thought", "action", "arguments", "answer", "raw"}
 _CACHE = {}
+
+
+def load_template(name: str = "glpft") -> dict:
+    return OmegaConf.to_container(OmegaConf.load(REPO / "recipes/template" / f"{name}.yaml"))["template"]
 
 
 def build_tiny_run(root: Path) -> Path:

@@ -1,0 +1,171 @@
+"""Stage handoff: turn a stage's trained weights, however they are sharded, into a Hugging Face
+directory that the next stage (or evaluation) loads with `from_pretrained`, with a fresh optimizer.
+
+Called on every rank after `trainer.fit` (stage_runner.export_stage):
+
+  single device / DDP   the module's weights are whole on every rank; rank 0 takes its state dict.
+  DeepSpeed ZeRO-2/3    the final state is saved as a sharded DeepSpeed checkpoint
+                        (`checkpoints/last.ckpt/`, every rank writes its shard; skipped when the
+                        ModelCheckpoint callback already saved the final step) and rank 0
+                        consolidates the fp32 master weights from it with DeepSpeed's
+                        zero_to_fp32 (lazily, one tensor at a time), as Lightning's
+                        `convert_zero_checkpoint_to_fp32_state_dict` does. The checkpoint directory
+                        must be on a filesystem every node writes to and rank 0 reads.
+  FSDP                  a full state dict is gathered onto rank 0 (CPU offload, rank0_only).
+
+Rank 0 then casts the weights to the export dtype (`checkpoint.export_dtype` if the recipe has
+it, else the stage's `model.dtype`: bfloat16 for the paper's recipes), loads them into a copy of the
+model built on the meta device (no second full-size allocation), and writes
+`save_pretrained` + tokenizer to `<out>.tmp`, renamed to `<out>` when complete. Every rank waits
+at a barrier so the next stage never starts before its init checkpoint exists. Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODULE_PREFIXES = ("_forward_module.", "model.")  # Lightning wrapper (old), SpanLMModule.model
+
+
+def export_dtype(settings: Mapping) -> str:
+    return (settings.get("checkpoint") or {}).get("export_dtype") or settings["model"].get("dtype", "bfloat16")
+
+
+# ----- resume ------------------------------------------------------------------------------------
+def resumable_checkpoint(path: Path) -> str | None:
+    """`path` if it is a complete checkpoint Lightning can resume from: a file (single device, DDP,
+    FSDP full) or a directory (DeepSpeed: has `latest`; FSDP sharded: has `meta.pt`)."""
+    path = Path(path)
+    if path.is_file():
+        return str(path)
+    if path.is_dir() and ((path / "latest").is_file() or (path / "meta.pt").is_file()):
+        return str(path)
+    return None
+
+
+# ----- gathering the weights -------------------------------------------------------------------
+def _strip(state: Mapping[str, torch.Tensor]) -> dict:
+    """Keys of the LightningModule (`model.<hf key>`) -> keys of the HF model."""
+    out = {}
+    for key, value in state.items():
+        for prefix in MODULE_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def _is_deepspeed(strategy) -> bool:
+    try:
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(strategy, DeepSpeedStrategy)
+
+
+def _is_fsdp(strategy) -> bool:
+    from lightning.pytorch.strategies import FSDPStrategy
+    return isinstance(strategy, FSDPStrategy)
+
+
+def final_deepspeed_checkpoint(trainer, ckpt_dir: Path) -> Path:
+    """The sharded DeepSpeed checkpoint of the final step (every rank must call this)."""
+    last = ckpt_dir / "last.ckpt"
+    cb = trainer.checkpoint_callback
+    saved_step = getattr(cb, "_last_global_step_saved", None) if cb is not None else None
+    if saved_step != trainer.global_step or resumable_checkpoint(last) is None:
+        trainer.save_checkpoint(last)  # collective: each rank writes its shard, then a barrier
+    return last
+
+
+def consolidate_deepspeed(checkpoint_dir: Path, dtype: torch.dtype) -> dict:
+    """fp32 master weights of a ZeRO-2/3 checkpoint directory, cast to `dtype` one tensor at a time
+    (rank 0 only; reads every rank's optimizer shard)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    lazy = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), lazy_mode=True)
+    out, seen = {}, {}
+    for name, tensor in lazy.items():
+        if id(tensor) in seen:  # shared (tied) tensors stay shared
+            out[name] = out[seen[id(tensor)]]
+            continue
+        seen[id(tensor)] = name
+        t = tensor.contiguous()
+        out[name] = t.to(dtype) if t.is_floating_point() else t
+        del t
+    return _strip(out)
+
+
+def fsdp_full_state_dict(strategy) -> dict | None:
+    """A full state dict gathered onto rank 0's CPU (every rank must call this); None elsewhere."""
+    from lightning.fabric.strategies.fsdp import _get_full_state_dict_context
+    with _get_full_state_dict_context(strategy.model, world_size=strategy.world_size, rank0_only=True):
+        state = strategy.model.state_dict()
+    return _strip(state) if strategy.is_global_zero else None
+
+
+def gather_state_dict(trainer, module, ckpt_dir: Path, dtype: torch.dtype) -> dict | None:
+    """The stage's final weights as an HF state dict on rank 0 (None on other ranks). Collective."""
+    strategy = trainer.strategy if trainer is not None else None
+    if strategy is not None and _is_deepspeed(strategy):
+        last = final_deepspeed_checkpoint(trainer, ckpt_dir)
+        return consolidate_deepspeed(last, dtype) if trainer.is_global_zero else None
+    if strategy is not None and _is_fsdp(strategy):
+        return fsdp_full_state_dict(strategy)
+    if trainer is not None and not trainer.is_global_zero:
+        return None
+    return {k: v.detach() for k, v in module.model.state_dict().items()}
+
+
+# ----- writing the export ------------------------------------------------------------------------
+def build_export_model(config, state: Mapping[str, torch.Tensor], dtype: torch.dtype, generation_config=None):
+    """A plain (unsharded, CPU) HF model holding `state`, built on the meta device and filled by
+    assignment, so no second full-size copy is allocated."""
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    if is_deepspeed_zero3_enabled():  # would build the export copy under zero.Init
+        raise RuntimeError("export: transformers still has a ZeRO-3 config registered")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    state = {k: (v.to("cpu", dtype) if v.is_floating_point() else v.to("cpu")) for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    # Parameters and persistent buffers must all be filled; non-persistent buffers (rotary tables)
+    # stay on the meta device: save_pretrained does not write them and from_pretrained rebuilds them.
+    persistent = set(model.state_dict())
+    still_meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+                  if t.is_meta and n in persistent]
+    if still_meta or unexpected:
+        raise RuntimeError(f"export: the consolidated weights do not match the model: missing {still_meta[:5]}, "
+                           f"unexpected {list(unexpected)[:5]}")
+    if generation_config is not None:
+        model.generation_config = generation_config
+    return model
+
+
+def write_hf_dir(model, tokenizer, out: Path) -> None:
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+
+
+def export_stage(trainer, module, tokenizer, out: Path, dtype: str = "bfloat16") -> None:
+    """Every rank: gather/consolidate the final weights; rank 0 writes `out`; then a barrier."""
+    out = Path(out)
+    torch_dtype = DTYPES[dtype]
+    state = gather_state_dict(trainer, module, out.parent / "checkpoints", torch_dtype)
+    if state is not None:
+        model = build_export_model(module.model.config, state, torch_dtype,
+                                   getattr(module.model, "generation_config", None))
+        write_hf_dir(model, tokenizer, out)
+        del model, state
+    if trainer is not None:
+        trainer.strategy.barrier("export_stage")
