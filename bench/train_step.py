@@ -90,7 +90,8 @@ def run_variant(variant: str, args, data: Path) -> dict:
 def print_table(results: dict, args, meta: dict):
     base = results.get("b")
     cuda = args.device == "cuda"
-    print(f"\nTraining step ({args.device}, model {args.model_size}: {meta['params'] / 1e6:.1f}M params, "
+    threads = f", {args.threads or 'default'} thread(s)" if not cuda else ""
+    print(f"\nTraining step ({args.device}{threads}, model {args.model_size}: {meta['params'] / 1e6:.1f}M params, "
           f"{meta['dtype']}, attn {meta['attn']}; data: {args.role} / {args.layout}, "
           f"{meta['examples']} examples, max_length {args.max_length}; micro-batch {args.rows} "
           f"rows x {args.max_length} tokens, accumulate {args.accumulate}; {args.steps} timed "
@@ -316,6 +317,9 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", type=int, default=None, help="model vocab (>= the tokenizer's)")
     ap.add_argument("--attn", default=None, help="attn_implementation (default: sdpa on cpu, "
                     "flash_attention_2 on cuda when installed)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU: torch threads per run (1 default: on a shared machine a multi-threaded "
+                    "step stalls whenever one of its threads is descheduled; 0 = torch's default)")
     ap.add_argument("--variants", default="abc")
     ap.add_argument("--repeats", type=int, default=1,
                     help="run the variants round-robin this many times; report each one's fastest run")
@@ -326,6 +330,9 @@ def main(argv=None) -> int:
     args.model_size = args.model_size or ("tiny" if args.device == "cpu" else "0.5b")
 
     if args.worker:
+        import torch
+        if args.device == "cpu" and args.threads:
+            torch.set_num_threads(args.threads)
         import warnings
         warnings.filterwarnings("ignore")
         import datasets

@@ -73,9 +73,12 @@ def _is_export(path: Path) -> bool:
 
 
 def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
-    """Export folder of each role found in the run: {role: path}."""
+    """Export folder of each role found in the run: {role: path}. A `multitask` stage's export
+    (one model trained on the planner, caller and summarizer data) serves each of the three roles
+    that has no export of its own, with that role's system prompt (alpha_umi mode)."""
     run_dir = Path(run_dir)
     found: dict[str, str] = {}
+    multitask: str | None = None
     stages = (recipe or {}).get("stages") or {}
     if stages:
         try:
@@ -87,6 +90,8 @@ def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
             role, path = stages[name].get("role"), run_dir / name / "hf"
             if role in EXPORT_ROLES and _is_export(path):
                 found[role] = str(path)
+            elif role == "multitask" and _is_export(path):
+                multitask = str(path)
     if run_dir.is_dir():
         for done in sorted(run_dir.glob("*/DONE.json")):
             try:
@@ -96,10 +101,17 @@ def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
             path = done.parent / "hf"
             if role in EXPORT_ROLES and role not in found and _is_export(path):
                 found[role] = str(path)
+            elif role == "multitask" and multitask is None and _is_export(path):
+                multitask = str(path)
     for role in EXPORT_ROLES:
         path = run_dir / role / "hf"
         if role not in found and _is_export(path):
             found[role] = str(path)
+    if multitask is None and _is_export(run_dir / "multitask" / "hf"):
+        multitask = str(run_dir / "multitask" / "hf")
+    if multitask is not None:
+        for role in TURN_ROLES:
+            found.setdefault(role, multitask)
     return found
 
 

@@ -4,7 +4,8 @@
 #   launch/gpu_smoke.sh [OUT_DIR]          # default runs/gpu_smoke; about 5 minutes on one GPU
 #
 # On the quickstart's tiny model and data, with all visible GPUs:
-#   1. ZeRO-3 (parameters really partitioned: persistence threshold 0; 2 micro-batches per step):
+#   1. ZeRO-3 (parameters really partitioned: persistence threshold 0; 2 micro-batches per step;
+#      HF gradient checkpointing as in the paper recipes):
 #      backbone from a config (transformers' ZeRO-3 init), planner from the backbone's export
 #      (transformers' ZeRO-3 from_pretrained); each stage's sharded checkpoint is consolidated
 #      into a Hugging Face export.
@@ -33,13 +34,24 @@ print(f"torch {torch.__version__} cuda {torch.version.cuda} | lightning {lightni
       f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
 EOF
 
+# ZeRO-3 builds the optimizer from 1-D parameter partitions: the weight-decay grouping must read the
+# real shapes (p.ds_shape), or DeepSpeed drops the empty group and the LR scheduler fails.
+python - <<'EOF'
+import inspect, sys
+from lightning_modules.span_lm_module import SpanLMModule
+if "ds_shape" not in inspect.getsource(SpanLMModule.configure_optimizers):
+    sys.exit("gpu_smoke: SpanLMModule.configure_optimizers groups parameters by p.ndim, which is 1 for every "
+             "ZeRO-3 partition; use len(getattr(p, 'ds_shape', p.shape)) (see launch/README.md)")
+EOF
+
 export WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 if [[ "$NGPU" -gt 1 ]]; then RUN=(torchrun --standalone --nproc_per_node "$NGPU" train.py); else RUN=(python train.py); fi
 COMMON=(trainer.accelerator=gpu "trainer.devices=$NGPU" trainer.num_nodes=1 trainer.precision=bf16-mixed
         data.max_length=512 data.micro_batch_size=2 trainer.accumulate_grad_batches=2
         checkpoint.every_n_train_steps=2 logger.wandb.enabled=false logger.progress_bar=false
         stages.caller.enabled=false stages.summarizer.enabled=false)
-ZERO3=(recipes/strategy/deepspeed_zero3.yaml strategy.config.zero_optimization.stage3_param_persistence_threshold=0)
+ZERO3=(recipes/strategy/deepspeed_zero3.yaml strategy.config.zero_optimization.stage3_param_persistence_threshold=0
+       model.gradient_checkpointing=true)
 FSDP=(recipes/strategy/fsdp.yaml)
 QS=recipes/quickstart.yaml
 

@@ -13,9 +13,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def build_causal_lm(init_from: str | None = None, config: Mapping | None = None,
                     dtype: str = "float32", attn_implementation: str | None = None,
                     vocab_size: int | None = None, gradient_checkpointing: bool = False,
-                    trust_remote_code: bool = False):
+                    trust_remote_code: bool = False, special_token_ids: Mapping | None = None):
     """`init_from` set: `from_pretrained` of a user's checkpoint or hub id. Otherwise a freshly
-    initialised model from `config` (a transformers config as a mapping with `model_type`)."""
+    initialised model from `config` (a transformers config as a mapping with `model_type`).
+    `special_token_ids` ({bos,eos,pad}_token_id of the tokenizer) are written into the model's
+    config and generation config, so an export generates and stops like the training data."""
     kwargs = {"dtype": DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -32,6 +34,11 @@ def build_causal_lm(init_from: str | None = None, config: Mapping | None = None,
         model = AutoModelForCausalLM.from_config(model_config, **kwargs)
     if vocab_size is not None and model.get_input_embeddings().num_embeddings < vocab_size:
         model.resize_token_embeddings(vocab_size)
+    for key, value in (special_token_ids or {}).items():
+        if value is not None:
+            setattr(model.config, key, value)
+            if model.generation_config is not None:
+                setattr(model.generation_config, key, value)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model

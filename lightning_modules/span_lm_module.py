@@ -84,11 +84,18 @@ class SpanLMModule(L.LightningModule):
     def _clip(self, opt):
         if not self.gradient_clip_val:
             return None
+        strategy = self.trainer.strategy
+        engine = getattr(strategy, "deepspeed_engine", None)
+        if engine is not None:
+            # DeepSpeed clips inside its engine (gradient_clipping in its config); the norm of
+            # this step is known only after its step, so the logged norm is the previous step's.
+            norm = engine.get_global_grad_norm()
+            return torch.tensor(float(norm)) if norm is not None else None
+        wrapped = getattr(strategy, "model", None)
+        if hasattr(wrapped, "clip_grad_norm_"):  # FSDP: the norm over all shards, not the local one
+            return wrapped.clip_grad_norm_(self.gradient_clip_val)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        if hasattr(self.trainer.strategy, "deepspeed_engine"):
-            return None  # DeepSpeed clips inside its engine (gradient_clipping in its config)
-        norm = torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
-        return norm
+        return torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
 
     def _log_step(self, micro_batches, kind_sums, kind_counts, grad_norm, n_step):
         strategy = self.trainer.strategy
@@ -142,7 +149,8 @@ class SpanLMModule(L.LightningModule):
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+                ndim = len(getattr(p, "ds_shape", p.shape))  # ZeRO-3 partitions are flat
+                (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
         cfg = dict(self.optimizer_cfg)
         wd = cfg.pop("weight_decay", 0.0)
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]

@@ -169,3 +169,67 @@ def export_stage(trainer, module, tokenizer, out: Path, dtype: str = "bfloat16")
         del model, state
     if trainer is not None:
         trainer.strategy.barrier("export_stage")
+
+
+# ----- offline consolidation (a different world size, or weights for evaluation) ---------------------
+def load_checkpoint_state(path: Path, dtype: torch.dtype) -> dict:
+    """HF state dict from any checkpoint a stage leaves in checkpoints/: a DeepSpeed directory
+    (fp32 master weights), a sharded FSDP directory (torch.distributed.checkpoint) or a file."""
+    path = Path(path)
+    if path.is_dir() and (path / "latest").is_file():
+        return consolidate_deepspeed(path, dtype)
+    if path.is_dir() and (path / "meta.pt").is_file():
+        from lightning.fabric.utilities.load import _load_distributed_checkpoint
+        state = _load_distributed_checkpoint(path)["model"]
+    elif path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    else:
+        raise FileNotFoundError(f"{path}: not a complete checkpoint (file, DeepSpeed or sharded FSDP directory)")
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in _strip(state).items()}
+
+
+def consolidate_stage(recipe: dict, stage: str, out: Path | None = None, dtype: str | None = None,
+                      checkpoint: Path | None = None) -> Path:
+    """Write a stage's latest checkpoint (however sharded) as an HF directory, on one process."""
+    from transformers import AutoConfig
+
+    from pipeline.stage_config import resolve_init, stage_dir, stage_settings
+    from pipeline.stage_runner import load_tokenizer
+    settings = stage_settings(recipe, stage)
+    sdir = stage_dir(recipe, stage)
+    checkpoint = Path(checkpoint or sdir / "checkpoints" / "last.ckpt")
+    dtype = dtype or export_dtype(settings)
+    init_path = resolve_init(recipe, settings)
+    tokenizer = load_tokenizer(recipe, settings, init_path)
+    if init_path:
+        config = AutoConfig.from_pretrained(init_path, trust_remote_code=settings["model"].get("trust_remote_code", False))
+    else:
+        cfg = dict(settings["model"]["config"])
+        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    config.vocab_size = max(config.vocab_size, len(tokenizer))
+    state = load_checkpoint_state(checkpoint, DTYPES[dtype])
+    out = Path(out or sdir / "consolidated")
+    write_hf_dir(build_export_model(config, state, DTYPES[dtype]), tokenizer, out)
+    return out
+
+
+def main(argv=None) -> int:
+    """python -m pipeline.sharded_export RECIPE.yaml [more.yaml] [key=value] --stage NAME [--out DIR]"""
+    import argparse
+
+    from pipeline.recipe import load_recipe
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("args", nargs="*", help="recipe files, then key=value overrides (as for train.py)")
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--checkpoint", help="default: <run.dir>/<stage>/checkpoints/last.ckpt")
+    parser.add_argument("--out", help="default: <run.dir>/<stage>/consolidated")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: the stage's export dtype")
+    ns = parser.parse_intermixed_args(argv)
+    recipe = load_recipe([a for a in ns.args if "=" not in a], [a for a in ns.args if "=" in a])
+    out = consolidate_stage(recipe, ns.stage, ns.out, ns.dtype, ns.checkpoint)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import time
 from pathlib import Path
 
 import lightning as L
@@ -27,6 +27,25 @@ from pipeline.instantiate import instantiate
 from pipeline.recipe import redact, stage_order, to_yaml
 from pipeline.stage_config import accumulation, export_dir, resolve_init, stage_dir, stage_settings
 from pipeline.sharded_export import export_dtype, resumable_checkpoint
+from pipeline.strategy_checks import check_stage
+
+
+def launch_rank() -> int:
+    """This process's global rank as the launcher set it (torchrun, srun, Lightning's own), known
+    before any process group exists; 0 when not launched distributed."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return int(os.environ.get("NODE_RANK", 0)) * 1000 + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def wait_for(path: Path, what: str, timeout_s: float = 3600.0) -> None:
+    """Ranks other than 0 wait for a file that rank 0 writes atomically."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {launch_rank()}: waited {timeout_s:.0f}s for {what} at {path}")
+        time.sleep(1.0)
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -50,6 +69,8 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
         tok = AutoTokenizer.from_pretrained(source)
     else:
         path = Path(recipe["run"]["dir"]) / "tokenizer"
+        if launch_rank() != 0:
+            wait_for(path / "tokenizer.json", "the tokenizer rank 0 trains")
         if (path / "tokenizer.json").is_file():
             tok = AutoTokenizer.from_pretrained(path)
         else:
@@ -92,8 +113,10 @@ def build_loggers(recipe: dict, settings: dict, sdir: Path):
     return loggers
 
 
-def _wandb_id(sdir: Path) -> str:
-    """The same W&B run id across resumes of a stage."""
+def _wandb_id(sdir: Path) -> str | None:
+    """The same W&B run id across resumes of a stage (rank 0 logs; other ranks need none)."""
+    if launch_rank() != 0:
+        return None
     path = sdir / "wandb_id.txt"
     if not path.exists():
         import uuid
@@ -127,6 +150,7 @@ def export_stage(module, tokenizer, out: Path, trainer=None, dtype: str = "bfloa
 
 def run_stage(recipe: dict, name: str) -> dict:
     settings = stage_settings(recipe, name)
+    check_stage(recipe, settings)  # world size vs num_nodes x devices, DeepSpeed config rules
     sdir = stage_dir(recipe, name)
     sdir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(recipe["run"].get("seed", 42), workers=True)
@@ -136,7 +160,8 @@ def run_stage(recipe: dict, name: str) -> dict:
     tokenizer = load_tokenizer(recipe, settings, init_path)
     trainer = build_trainer(recipe, settings, sdir)
     dm = build_datamodule(recipe, settings, tokenizer, trainer.world_size)
-    model_cfg = {k: v for k, v in settings["model"].items()} | {"init_from": init_path}
+    model_cfg = {**settings["model"], "init_from": init_path,
+                 "special_token_ids": {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}}
     module = SpanLMModule(model=model_cfg, optimizer=settings["optimizer"], scheduler=settings["scheduler"],
                           loss=settings.get("loss"), vocab_size=len(tokenizer),
                           gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
@@ -162,9 +187,10 @@ def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     names = enabled_stages(recipe)
     run_dir = Path(recipe["run"]["dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".recipe.yaml.tmp"
-    tmp.write_text(to_yaml(redact(recipe)))
-    os.replace(tmp, run_dir / "recipe.yaml")  # what this run was trained with (evaluation reads it)
+    if launch_rank() == 0:
+        tmp = run_dir / ".recipe.yaml.tmp"
+        tmp.write_text(to_yaml(redact(recipe)))
+        os.replace(tmp, run_dir / "recipe.yaml")  # what this run was trained with (evaluation reads it)
     if only is not None:
         if only not in names:
             raise ValueError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
@@ -176,4 +202,19 @@ def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
             continue
         run_stage(recipe, name)
         ran.append(name)
+    if only is None:
+        run_evaluation(recipe)
     return ran
+
+
+def run_evaluation(recipe: dict) -> dict | None:
+    """The recipe's `evaluate:` stage (static, teacher-forced) after training; skipped when done."""
+    cfg = recipe.get("evaluate") or {}
+    if not cfg.get("enabled", False) or launch_rank() != 0:
+        return None
+    metrics = Path(cfg.get("out_dir") or Path(recipe["run"]["dir"]) / "eval") / "metrics.json"
+    if metrics.is_file():
+        print(f"[evaluate] already finished ({metrics}); skipping")
+        return json.loads(metrics.read_text())
+    from evaluation.static_inference import evaluate_run  # inference code only when evaluating
+    return evaluate_run(recipe, cfg)

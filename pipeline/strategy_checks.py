@@ -227,8 +227,7 @@ def _slurm_managed(env: Mapping[str, str]) -> bool:
     if env is os.environ:
         from lightning.fabric.plugins.environments import SLURMEnvironment
         return SLURMEnvironment.detect()
-    return "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive") \
-        and "SLURM_STEP_ID" in env
+    return "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
 
 
 def check_launch(settings: Mapping, env: Mapping[str, str] | None = None) -> int | None:

@@ -17,7 +17,7 @@ from pipeline.stage_runner import run_recipe
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SMALL = ["data.max_length=768", "data.val_fraction=0.2", "tokenizer.train_bpe.vocab_size=1000",
-         "logger.progress_bar=false"]
+         "logger.progress_bar=false", "evaluate.limit=6", "evaluate.max_new_tokens=16"]
 
 
 def small_recipe(run_dir, *extra):
@@ -45,6 +45,16 @@ def test_all_four_stages_leave_loadable_checkpoints(quickstart_run):
     out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] > ids.shape[1]
     assert (run_dir / "recipe.yaml").is_file()
+
+
+def test_quickstart_checkpoints_go_through_static_evaluation(quickstart_run):
+    _, run_dir, _ = quickstart_run
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["n_steps"] == 6 and metrics["n_missing"] == 0
+    for key in ("plan_acc", "act_em", "hallu", "arg_f1", "rouge_l"):
+        assert key in metrics
+    preds = (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 6 and all(json.loads(p)["id"].startswith("dev_conversations-") for p in preds)
 
 
 def test_logs_have_per_span_losses_and_wandb_runs(quickstart_run):
@@ -101,7 +111,8 @@ def test_loss_is_normalised_over_the_whole_optimizer_step(tmp_path, bpe_tokenize
               "data.layout=per_step", "data.max_length=256", "data.val_fraction=0.0",
               "data.group_by_length=false", "optimizer._target_=torch.optim.SGD", "optimizer.lr=1.0",
               "~optimizer.betas", "trainer.gradient_clip_val=null", "stages.backbone.optimizer.lr=1.0",
-              "stages.backbone.trainer.max_steps=1", "logger.wandb.enabled=false", "logger.progress_bar=false"]
+              "stages.backbone.trainer.max_steps=1", "logger.wandb.enabled=false", "logger.progress_bar=false",
+              "evaluate.enabled=false"]
     stages = [f"stages.{s}.enabled=false" for s in ("planner", "caller", "summarizer")]
     exports = {}
     for micro, accum in ((4, 1), (1, 4)):
