@@ -23,6 +23,7 @@ from transformers import AutoTokenizer
 from datamodules.bpe_tokenizer import train_bpe_tokenizer
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
+from pipeline.atomic_files import write_json_atomic, write_text_atomic
 from pipeline.instantiate import instantiate
 from pipeline.recipe import redact, stage_order, to_yaml
 from pipeline.stage_config import accumulation, export_dir, resolve_init, stage_dir, stage_settings
@@ -46,12 +47,6 @@ def wait_for(path: Path, what: str, timeout_s: float = 3600.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"rank {launch_rank()}: waited {timeout_s:.0f}s for {what} at {path}")
         time.sleep(1.0)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def enabled_stages(recipe: dict) -> list[str]:
@@ -187,10 +182,8 @@ def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     names = enabled_stages(recipe)
     run_dir = Path(recipe["run"]["dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    if launch_rank() == 0:
-        tmp = run_dir / ".recipe.yaml.tmp"
-        tmp.write_text(to_yaml(redact(recipe)))
-        os.replace(tmp, run_dir / "recipe.yaml")  # what this run was trained with (evaluation reads it)
+    if launch_rank() == 0:  # what this run was trained with (evaluation reads it)
+        write_text_atomic(run_dir / "recipe.yaml", to_yaml(redact(recipe)))
     if only is not None:
         if only not in names:
             raise ValueError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")

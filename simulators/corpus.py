@@ -13,13 +13,14 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from tqdm import tqdm
+
+from pipeline.atomic_files import write_json_atomic
 
 from .episode import Episode, Instance, plan_instances
 from .llm_client import LLMClient, LLMError
@@ -74,15 +75,6 @@ class AppendLog:
     def close(self):
         if self.fh:
             self.fh.close()
-
-
-def write_json_atomic(path: Path, data: dict):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _resolve(path: str) -> Path:
