@@ -89,6 +89,12 @@ class PackedStepSampler:
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
+    @property
+    def sampler(self):
+        # Lightning calls set_epoch on `dataloader.sampler` and `dataloader.batch_sampler.sampler`,
+        # never on the batch sampler itself: exposing it here makes each epoch reshuffle.
+        return self
+
     def __len__(self) -> int:
         micro = math.ceil(self.num_rows / self.rows)
         return math.ceil(micro / (self.accumulate * self.world))

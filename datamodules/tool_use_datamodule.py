@@ -258,6 +258,11 @@ class StepBatchSampler:
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
+    @property
+    def sampler(self):
+        # Lightning calls set_epoch on `dataloader.batch_sampler.sampler`, not on the batch sampler.
+        return self
+
     def __len__(self):
         per_step = self.micro * self.accumulate * self.world
         return math.ceil(len(self.lengths) / per_step)

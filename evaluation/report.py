@@ -286,7 +286,7 @@ def plot_metrics(runs: Sequence[Mapping], path: Path) -> str:
     """The table as grouped bars (a blank value is drawn as no bar)."""
     import numpy as np
     groups = [g for g in GROUPS if g[0] == "in_domain" or any(r["row"].get(g[0]) for r in runs)]
-    fig = _figure(max(6.0, 1.2 * len(runs) * len(METRICS) / 2), 3.4 * len(groups))
+    fig = _figure(max(7.0, 2.5 + 0.3 * len(runs) * len(METRICS)), 3.2 * len(groups))
     axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
     x = np.arange(len(METRICS))
     width = 0.8 / max(1, len(runs))
@@ -303,7 +303,7 @@ def plot_metrics(runs: Sequence[Mapping], path: Path) -> str:
         ax.set_xticks(x, [label for _, label in METRICS])
         ax.set_ylabel(f"{tag} (%)")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncols=min(4, len(runs)))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle("Step-level metrics (Hallu.: lower is better)", fontsize=11)
     return _save(fig, path)
 
@@ -392,11 +392,6 @@ def facts(meta: Mapping, runs) -> list[tuple[str, str]]:
     if train or evals:
         out.append(("Time (summed over runs)", f"training {_fmt_seconds(sum(train))}, "
                                                f"evaluation {_fmt_seconds(sum(evals))}"))
-    last = meta.get("last_run") or {}
-    if last.get("seconds") is not None:
-        out.append(("Last sweep command", f"{_fmt_seconds(last['seconds'])} for "
-                                          f"{len(last.get('variants') or [])} variant(s), finished "
-                                          f"{last.get('finished')}"))
     return out
 
 
@@ -404,8 +399,8 @@ def render_markdown(title: str, meta: Mapping, table: dict, runs, plots: dict) -
     out = [f"# {title}", ""]
     if meta.get("description"):
         out += [meta["description"], ""]
-    lines = [f"- {label}: `{value}`" if label not in ("Time (summed over runs)", "Last sweep command")
-             else f"- {label}: {value}" for label, value in facts(meta, runs)]
+    lines = [f"- {label}: `{value}`" if label != "Time (summed over runs)" else f"- {label}: {value}"
+             for label, value in facts(meta, runs)]
     out += lines + ([""] if lines else [])
     out += ["## Table 1: step-level static evaluation (%)", "",
             "Plan ACC, Act. EM, Arg. F1, Rouge-L: higher is better; Hallu.: lower is better.", "",

@@ -67,7 +67,8 @@ def lookup_peak_flops(device_name: str, precision) -> float | None:
 
 def matmul_params(model: torch.nn.Module) -> int:
     """Parameters that take part in a matmul per token: all but the input embedding (counted once
-    if it is tied to the output head). DeepSpeed ZeRO-3 shards report their full size."""
+    if it is tied to the output head). DeepSpeed ZeRO-3 shards report their full size (ds_numel),
+    DTensors (FSDP2) their global size; FSDP1 shards are summed over ranks by the callback."""
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) not in seen:
@@ -79,6 +80,15 @@ def matmul_params(model: torch.nn.Module) -> int:
     if emb is not None and not (head is not None and head.weight is emb.weight):
         total -= getattr(emb.weight, "ds_numel", emb.weight.numel())
     return total
+
+
+def _fsdp1_sharded(trainer, model) -> bool:
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    except ImportError:
+        return False
+    wrapped = getattr(trainer.strategy, "model", None)
+    return isinstance(wrapped, FSDP) or any(isinstance(m, FSDP) for m in model.modules())
 
 
 def model_shape(model: torch.nn.Module) -> tuple[int | None, int | None]:
@@ -158,6 +168,10 @@ class ThroughputCallback(Callback):
     def on_train_start(self, trainer, pl_module):
         model = getattr(pl_module, "model", None) or pl_module
         self.n_params = matmul_params(model)
+        if trainer.world_size > 1 and _fsdp1_sharded(trainer, model):
+            # FSDP1 (use_orig_params): each rank's parameters are views of its shard only.
+            local = torch.tensor(float(self.n_params), device=pl_module.device)
+            self.n_params = int(trainer.strategy.reduce(local, reduce_op="sum"))
         self.n_layers, self.d_model = model_shape(model)
 
     # ----- timing ------------------------------------------------------------------------------

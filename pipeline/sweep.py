@@ -14,6 +14,7 @@ A sweep spec is YAML with one top-level key, `sweep`:
       grid: {data.data_fraction: [0.25, 0.5, 1.0]}   # optional: cross product with the variants
       evaluate: {references: data/toolbench/dev_conversations.json, ood_references: null,
                  limit: null, batch_size: 8, max_new_tokens: 96}   # evaluate_run's keys; enabled
+                                            # (merged over each recipe's own `evaluate:` node)
       out: runs/sweeps/${sweep.name}        # sweep.json, report.md / report.html, plots/, wandb/
       runs_dir: ${sweep.out}/runs           # each variant's run.dir is RUNS_DIR/VARIANT; null: the
                                             # recipe's own run.dir (runs/${run.name})
@@ -25,10 +26,15 @@ files, the variant's recipes, extra files from the command line, then the sweep'
 variant's, the grid point's and the command line's, then `run.name` / `run.group` (NAME/VARIANT)
 and `run.dir`. A grid point's name is VARIANT-KEY_VALUE (KEY: the last part of the dotted key).
 
+Evaluation: the recipe's own `evaluate:` node, then the sweep's `evaluate:`, then the variant's
+(a layer that is given turns evaluation on unless it says `enabled: false`) become the variant
+recipe's `evaluate` node, which the stage runner runs after training (evaluate_run writes
+RUN_DIR/eval/metrics.json, and metrics_ood.json for ood_references).
+
 Every variant's recipe is composed and validated before anything trains. Variants run one after
 the other; finished stages are skipped (DONE.json), and so is an evaluation whose metrics files
 are newer than the stages' DONE.json and were made with the same references, limit, decoding
-length and mode. `OUT/sweep.json` (variant -> run dir, overrides, status, timings, metrics) is
+length and mode (otherwise the sweep evaluates again, without retraining). `OUT/sweep.json` (variant -> run dir, overrides, status, timings, metrics) is
 rewritten atomically after each step, so an interrupted sweep resumes where it stopped. A variant
 that fails is recorded as failed and the sweep goes on (unless fail_fast).
 """
@@ -78,6 +84,7 @@ class Variant:
     own_overrides: list[str]       # the variant's and its grid point's (not the sweep-wide ones)
     grid: dict                     # this grid point {dotted key: value}
     evaluate: dict | None          # evaluate_run settings; None: no evaluation
+    eval_layer: dict | None = None  # the variant's own `evaluate:` (over the sweep's)
     recipe: dict = field(repr=False, default_factory=dict)  # composed and validated
 
     @property
@@ -182,7 +189,7 @@ def load_sweep(spec_path, overrides: Sequence[str] = (), recipe_files: Sequence[
     base = [resolve_file(f, spec_path, _at(where('base'), i)) for i, f in enumerate(base)]
     extra_files = [resolve_file(f, spec_path, f"command line: recipe {f!r}") for f in recipe_files]
     sweep_ov = _overrides(data.get("overrides"), where("overrides"))
-    evaluate = _evaluate(data.get("evaluate"), where("evaluate"), spec_path, base_cfg=None)
+    evaluate = _evaluate(data.get("evaluate"), where("evaluate"), spec_path)
     grid = _grid(data.get("grid"), where("grid"))
     report = _report(data.get("report"), where)
     out = Path(_req_str(data.get("out"), where("out")))
@@ -210,9 +217,7 @@ def load_sweep(spec_path, overrides: Sequence[str] = (), recipe_files: Sequence[
         vfiles = _str_list(vspec.get("recipes"), where(f"{vkey}.recipes"))
         vfiles = [resolve_file(f, spec_path, _at(where(f'{vkey}.recipes'), i)) for i, f in enumerate(vfiles)]
         v_ov = _overrides(vspec.get("overrides"), where(f"{vkey}.overrides"))
-        v_eval = evaluate
-        if vspec.get("evaluate") is not None:
-            v_eval = _evaluate(vspec["evaluate"], where(f"{vkey}.evaluate"), spec_path, base_cfg=evaluate)
+        v_eval = _evaluate(vspec.get("evaluate"), where(f"{vkey}.evaluate"), spec_path)
         for point in _grid_points(grid):
             suffix = "".join(f"-{_short(k)}_{_fmt_value(v)}" for k, v in point.items())
             variants.append(Variant(
@@ -221,7 +226,7 @@ def load_sweep(spec_path, overrides: Sequence[str] = (), recipe_files: Sequence[
                 recipes=base + vfiles + extra_files,
                 overrides=sweep_ov + v_ov + [f"{k}={_yaml_value(v)}" for k, v in point.items()] + list(recipe_ov),
                 own_overrides=v_ov + [f"{k}={_yaml_value(v)}" for k, v in point.items()],
-                grid=point, evaluate=v_eval))
+                grid=point, evaluate=None, eval_layer=v_eval))
 
     sweep = Sweep(name=name, spec_path=spec_path, description=description, base=base,
                   overrides=sweep_ov, grid=grid, evaluate=evaluate, out=out, runs_dir=runs_dir,
@@ -261,6 +266,7 @@ def _compose_variants(sweep: Sweep, raw_variants: dict, where: Callable[[str], s
             tags = list(wandb_cfg.get("tags") or [])
             wandb_cfg["tags"] = tags + [t for t in (f"sweep:{sweep.name}", f"variant:{v.variant}")
                                         if t not in tags]
+        _merge_evaluate(sweep, v, recipe, where)
         v.recipe = recipe
         rd = str(Path(recipe["run"]["dir"]).resolve())
         if rd in seen_dirs:
@@ -268,6 +274,32 @@ def _compose_variants(sweep: Sweep, raw_variants: dict, where: Callable[[str], s
                              f"the run directory {recipe['run']['dir']} (set sweep.runs_dir, or give "
                              "each a different run.name)")
         seen_dirs[rd] = v.name
+
+
+def _merge_evaluate(sweep: Sweep, v: Variant, recipe: dict, where: Callable[[str], str]) -> None:
+    """The variant's evaluation: the recipe's `evaluate:` node, then the sweep's, then the
+    variant's (a layer that is given switches it on unless it says `enabled: false`). The result
+    is the recipe's `evaluate` node (what the stage runner evaluates after training, and what
+    recipe.yaml records) and `v.evaluate` (None: no evaluation)."""
+    node = dict(recipe.get("evaluate") or {})
+    origin = f"the recipe's evaluate node ({', '.join(map(str, v.recipes))})"
+    for layer, key in ((sweep.evaluate, "evaluate"), (v.eval_layer, f"variants.{v.variant}.evaluate")):
+        if layer is not None:
+            node.update({"enabled": True, **layer})
+            origin = where(key)
+    if not node.get("enabled", False):
+        if "evaluate" in recipe:
+            recipe["evaluate"] = {**node, "enabled": False}
+        v.evaluate = None
+        return
+    if not node.get("references"):
+        raise SweepError(f"{sweep.spec_path}: variant '{v.name}': evaluation is enabled but no test "
+                         f"set is given: set 'references' ({origin})")
+    for key in ("references", "ood_references"):
+        if node.get(key):
+            node[key] = str(Path(resolve_file(str(node[key]), sweep.spec_path, f"{origin}: {key}")).resolve())
+    recipe["evaluate"] = node
+    v.evaluate = {k: val for k, val in node.items() if k != "enabled"}
 
 
 def _at(where: str, index: int) -> str:
@@ -363,21 +395,20 @@ def _yaml_value(value) -> str:
     return json.dumps(value)
 
 
-def _evaluate(value, where: str, spec_path: Path, base_cfg: dict | None) -> dict | None:
+def _evaluate(value, where: str, spec_path: Path) -> dict | None:
+    """A validated `evaluate:` layer (None: not given); test-set paths made absolute."""
     from evaluation.static_inference import EVAL_DEFAULTS
     if value is None:
-        return None if base_cfg is None else base_cfg
+        return None
     if not isinstance(value, dict):
         raise SweepError(f"{where}: a mapping of evaluate_run settings "
                          f"({', '.join(EVAL_DEFAULTS)}, enabled)")
     bad = [k for k in value if k not in EVAL_DEFAULTS and k != "enabled"]
     if bad:
         raise SweepError(f"{where}: unknown key '{bad[0]}' (known: enabled, {', '.join(EVAL_DEFAULTS)})")
-    cfg = {**(base_cfg or {}), **value}
-    if cfg.pop("enabled", True) is False:
-        return None
-    if not cfg.get("references"):
-        raise SweepError(f"{where}: 'references' (the test set) is required unless enabled: false")
+    cfg = dict(value)
+    if not isinstance(cfg.get("enabled", True), bool):
+        raise SweepError(f"{_sub(where, 'enabled')}: true or false")
     for key in ("references", "ood_references"):
         if cfg.get(key):
             cfg[key] = str(Path(resolve_file(str(cfg[key]), spec_path, _sub(where, key))).resolve())
@@ -501,8 +532,7 @@ def _all_done(recipe: dict) -> bool:
 def eval_is_current(recipe: dict, cfg: dict) -> bool:
     """Metrics files exist, are newer than every stage's DONE.json, and were made with these
     references, limit, decoding length and mode."""
-    run_dir = Path(recipe["run"]["dir"])
-    out = Path(cfg.get("out_dir") or run_dir / "eval")
+    out = _eval_dir(recipe, cfg)
     done_times = [(stage_dir(recipe, n) / "DONE.json").stat().st_mtime for n in enabled_stages(recipe)
                   if (stage_dir(recipe, n) / "DONE.json").is_file()]
     for refs, suffix in ((cfg.get("references"), ""), (cfg.get("ood_references"), "_ood")):
@@ -571,12 +601,18 @@ def run_variant(v: Variant, entry: dict, save: Callable[[], None], log=print) ->
         save()
         from pipeline.stage_runner import run_recipe  # heavy imports only when training
         log(f"[sweep] {v.name}: training {', '.join(stages)} in {v.run_dir}")
+        before = _eval_stamps(recipe, v.evaluate)
         t0 = time.perf_counter()
+        eval_s = 0.0
         try:
+            # the stage runner trains, then runs the recipe's `evaluate` node (the sweep's settings)
             ran = run_recipe(recipe)
         finally:  # summed over invocations: an interrupted variant resumes its stages
+            eval_s = _eval_seconds_since(recipe, v.evaluate, before)
             entry["train_seconds"] = round((entry.get("train_seconds") or 0)
-                                           + time.perf_counter() - t0, 1)
+                                           + time.perf_counter() - t0 - eval_s, 1)
+        if eval_s:
+            entry["eval_seconds"] = round(eval_s, 1)
         entry["trained_stages"] = ran
     entry["status"] = "trained"
     save()
@@ -586,7 +622,7 @@ def run_variant(v: Variant, entry: dict, save: Callable[[], None], log=print) ->
         entry["finished"] = _now()
         return
     if eval_is_current(recipe, cfg):
-        log(f"[sweep] {v.name}: evaluation is up to date ({Path(recipe['run']['dir']) / 'eval'}); skipping")
+        log(f"[sweep] {v.name}: evaluation is up to date ({_eval_dir(recipe, cfg)}); skipping")
     else:
         from evaluation.static_inference import evaluate_run
         entry["status"] = "evaluating"
@@ -602,9 +638,32 @@ def run_variant(v: Variant, entry: dict, save: Callable[[], None], log=print) ->
     entry["finished"] = _now()
 
 
+def _eval_dir(recipe: dict, cfg: dict) -> Path:
+    return Path(cfg.get("out_dir") or Path(recipe["run"]["dir"]) / "eval")
+
+
+def _eval_stamps(recipe: dict, cfg: dict | None) -> dict:
+    if cfg is None:
+        return {}
+    out = _eval_dir(recipe, cfg)
+    return {p: p.stat().st_mtime_ns for p in (out / "metrics.json", out / "metrics_ood.json") if p.is_file()}
+
+
+def _eval_seconds_since(recipe: dict, cfg: dict | None, before: dict) -> float:
+    """Inference seconds of the metrics files (re)written since `before` (by the stage runner)."""
+    total = 0.0
+    for path, stamp in _eval_stamps(recipe, cfg).items():
+        if before.get(path) != stamp:
+            try:
+                total += float((json.loads(path.read_text()).get("inference") or {}).get("seconds") or 0)
+            except ValueError:
+                pass
+    return total
+
+
 def _record_metrics(recipe: dict, cfg: dict, entry: dict) -> None:
     from evaluation.results_table import METRICS
-    out = Path(cfg.get("out_dir") or Path(recipe["run"]["dir"]) / "eval")
+    out = _eval_dir(recipe, cfg)
     for suffix, key in (("", "metrics"), ("_ood", "metrics_ood")):
         path = out / f"metrics{suffix}.json"
         if path.is_file():

@@ -95,6 +95,17 @@ def test_epochs_reshuffle_and_are_deterministic():
     assert list(a) != first and len(list(a)) == len(first)
 
 
+def test_lightning_sets_the_epoch():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+    sampler = PackedStepSampler(_lengths(20, seed=4), 32, 2, 1, 0, 1)
+    loader = DataLoader(PackedRows(_examples(_lengths(20, seed=4))), batch_sampler=sampler,
+                        collate_fn=PackedStepCollator(PAD))
+    _set_sampler_epoch(loader, 3)  # what Lightning's fit loop calls at each epoch start
+    assert sampler.epoch == 3
+    assert len(list(loader)) == len(sampler)
+
+
 def test_val_sampler_keeps_order_and_fills_nothing_for_one_rank():
     lengths = _lengths(9, seed=2)
     keys = [k for step in PackedStepSampler(lengths, 32, 1, 1, 0, 1, shuffle=False) for k in step]

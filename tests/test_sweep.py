@@ -91,7 +91,7 @@ def test_override_order_and_command_line(tmp_path):
     spec = write_spec(tmp_path / "s.yaml", overrides=["data.max_length=700", "data.val_fraction=0.3"],
                       variants={"a": {"recipes": ["recipes/ablations/single_llm.yaml"],
                                       "overrides": ["data.max_length=800"]},
-                                "b": None},
+                                "b": {"evaluate": {"max_new_tokens": 5}}},
                       grid={"data": {"data_fraction": [0.5, 1.0]}})
     sweep = load_sweep(spec, ["data.val_fraction=0.4", f"sweep.out={tmp_path}/o", "sweep.evaluate.limit=5"])
     names = [v.name for v in sweep.variants]
@@ -104,6 +104,12 @@ def test_override_order_and_command_line(tmp_path):
     assert sweep.variants[0].own_overrides == ["data.max_length=800", "data.data_fraction=0.5"]
     assert sweep.out == tmp_path / "o" and sweep.variants[0].run_dir == tmp_path / "o/runs/a-data_fraction_0.5"
     assert sweep.evaluate["limit"] == 5
+    # evaluation: the recipe's evaluate node < the sweep's < the variant's; it is the recipe's node
+    a_eval, b_eval = sweep.variants[0].recipe["evaluate"], sweep.variants[3].recipe["evaluate"]
+    assert a_eval["enabled"] and a_eval["limit"] == 5 and a_eval["max_new_tokens"] == 96
+    assert b_eval["max_new_tokens"] == 5 and b_eval["batch_size"] == 16
+    assert sweep.variants[3].evaluate == {k: v for k, v in b_eval.items() if k != "enabled"}
+    assert load_sweep(spec, ["sweep.evaluate.enabled=false"]).variants[0].evaluate is None
     # runs_dir null: the recipe's run.dir, which follows run.name (runs/NAME/VARIANT)
     sweep = load_sweep(spec, ["sweep.runs_dir=null"])
     assert sweep.variants[0].run_dir == Path("runs/quickstart-ablations/a-data_fraction_0.5")
@@ -126,7 +132,9 @@ def test_override_order_and_command_line(tmp_path):
      "variant 'alpha_umi-data_fraction_2.0': invalid recipe:\n  key 'data.data_fraction': 2.0 is greater than the maximum of 1 "
      "(from 'sweep.grid.data.data_fraction' in {spec})"),
     ({"evaluate": {"refs": "x"}}, [], "key 'sweep.evaluate' (in {spec}): unknown key 'refs'"),
-    ({"evaluate": {"limit": 3}}, [], "key 'sweep.evaluate' (in {spec}): 'references' (the test set) is required"),
+    ({"evaluate": {"references": None}}, [], "variant 'alpha_umi': evaluation is enabled but no test set "
+                                             "is given: set 'references' (key 'sweep.evaluate' (in {spec}))"),
+    ({"evaluate": {"enabled": "yes"}}, [], "key 'sweep.evaluate.enabled' (in {spec}): true or false"),
     ({"evaluate": {"references": "nope.json"}}, [], "key 'sweep.evaluate.references' (in {spec}): file not found"),
     ({"report": {"wandb": {"mode": "cloud"}}}, [], "key 'sweep.report.wandb.mode' (in {spec})"),
     ({}, ["sweep.evaluate.limit=0"], "key 'sweep.evaluate.limit' (in the command line): must be a positive integer"),

@@ -1,0 +1,86 @@
+"""The DataModule: splits, caching, the reuse switch, step batches and per-epoch shuffling."""
+import json
+
+import pytest
+from lightning.fabric.utilities.data import _set_sampler_epoch
+from torch.utils.data import DataLoader
+
+from conftest import CHAINS, load_template
+from datamodules.tool_use_datamodule import StepBatchSampler, ToolUseDataModule
+
+SOURCES = [{"path": str(CHAINS), "format": "alpha_umi_chains"}]
+
+
+def make_dm(tokenizer, tmp_path, **kw):
+    args = dict(sources=SOURCES, role="planner", template=load_template(), tokenizer=tokenizer,
+                max_length=2048, micro_batch_size=2, val_fraction=0.2, cache_dir=str(tmp_path))
+    return ToolUseDataModule(**{**args, **kw})
+
+
+def test_second_build_reads_the_cache(bpe_tokenizer, tmp_path, monkeypatch):
+    dm = make_dm(bpe_tokenizer, tmp_path)
+    dm.setup()
+    first = [r["input_ids"] for r in dm.splits["train"]]
+    calls = []
+    import datamodules.tool_use_datamodule as mod
+    monkeypatch.setattr(mod, "role_examples", lambda *a, **k: calls.append(1) or [])
+    again = make_dm(bpe_tokenizer, tmp_path)
+    again.setup()
+    assert calls == [] and [r["input_ids"] for r in again.splits["train"]] == first
+    # another template is another cache entry
+    other = load_template()
+    other["turns"]["planner"]["prefix"] = "Plan: "
+    assert make_dm(bpe_tokenizer, tmp_path, template=other).cache_key() != dm.cache_key()
+
+
+def test_train_and_val_are_disjoint_and_stable(bpe_tokenizer, tmp_path):
+    dm = make_dm(bpe_tokenizer, tmp_path)
+    splits = dm.load_split_trajectories()
+    train, val = ({t["id"] for t in splits[k]} for k in ("train", "val"))
+    assert train and val and not train & val and len(train | val) == 20
+    assert {t["id"] for t in make_dm(bpe_tokenizer, tmp_path).load_split_trajectories()["val"]} == val
+
+
+def test_without_reuse_stage_one_and_two_see_disjoint_instructions(bpe_tokenizer, tmp_path):
+    parts = {p: make_dm(bpe_tokenizer, tmp_path, instruction_part=p, val_fraction=0.0).load_split_trajectories()["train"]
+             for p in ("all", "global", "local")}
+    g, l = ({t["instruction"] for t in parts[p]} for p in ("global", "local"))
+    assert g and l and not g & l
+    assert g | l == {t["instruction"] for t in parts["all"]}
+
+
+def test_reference_only_records_train_only_the_caller(bpe_tokenizer, tmp_path):
+    sources = SOURCES + [{"path": str(CHAINS.parents[1] / "toolalpaca" / "eval_simulated.json"),
+                          "format": "toolalpaca_eval"}]
+    n = {role: len(make_dm(bpe_tokenizer, tmp_path, role=role, sources=sources, val_fraction=0.0)
+                   .load_split_trajectories()["train"]) for role in ("caller", "planner")}
+    assert n == {"caller": 120, "planner": 20}
+
+
+def test_step_batches_and_epoch_shuffling(bpe_tokenizer, tmp_path):
+    dm = make_dm(bpe_tokenizer, tmp_path, accumulate_grad_batches=2)
+    dm.setup()
+    loader = dm.train_dataloader()
+    step = next(iter(loader))
+    assert isinstance(step, list) and len(step) == 2 and step[0]["input_ids"].shape[0] == 2
+    order = lambda: [i for chunk in loader.batch_sampler for i in chunk]
+    epoch0 = order()
+    _set_sampler_epoch(loader, 1)  # what Lightning's fit loop calls at each epoch
+    assert sorted(order()) == sorted(epoch0) and order() != epoch0
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_every_rank_gets_the_same_number_of_steps(world):
+    lengths = list(range(1, 12))
+    per_rank = [list(StepBatchSampler(lengths, 2, 1, r, world, seed=0)) for r in range(world)]
+    assert len({len(p) for p in per_rank}) == 1
+    seen = sorted(i for p in per_rank for chunk in p for i in chunk if i >= 0)
+    assert seen == list(range(len(lengths)))
+
+
+def test_malformed_source_error_names_the_file(bpe_tokenizer, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"tools": [], "instruction": "x"}]))
+    dm = make_dm(bpe_tokenizer, tmp_path, sources=[{"path": str(bad), "format": "alpha_umi_chains"}])
+    with pytest.raises(ValueError, match="bad.json"):
+        dm.setup()
