@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from pipeline.sweep import SweepError, load_sweep, run_sweep
+from pipeline.sweep import SweepError, load_sweep
 from sweep import main
 
 ABLATIONS_SPEC = REPO / "recipes/sweeps/quickstart_ablations.yaml"
