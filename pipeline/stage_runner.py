@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -117,6 +118,11 @@ def _wandb_id(sdir: Path) -> str | None:
         import uuid
         path.write_text(uuid.uuid4().hex[:12])
     return path.read_text().strip()
+
+
+# The module steps the optimizer itself; a checkpoint holding the state after the step is exactly
+# what resuming needs, so Lightning's advice to save the pre-step state does not apply.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
 def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
