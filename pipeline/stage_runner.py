@@ -171,6 +171,8 @@ def run_stage(recipe: dict, name: str) -> dict:
     if resume:
         print(f"[{name}] resuming from {resume}")
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    if trainer.interrupted:  # never export or mark done a stage that did not finish
+        raise RuntimeError(f"stage {name} was interrupted; rerun to resume from {last}")
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
