@@ -23,9 +23,9 @@ from .prompt_template import PromptTemplate
 from .role_examples import role_examples
 from .span_tokenization import IGNORE, EncodeStats, SegmentEncoder, encode_example
 from .sources import load_trajectories
+from pipeline.repo_paths import resolve_data_path
 
 CACHE_VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("all", "global", "local")
 MULTITASK_ROLES = ("planner", "caller", "summarizer")
 
@@ -43,15 +43,6 @@ def file_digest(path: str | Path) -> str:
     for p in files:
         h.update(p.read_bytes())
     return h.hexdigest()
-
-
-def resolve_data_path(path: str) -> Path:
-    """Relative paths are taken from the working directory, else from the repository root."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    in_repo = REPO_ROOT / p
-    return in_repo if in_repo.exists() else p
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

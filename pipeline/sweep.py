@@ -56,9 +56,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluation import write_text_atomic
 from pipeline.recipe import RecipeError, load_recipe, redact, stage_order
+from pipeline.repo_paths import REPO_ROOT
 from pipeline.stage_config import resolve_init, stage_dir, stage_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC_KEYS = ("name", "description", "base", "overrides", "variants", "grid", "evaluate", "out",
              "runs_dir", "report")
 VARIANT_KEYS = ("recipes", "overrides", "evaluate", "description")

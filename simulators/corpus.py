@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from pipeline.atomic_files import write_json_atomic
+from pipeline.repo_paths import resolve_data_path
 
 from .episode import Episode, Instance, plan_instances
 from .llm_client import LLMClient, LLMError
@@ -30,7 +31,6 @@ from .settings import DEFAULT_RECIPE, load_settings, settings_hash
 from .spec_generation import toolset_from_description
 
 log = logging.getLogger(__name__)
-REPO_ROOT = DEFAULT_RECIPE.parents[2]
 
 
 class AppendLog:
@@ -77,11 +77,6 @@ class AppendLog:
             self.fh.close()
 
 
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else REPO_ROOT / p
-
-
 async def load_toolsets(settings, llm: LLMClient, run_dir: Path, invalid: list[dict]) -> list:
     toolsets = []
 
@@ -97,13 +92,13 @@ async def load_toolsets(settings, llm: LLMClient, run_dir: Path, invalid: list[d
     for src in settings["sources"]:
         kind = src["type"]
         if kind == "toolalpaca":
-            records = json.loads(_resolve(src["path"]).read_text(encoding="utf-8"))
+            records = json.loads(resolve_data_path(src["path"]).read_text(encoding="utf-8"))
             names = src.get("names")
             records = [r for r in records if not names or r.get("Name") in names]
             for rec in records[:src.get("limit") or None]:
                 add(lambda rec=rec: toolset_from_toolalpaca(rec, str(src["path"])), rec.get("Name"))
         elif kind == "openapi":
-            for f in spec_files(_resolve(src["path"])):
+            for f in spec_files(resolve_data_path(src["path"])):
                 add(lambda f=f: toolset_from_spec(read_spec_file(f), name=src.get("name"),
                                                   source=str(f)), str(f))
         elif kind == "description":
