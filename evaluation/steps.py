@@ -7,7 +7,8 @@ A step is the gold context before that planner turn (`instruction`, canonical `h
 step also carries the gold planner `thought`, the canonical `tool_specs` and `trajectory_id`.
 
 Inputs, told apart per record: the α-UMi conversation form (a JSON list of
-{tools, instruction, conversations}), parsed here directly; canonical trajectories (JSONL or a
+{tools, instruction, conversations}), read by the training loader
+(datamodules.sources.toolbench.conversation_trajectory); canonical trajectories (JSONL or a
 JSON list); or a steps file written by `write_steps`.
 
 α-UMi quirks handled: the decision marker " Next: caller." / " Next: conclusion." /
@@ -19,20 +20,16 @@ them as "assistant: TEXT"), unless a caller or conclusion turn follows, which im
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
-from datamodules.sources.toolbench import convert_tools
+from datamodules.sources.toolbench import conversation_trajectory
 from datamodules.trajectory import read_jsonl, validate_trajectory, write_jsonl_atomic
 
 from . import EvaluationError
 
 PLANS = ("call", "finish", "give_up")
 PLAN_OF_DECISION = {"call": "call", "conclusion": "finish", "give_up": "give_up"}
-MARKER = re.compile(r"\s*Next: (caller|conclusion|give up)\.\s*$")
-DECISION_OF_MARKER = {"caller": "call", "conclusion": "conclusion", "give up": "give_up"}
-IMPLIED_DECISION = {"caller": "call", "conclusion": "conclusion"}  # of an unmarked turn
 
 
 def load_steps(path) -> list[dict]:
@@ -45,9 +42,12 @@ def load_steps(path) -> list[dict]:
         if not isinstance(record, dict):
             raise EvaluationError(f"{where}: expected a JSON object")
         if "conversations" in record:
-            traj, step_turns = alpha_umi_trajectory(record, f"{stem}-{index:04d}", path, index)
-            names = [t["Name"] for t in record["tools"]]  # as the α-UMi evaluation reads them
-            steps += trajectory_steps(traj, f"{stem}-{index:04d}", step_turns, where, names)
+            traj = {**conversation_trajectory(record, path, index), "id": f"{stem}-{index:04d}"}
+            # Only turns that carry a "Next:" marker are steps; an unmarked one kept because a
+            # caller or conclusion follows it is context only.
+            implied = set(traj.get("meta", {}).get("implied_decision_turns", ()))
+            step_turns = {i for i, t in enumerate(traj["turns"]) if t["role"] == "planner"} - implied
+            steps += trajectory_steps(traj, f"{stem}-{index:04d}", step_turns, where)
         elif "turns" in record:
             traj = validate_trajectory(record, file=path, index=index)
             steps += trajectory_steps(traj, f"{stem}-{index:04d}", None, where)
@@ -73,52 +73,6 @@ def _records(path: Path):
         except json.JSONDecodeError as exc:
             raise EvaluationError(f"{path}: invalid JSON: {exc}") from None
     return [(i, rec) for i, (_, rec) in enumerate(read_jsonl(path))]
-
-
-def alpha_umi_trajectory(record: dict, traj_id: str, file=None, index=None) -> tuple[dict, set]:
-    """A canonical trajectory and the indices of its marked planner turns (the steps)."""
-    where = f"{file}: record {index}"
-    # tool docs converted as for training; load_steps scores against the raw names
-    specs = convert_tools(record["tools"], file=file, index=index, field="tools")
-    conv = record["conversations"]
-    instruction = record["instruction"]
-    if conv and conv[0]["from"] == "user" and conv[0]["value"] == instruction:
-        conv = conv[1:]
-    turns, steps = [], set()
-    for j, msg in enumerate(conv):
-        who, text = msg["from"], msg["value"]
-        if who == "user":
-            turns.append({"role": "user", "content": text})
-        elif who == "assistant":
-            m = MARKER.search(text)
-            implied = IMPLIED_DECISION.get(conv[j + 1]["from"] if j + 1 < len(conv) else None)
-            if m:
-                steps.add(len(turns))
-                turns.append({"role": "planner", "thought": text[:m.start()],
-                              "decision": DECISION_OF_MARKER[m.group(1)]})
-            elif implied:
-                turns.append({"role": "planner", "thought": text, "decision": implied})
-        elif who == "caller":
-            name, arguments = parse_caller(text, f"{where}, conversation turn {j}")
-            turns.append({"role": "caller", "name": name, "arguments": arguments})
-        elif who == "observation":
-            turns.append({"role": "observation", "content": text})
-        elif who == "conclusion":
-            turns.append({"role": "summarizer", "answer": text})
-        else:
-            raise EvaluationError(f"{where}, conversation turn {j}: unknown speaker {who!r}")
-    traj = {"id": traj_id, "source": "alpha_umi_conversations", "tools": specs,
-            "instruction": instruction, "turns": turns}
-    return traj, steps
-
-
-def parse_caller(text: str, where: str = "") -> tuple[str, str]:
-    """("NAME", "ARGS") from "Action: NAME\\nAction Input: ARGS"; no input means "{}"."""
-    if "Action:" not in text:
-        raise EvaluationError(f"{where}: caller turn without 'Action:': {text[:80]!r}")
-    head, _, arguments = text.partition("Action Input:")
-    name = head[head.index("Action:") + len("Action:"):].strip()
-    return name, arguments.strip() or "{}"
 
 
 def trajectory_steps(traj: dict, prefix: str, step_turns: set | None = None,

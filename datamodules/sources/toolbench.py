@@ -43,7 +43,7 @@ def chains_records(data, file):
 
 def conversations_records(data, file):
     for index, record in source_records(data):
-        yield partial(_conversations, record, file, index)
+        yield partial(conversation_trajectory, record, file, index)
 
 
 # ---- converters --------------------------------------------------------------------------------
@@ -81,12 +81,13 @@ def _chains(record, file, index) -> dict:
                     origins=origins, meta={"unmarked_turns": unmarked} if unmarked else None, **at)
 
 
-def _conversations(record, file, index) -> dict:
+def conversation_trajectory(record, file, index) -> dict:
+    """One α-UMi conversation record as a canonical trajectory (evaluation reads test sets so too)."""
     at = dict(file=file, index=index)
     tools = convert_tools(take(record, "tools", list, field="tools", **at), field="tools", **at)
     names = {tool["name"] for tool in tools}
     conv = take(record, "conversations", list, field="conversations", **at)
-    instruction, turns, origins, unmarked = None, [], [], []
+    instruction, turns, origins, unmarked, implied = None, [], [], [], []
     for i, item in enumerate(conv):
         where = f"conversations[{i}]"
         role = take(item, "from", str, field=f"{where}.from", **at)
@@ -111,6 +112,7 @@ def _conversations(record, file, index) -> dict:
                                    "'Next:' marker", field=f"{where}.value", **at)
                     continue
                 thought = value
+                implied.append(len(turns))
             new = [{"role": "planner", "thought": thought, "decision": decision}]
         elif role == "caller":
             call = CALLER.fullmatch(value)
@@ -132,8 +134,11 @@ def _conversations(record, file, index) -> dict:
     if not instruction:
         raise fail("missing_field", "no user turn holding the instruction", field="conversations",
                    **at)
+    meta = {"unmarked_turns": unmarked} if unmarked else {}
+    if implied:
+        meta["implied_decision_turns"] = implied  # canonical indices of kept unmarked turns
     return assemble(source=SOURCE, tools=tools, instruction=instruction, turns=turns,
-                    origins=origins, meta={"unmarked_turns": unmarked} if unmarked else None, **at)
+                    origins=origins, meta=meta or None, **at)
 
 
 def _from_messages(messages, tools, prefix, query="", *, file, index):
