@@ -14,7 +14,7 @@ import torch
 from datamodules.prompt_template import Segment
 from datamodules.span_tokenization import SegmentEncoder
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from lightning_modules.causal_lm import DTYPES  # one name -> dtype table for the repo
 
 
 @dataclass

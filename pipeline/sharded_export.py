@@ -28,7 +28,8 @@ from typing import Mapping
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from lightning_modules.causal_lm import DTYPES  # one name -> dtype table for the repo
+
 MODULE_PREFIXES = ("_forward_module.", "model.")  # Lightning wrapper (old), SpanLMModule.model
 
 
