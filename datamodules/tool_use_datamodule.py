@@ -185,7 +185,8 @@ class ToolUseDataModule(L.LightningDataModule):
                 for name in ("train", "val")}
 
     def prepare_data(self):
-        self.build_splits()  # rank 0 builds the cache; setup() on every rank reads it
+        # Rank 0 builds the cache and keeps what it built; setup() on the other ranks reads it.
+        self.splits = self.build_splits()
 
     def setup(self, stage=None):
         if not self.splits:
