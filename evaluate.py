@@ -14,8 +14,9 @@ import argparse
 import json
 import sys
 
-from datamodules.trajectory import TrajectoryError
-from evaluation import EvaluationError, write_text_atomic
+from trajectories.trajectory import TrajectoryError
+from core.atomic_files import write_text_atomic
+from evaluation import EvaluationError
 from evaluation.agent_loop import add_agent_args, run_agent_cli
 from evaluation.metrics import load_predictions, score
 from evaluation.results_table import load_runs, log_wandb, results_table

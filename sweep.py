@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from pipeline.recipe import RecipeError
+from core.recipe import RecipeError
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.recipe import RECIPES_ROOT, RecipeError, load_recipe, redact, to_yaml
+from core.recipe import RECIPES_ROOT, RecipeError, load_recipe, redact, to_yaml
 
 FRAGMENT_DIRS = ("model", "data", "template", "trainer", "optim", "logger", "strategy", "stages",
                  "simulator", "ablations", "launch")

@@ -29,7 +29,7 @@ ROLES = ("backbone", "planner", "caller", "summarizer")
 
 
 def quickstart_recipe(work_dir: Path, overrides=()) -> dict:
-    from pipeline.recipe import load_recipe
+    from core.recipe import load_recipe
     return load_recipe([REPO / "recipes" / "quickstart.yaml"],
                        [f"run.dir={work_dir}", "logger.wandb.enabled=false", *overrides])
 
@@ -37,8 +37,8 @@ def quickstart_recipe(work_dir: Path, overrides=()) -> dict:
 def prepare_tokenizer(work_dir: Path, recipe: dict | None = None):
     """The quickstart tokenizer (BPE trained on the corpus) under `work_dir/tokenizer`, reused
     when already there. Returns (tokenizer, seconds spent training it, 0 if reused)."""
-    from pipeline.stage_config import stage_settings
-    from pipeline.stage_runner import load_tokenizer
+    from core.stage_config import stage_settings
+    from pipeline.stage_setup import load_tokenizer
     recipe = recipe or quickstart_recipe(work_dir)
     t = time.perf_counter()
     existed = (work_dir / "tokenizer" / "tokenizer.json").is_file()
@@ -47,8 +47,8 @@ def prepare_tokenizer(work_dir: Path, recipe: dict | None = None):
 
 
 def datamodule(recipe: dict, role: str, layout: str, tokenizer, cache_dir: Path):
-    from pipeline.stage_config import stage_settings
-    from pipeline.stage_runner import build_datamodule
+    from core.stage_config import stage_settings
+    from pipeline.stage_setup import build_datamodule
     settings = stage_settings(recipe, role)
     settings["data"] = {**settings["data"], "layout": layout, "cache_dir": str(cache_dir)}
     return build_datamodule(recipe, settings, tokenizer)

@@ -1,0 +1,1 @@
+"""Role views of trajectories, span-labelled token rows, packing and the LightningDataModule."""

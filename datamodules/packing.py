@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-IGNORE_INDEX = -100
+from core.vocabulary import IGNORE_INDEX
 
 
 def pack_examples(examples: Sequence[dict], max_len: int, seed: int | None = None) -> list[dict]:

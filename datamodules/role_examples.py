@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .prompt_template import EOS, ROLES, TARGET_TURNS, PromptTemplate, Segment, TemplateError
+from prompting.prompt_template import EOS, ROLES, TARGET_TURNS, PromptTemplate, Segment, TemplateError
 
 LAYOUTS = ("per_step", "folded")
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .prompt_template import EOS, SPAN_KINDS, Segment
+from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
+from prompting.prompt_template import EOS
+from prompting.segment_encoder import SegmentEncoder
 from .role_examples import RoleExample
 
-IGNORE = -100
 
 
 @dataclass
@@ -28,29 +29,11 @@ class EncodeStats:
                 "supervised_tokens": self.supervised_tokens, "dropped": dict(self.dropped)}
 
 
-class SegmentEncoder:
-    def __init__(self, tokenizer, add_bos: bool = True):
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no EOS token; set one (e.g. tokenizer.eos_token)")
-        self.tok = tokenizer
-        self.bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
-        self.eos = tokenizer.eos_token_id
-
-    def encode(self, segments: list[Segment]) -> list[list[int]]:
-        texts = [s.text for s in segments if s.text is not EOS]
-        ids = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])
-        return [[self.eos] if s.text is EOS else next(ids) for s in segments]
-
-    def prompt_ids(self, segments: list[Segment]) -> list[int]:
-        """Inference: the token ids of a rendered prompt, exactly as training builds them."""
-        return self.bos + [t for piece in self.encode(segments) for t in piece]
-
-
 def _labelled(pieces, segments, supervised) -> tuple[list, list, list]:
     ids, labels, kinds = [], [], []
     for piece, seg, sup in zip(pieces, segments, supervised):
         ids += piece
-        labels += piece if sup else [IGNORE] * len(piece)
+        labels += piece if sup else [IGNORE_INDEX] * len(piece)
         kinds += [SPAN_KINDS.index(seg.kind) if sup else 0] * len(piece)
     return ids, labels, kinds
 
@@ -107,7 +90,7 @@ def encode_folded(ex: RoleExample, enc: SegmentEncoder, max_len: int,
     rows.append(cur)
     out = []
     for ids, labels, kinds in rows:
-        if any(l != IGNORE for l in labels):
+        if any(l != IGNORE_INDEX for l in labels):
             out.append(_row(ex, enc, head[0] + ids, head[1] + labels, head[2] + kinds, stats))
     if len(out) > 1:
         stats.dropped["split_at_step_boundary(kept)"] += 1
@@ -134,10 +117,10 @@ def _trim_context(pieces: list[list[int]], supervised: list[bool], budget: int,
 
 
 def _row(ex, enc, ids, labels, kinds, stats) -> dict:
-    ids, labels, kinds = enc.bos + ids, [IGNORE] * len(enc.bos) + labels, [0] * len(enc.bos) + kinds
+    ids, labels, kinds = enc.bos + ids, [IGNORE_INDEX] * len(enc.bos) + labels, [0] * len(enc.bos) + kinds
     stats.sequences += 1
     stats.tokens += len(ids)
-    stats.supervised_tokens += sum(l != IGNORE for l in labels)
+    stats.supervised_tokens += sum(l != IGNORE_INDEX for l in labels)
     return {"id": ex.id, "role": ex.role, "input_ids": ids, "labels": labels, "span_kinds": kinds}
 
 

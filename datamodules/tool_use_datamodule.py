@@ -19,15 +19,16 @@ import datasets
 from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
 
-from .prompt_template import PromptTemplate
+from prompting.prompt_template import PromptTemplate
 from .role_examples import role_examples
-from .span_tokenization import IGNORE, EncodeStats, SegmentEncoder, encode_example
-from .sources import load_trajectories
-from pipeline.repo_paths import resolve_data_path
+from prompting.segment_encoder import SegmentEncoder
+from core.vocabulary import IGNORE_INDEX, MULTITASK, TURN_ROLES
+from .span_tokenization import EncodeStats, encode_example
+from trajectories.sources import load_trajectories
+from core.repo_paths import resolve_data_path
 
 CACHE_VERSION = 1
 PARTS = ("all", "global", "local")
-MULTITASK_ROLES = ("planner", "caller", "summarizer")
 
 
 def stable_fraction(key: str, salt: str) -> float:
@@ -57,7 +58,7 @@ class ToolUseDataModule(L.LightningDataModule):
                  accumulate_grad_batches: int = 1, val_fraction: float = 0.1,
                  instruction_part: str = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
-                 cache_dir: str = ".cache/datasets", num_workers: int = 0, simulator_dir: str | None = None,
+                 cache_dir: str = ".cache/datasets", num_workers: int = 0,
                  packing: dict | None = None):
         super().__init__()
         if instruction_part not in PARTS:
@@ -65,7 +66,7 @@ class ToolUseDataModule(L.LightningDataModule):
         self.sources = [dict(s) for s in sources]
         self.role, self.layout = role, layout
         # "multitask": one model on the union of the three role datasets (a Single-LLM ablation)
-        self.roles = MULTITASK_ROLES if role == "multitask" else (role,)
+        self.roles = TURN_ROLES if role == MULTITASK else (role,)
         self.template_node = dict(template)
         self.template = PromptTemplate(template)
         self.tokenizer = tokenizer
@@ -75,7 +76,6 @@ class ToolUseDataModule(L.LightningDataModule):
         self.data_fraction, self.group_by_length = data_fraction, group_by_length
         self.add_bos, self.seed = add_bos, seed
         self.cache_dir, self.num_workers = Path(cache_dir), num_workers
-        self.simulator_dir = simulator_dir
         # Packing: {enabled, max_tokens (null: max_length), rows_per_micro_batch}; see packed_steps.
         packing = dict(packing or {})
         unknown = set(packing) - {"enabled", "max_tokens", "rows_per_micro_batch"}
@@ -94,12 +94,10 @@ class ToolUseDataModule(L.LightningDataModule):
     def source_paths(self) -> list[tuple[dict, Path]]:
         out = []
         for src in self.sources:
-            if src.get("type") == "simulator":
-                from simulators import build_corpus  # imported lazily: an optional capability
-                path = build_corpus(src["settings"], Path(self.simulator_dir or self.cache_dir / "simulator"))
-                out.append(({**src, "format": "canonical"}, Path(path)))
-            else:
-                out.append((src, resolve_data_path(src["path"])))
+            if "path" not in src:
+                raise ValueError(f"data source {src}: no path (a simulator source is built by the stage "
+                                 "runner, pipeline.stage_setup.build_datamodule)")
+            out.append((src, resolve_data_path(src["path"])))
         return out
 
     def load_split_trajectories(self) -> dict[str, list[dict]]:
@@ -299,7 +297,7 @@ def pad_batch(rows, pad_id: int) -> dict:
     (from a short final step) keeps its tokens but has every label masked."""
     width = max(len(r["input_ids"]) for r in rows)
     out = {k: torch.full((len(rows), width), v, dtype=torch.long)
-           for k, v in (("input_ids", pad_id), ("labels", IGNORE), ("span_kinds", 0), ("attention_mask", 0))}
+           for k, v in (("input_ids", pad_id), ("labels", IGNORE_INDEX), ("span_kinds", 0), ("attention_mask", 0))}
     for i, r in enumerate(rows):
         n = len(r["input_ids"])
         out["input_ids"][i, :n] = torch.tensor(r["input_ids"])

@@ -28,15 +28,15 @@ import copy
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
-from datamodules.prompt_template import EOS, PromptTemplate, Segment
-from datamodules.trajectory import validate_trajectory
+from core.vocabulary import TURN_ROLES
+from prompting.prompt_template import EOS, PromptTemplate, Segment
+from trajectories.trajectory import validate_trajectory
 
 from .output_parsing import CallerOutput, OutputParser, PlannerOutput
 
-TURN_ROLES = ("planner", "caller", "summarizer")
 
 
 # ----- roles ---------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ class LocalRole:
     def complete(self, prompts: Sequence[list[Segment]], n_header: int = 1) -> list[str]:
         """Greedy (by default) completions of rendered prompts; `n_header` leading segments of
         each form its header, kept when a prompt has to be cut (see generation.encode_prompt)."""
-        from datamodules.span_tokenization import SegmentEncoder
+        from prompting.segment_encoder import SegmentEncoder
 
         from .generation import encode_prompt, generate, prompt_limit
         if not prompts:
@@ -375,7 +375,7 @@ def _eos_text(path: str | None) -> str:
 
 # ----- command line (evaluate.py agent) ------------------------------------------------------
 def add_agent_args(p) -> None:
-    from .static_inference import add_run_args
+    from .run_exports import add_run_args
     add_run_args(p)
     p.add_argument("--trajectory", required=True,
                    help="recorded trajectories (any source format): the task, and the tool "
@@ -393,10 +393,10 @@ def add_agent_args(p) -> None:
 
 
 def run_agent_cli(args) -> int:
-    from datamodules.sources import load_trajectories
+    from trajectories.sources import load_trajectories
 
     from . import EvaluationError
-    from .static_inference import find_exports, load_run_recipe, resolve_mode, role_map
+    from .run_exports import find_exports, load_run_recipe, resolve_mode, role_map
 
     recipe = load_run_recipe(args.run_dir, args.recipe)
     trajectories = load_trajectories(args.trajectory).trajectories

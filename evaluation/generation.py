@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from datamodules.prompt_template import Segment
-from datamodules.span_tokenization import SegmentEncoder
-
-from lightning_modules.causal_lm import DTYPES  # one name -> dtype table for the repo
+from prompting.prompt_template import Segment
+from core.vocabulary import DTYPES
+from prompting.segment_encoder import SegmentEncoder
 
 
 @dataclass

@@ -36,11 +36,14 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from . import EvaluationError, write_text_atomic
+from core.vocabulary import KIND_OF_ROLE, SPAN_KINDS as ALL_KINDS
+
+from core.atomic_files import write_text_atomic
+
+from . import EvaluationError
 from .results_table import BLANK, GROUPS, METRICS, load_run, results_table, table_data
 
-SPAN_KINDS = ("thought", "action", "answer")
-KIND_OF_ROLE = {"planner": "thought", "caller": "action", "summarizer": "answer"}
+SPAN_KINDS = ALL_KINDS[1:]  # the supervised kinds, one loss curve each
 COLORS = {"thought": "tab:blue", "action": "tab:orange", "answer": "tab:green"}
 METRIC_NOTES = {
     "plan_acc": "no evaluation step",
@@ -88,7 +91,7 @@ def run_stages(run: Mapping) -> list[dict]:
     if saved.is_file():
         from omegaconf import OmegaConf
 
-        from pipeline.recipe import stage_order
+        from core.recipe import stage_order
         try:
             recipe = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
             stages = {n: s for n, s in (recipe.get("stages") or {}).items() if s.get("enabled", True)}

@@ -8,12 +8,12 @@ step also carries the gold planner `thought`, the canonical `tool_specs` and `tr
 
 Inputs, told apart per record: the α-UMi conversation form (a JSON list of
 {tools, instruction, conversations}), read by the training loader
-(datamodules.sources.toolbench.conversation_trajectory); canonical trajectories (JSONL or a
+(trajectories.sources.toolbench.conversation_trajectory); canonical trajectories (JSONL or a
 JSON list); or a steps file written by `write_steps`.
 
 α-UMi quirks handled: the decision marker " Next: caller." / " Next: conclusion." /
 " Next: give up." ends a planner turn after a space (test set) or "\\n " (training data). Assistant
-turns without a marker are never steps. As in datamodules.sources.toolbench they are dropped from
+turns without a marker are never steps. As in trajectories.sources.toolbench they are dropped from
 histories (the canonical form has no marker-less planner turn; the α-UMi inference prompt showed
 them as "assistant: TEXT"), unless a caller or conclusion turn follows, which implies the decision.
 """
@@ -23,8 +23,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from datamodules.sources.toolbench import conversation_trajectory
-from datamodules.trajectory import read_jsonl, validate_trajectory, write_jsonl_atomic
+from trajectories.sources.toolbench import conversation_trajectory
+from trajectories.trajectory import read_jsonl, validate_trajectory, write_jsonl_atomic
 
 from . import EvaluationError
 

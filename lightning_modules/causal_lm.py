@@ -7,7 +7,8 @@ from typing import Mapping
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from core.vocabulary import DTYPES
+
 
 
 def build_causal_lm(init_from: str | None = None, config: Mapping | None = None,

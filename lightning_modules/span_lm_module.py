@@ -14,9 +14,9 @@ from typing import Mapping
 import lightning as L
 import torch
 
-from pipeline.instantiate import instantiate
+from core.instantiate import instantiate
 from .causal_lm import register_zero_micro_step_hook, sharded_build_context
-from .span_loss import (SPAN_KINDS, SpanLossSums, dense_token_losses, forward_hidden, kind_means,
+from .span_loss import (SPAN_KINDS, SpanLossSums, dense_token_losses, forward_hidden,
                         reduce_span_losses, shift_labels, span_loss_sums)
 
 

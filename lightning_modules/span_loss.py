@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from lightning_modules.packed_attention import packed_attention_kwargs
 
-IGNORE_INDEX = -100
-SPAN_KINDS = ("none", "thought", "action", "answer")
 
 
 class SpanLossSums(NamedTuple):

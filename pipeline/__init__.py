@@ -1,0 +1,1 @@
+"""Orchestration: the stage graph, stage handoff exports, strategy checks, sweeps and the preview."""

@@ -1,7 +1,7 @@
 """Stage handoff: turn a stage's trained weights, however they are sharded, into a Hugging Face
 directory that the next stage (or evaluation) loads with `from_pretrained`, with a fresh optimizer.
 
-Called on every rank after `trainer.fit` (stage_runner.export_stage):
+Called on every rank after `trainer.fit` (pipeline.sharded_export.export_stage, from the stage runner):
 
   single device / DDP   the module's weights are whole on every rank; rank 0 takes its state dict.
   DeepSpeed ZeRO-2/3    the final state is saved as a sharded DeepSpeed checkpoint
@@ -28,7 +28,7 @@ from typing import Mapping
 
 import torch
 
-from lightning_modules.causal_lm import DTYPES  # one name -> dtype table for the repo
+from core.vocabulary import DTYPES
 
 MODULE_PREFIXES = ("_forward_module.", "model.")  # Lightning wrapper (old), SpanLMModule.model
 
@@ -194,8 +194,8 @@ def consolidate_stage(recipe: dict, stage: str, out: Path | None = None, dtype: 
     """Write a stage's latest checkpoint (however sharded) as an HF directory, on one process."""
     from transformers import AutoConfig
 
-    from pipeline.stage_config import resolve_init, stage_dir, stage_settings
-    from pipeline.stage_runner import load_tokenizer
+    from core.stage_config import resolve_init, stage_dir, stage_settings
+    from pipeline.stage_setup import load_tokenizer
     settings = stage_settings(recipe, stage)
     sdir = stage_dir(recipe, stage)
     checkpoint = Path(checkpoint or sdir / "checkpoints" / "last.ckpt")
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     """python -m pipeline.sharded_export RECIPE.yaml [more.yaml] [key=value] --stage NAME [--out DIR]"""
     import argparse
 
-    from pipeline.recipe import load_recipe
+    from core.recipe import load_recipe
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("args", nargs="*", help="recipe files, then key=value overrides (as for train.py)")
     parser.add_argument("--stage", required=True)

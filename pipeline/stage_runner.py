@@ -12,42 +12,22 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import warnings
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from transformers import AutoTokenizer
 
-from datamodules.bpe_tokenizer import train_bpe_tokenizer
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
-from pipeline.atomic_files import write_json_atomic, write_text_atomic
-from pipeline.instantiate import instantiate
-from pipeline.recipe import redact, stage_order, to_yaml
-from pipeline.stage_config import accumulation, export_dir, resolve_init, stage_dir, stage_settings
-from pipeline.sharded_export import export_dtype, resumable_checkpoint
+from core.atomic_files import write_json_atomic, write_text_atomic
+from core.instantiate import instantiate
+from core.recipe import redact, stage_order, to_yaml
+from core.stage_config import export_dir, resolve_init, stage_dir, stage_settings
+from pipeline.sharded_export import export_dtype, export_stage, resumable_checkpoint
+from pipeline.stage_setup import build_datamodule, launch_rank, load_tokenizer
 from pipeline.strategy_checks import check_stage
-
-
-def launch_rank() -> int:
-    """This process's global rank as the launcher set it (torchrun, srun, Lightning's own), known
-    before any process group exists; 0 when not launched distributed."""
-    for key in ("RANK", "SLURM_PROCID"):
-        if key in os.environ:
-            return int(os.environ[key])
-    return int(os.environ.get("NODE_RANK", 0)) * 1000 + int(os.environ.get("LOCAL_RANK", 0))
-
-
-def wait_for(path: Path, what: str, timeout_s: float = 3600.0) -> None:
-    """Ranks other than 0 wait for a file that rank 0 writes atomically."""
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"rank {launch_rank()}: waited {timeout_s:.0f}s for {what} at {path}")
-        time.sleep(1.0)
 
 
 def enabled_stages(recipe: dict) -> list[str]:
@@ -56,37 +36,6 @@ def enabled_stages(recipe: dict) -> list[str]:
 
 def is_done(recipe: dict, name: str) -> bool:
     return (stage_dir(recipe, name) / "DONE.json").is_file()
-
-
-def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
-    tok_cfg = recipe.get("tokenizer", {})
-    source = tok_cfg.get("from_pretrained") or init_path
-    if source:
-        tok = AutoTokenizer.from_pretrained(source)
-    else:
-        path = Path(recipe["run"]["dir"]) / "tokenizer"
-        if launch_rank() != 0:
-            wait_for(path / "tokenizer.json", "the tokenizer rank 0 trains")
-        if (path / "tokenizer.json").is_file():
-            tok = AutoTokenizer.from_pretrained(path)
-        else:
-            if "train_bpe" not in tok_cfg:
-                raise ValueError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
-                                 "or tokenizer.train_bpe")
-            dm = build_datamodule(recipe, settings, tokenizer=None)
-            tok = train_bpe_tokenizer(dm.corpus_texts(), out_dir=path, **tok_cfg["train_bpe"])
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def build_datamodule(recipe: dict, settings: dict, tokenizer, world_size: int = 1):
-    data = dict(settings["data"])
-    data.pop("global_batch_size", None)
-    data.setdefault("seed", recipe["run"].get("seed", 42))
-    return instantiate(data, role=settings["role"], template=recipe["template"], tokenizer=tokenizer,
-                       accumulate_grad_batches=accumulation(settings, world_size),
-                       add_bos=recipe.get("tokenizer", {}).get("add_bos", True))
 
 
 def build_loggers(recipe: dict, settings: dict, sdir: Path):
@@ -142,13 +91,6 @@ def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
                      default_root_dir=str(sdir), **kwargs)
 
 
-def export_stage(module, tokenizer, out: Path, trainer=None, dtype: str = "bfloat16") -> None:
-    """Called on every rank: consolidates sharded weights (DeepSpeed checkpoint / FSDP full state
-    dict), rank 0 writes the HF directory `out` in `dtype`, then all ranks wait for it."""
-    from pipeline.sharded_export import export_stage as export_hf
-    export_hf(trainer, module, tokenizer, out, dtype=dtype)
-
-
 def run_stage(recipe: dict, name: str) -> dict:
     settings = stage_settings(recipe, name)
     check_stage(recipe, settings)  # world size vs num_nodes x devices, DeepSpeed config rules
@@ -176,7 +118,7 @@ def run_stage(recipe: dict, name: str) -> dict:
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
-    export_stage(module, tokenizer, export_dir(recipe, name), trainer=trainer, dtype=export_dtype(settings))
+    export_stage(trainer, module, tokenizer, export_dir(recipe, name), dtype=export_dtype(settings))
     if trainer.is_global_zero:
         write_json_atomic(sdir / "DONE.json", summary)
     for lg in trainer.loggers:

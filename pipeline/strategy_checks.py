@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipeline.instantiate import locate
-from pipeline.stage_config import accumulation
+from core.instantiate import locate
+from core.stage_config import accumulation
 
 
 class StrategyError(ValueError):

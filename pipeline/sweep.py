@@ -54,10 +54,10 @@ from typing import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation import write_text_atomic
-from pipeline.recipe import RecipeError, load_recipe, redact, stage_order
-from pipeline.repo_paths import REPO_ROOT
-from pipeline.stage_config import resolve_init, stage_dir, stage_settings
+from core.atomic_files import write_text_atomic
+from core.recipe import RecipeError, load_recipe, redact, stage_order
+from core.repo_paths import REPO_ROOT
+from core.stage_config import resolve_init, stage_dir, stage_settings
 
 SPEC_KEYS = ("name", "description", "base", "overrides", "variants", "grid", "evaluate", "out",
              "runs_dir", "report")

@@ -12,7 +12,7 @@ from collections import Counter
 from omegaconf import OmegaConf
 
 from .call_validation import check_call, http_error
-from .llm_client import LLMClient
+from core.llm_client import LLMClient
 from .openapi_toolset import Toolset
 from .prompts import (ParseError, Step, describe_tools, parse_assistant_reply, parse_executor_reply,
                       parse_instruction, render)

@@ -20,14 +20,14 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from pipeline.atomic_files import write_json_atomic
-from pipeline.repo_paths import resolve_data_path
+from core.atomic_files import write_json_atomic
+from core.repo_paths import resolve_data_path
 
 from .episode import Episode, Instance, plan_instances
-from .llm_client import LLMClient, LLMError
+from core.llm_client import LLMClient, LLMError
 from .openapi_toolset import (SpecError, read_spec_file, spec_files, toolset_from_spec,
                               toolset_from_toolalpaca)
-from .settings import DEFAULT_RECIPE, load_settings, settings_hash
+from .settings import load_settings, settings_hash
 from .spec_generation import toolset_from_description
 
 log = logging.getLogger(__name__)

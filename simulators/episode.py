@@ -6,10 +6,10 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass
 
-from datamodules.trajectory import TrajectoryError, validate_trajectory
+from trajectories.trajectory import TrajectoryError, validate_trajectory
 
 from .agents import AssistantAgent, SimulatedToolExecutor, UserAgent
-from .llm_client import LLMClient
+from core.llm_client import LLMClient
 from .openapi_toolset import Toolset
 from .prompts import ParseError
 

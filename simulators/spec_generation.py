@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from .agents import ask
-from .llm_client import LLMClient
+from core.llm_client import LLMClient
 from .openapi_toolset import SpecError, Toolset, toolset_from_spec
 from .prompts import ParseError, extract_json, render
 

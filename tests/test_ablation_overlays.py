@@ -8,8 +8,8 @@ import pytest
 
 from conftest import REPO
 from evaluation.static_inference import find_exports, resolve_mode
-from pipeline.recipe import load_recipe
-from pipeline.stage_config import export_dir, resolve_init, stage_settings
+from core.recipe import load_recipe
+from core.stage_config import export_dir, resolve_init, stage_settings
 from pipeline.stage_runner import enabled_stages
 
 BASES = {"quickstart": REPO / "recipes/quickstart.yaml", "7b": REPO / "recipes/llama2_7b_toolbench.yaml"}
@@ -123,7 +123,8 @@ def test_single_llm_multitask_is_one_model_on_the_union(base):
 
 
 def test_multitask_data_is_the_union_of_the_role_datasets():
-    from datamodules.tool_use_datamodule import MULTITASK_ROLES, ToolUseDataModule
+    from core.vocabulary import TURN_ROLES as MULTITASK_ROLES
+    from datamodules.tool_use_datamodule import ToolUseDataModule
     r = compose("quickstart", "single_llm_multitask")
     s = stage_settings(r, "multitask")
     data = {k: v for k, v in s["data"].items() if k not in ("_target_", "global_batch_size")}

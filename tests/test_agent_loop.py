@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from test_static_inference import DEV, REPO, build_tiny_run, load_template
 
-from datamodules.prompt_template import PromptTemplate
-from datamodules.sources import load_trajectories
-from datamodules.trajectory import validate_trajectory
+from prompting.prompt_template import PromptTemplate
+from trajectories.sources import load_trajectories
+from trajectories.trajectory import validate_trajectory
 from evaluation.agent_loop import (EndpointRole, ReplayExecutor, Team, build_team, run_episode,
                                    task_of)
 from evaluation.static_inference import find_exports

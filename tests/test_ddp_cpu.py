@@ -94,7 +94,7 @@ DRIVER = textwrap.dedent('''
     sys.path.insert(0, {repo!r})
     import lightning_modules.span_lm_module as m
     if "ds_shape" not in inspect.getsource(m.SpanLMModule.configure_optimizers):
-        from pipeline.instantiate import instantiate
+        from core.instantiate import instantiate
 
         def configure_optimizers(self):
             decay, no_decay = [], []
@@ -121,8 +121,8 @@ def base_checkpoint(tmp_path_factory, chains_trajectories):
     from equal weights (ZeRO-3 initialises a model built from a config in another order)."""
     from transformers import LlamaConfig, LlamaForCausalLM
     from conftest import load_template
-    from datamodules.bpe_tokenizer import train_bpe_tokenizer
-    from datamodules.prompt_template import PromptTemplate
+    from prompting.bpe_tokenizer import train_bpe_tokenizer
+    from prompting.prompt_template import PromptTemplate
     tpl = PromptTemplate(load_template())
     texts = [s.text for t in chains_trajectories for s in tpl.render_history("backbone", t) if s.text]
     bpe_tokenizer = train_bpe_tokenizer(texts, vocab_size=2048, min_frequency=2,

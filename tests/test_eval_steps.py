@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.trajectory import write_jsonl_atomic
+from trajectories.trajectory import write_jsonl_atomic
 from evaluation import EvaluationError
 from evaluation.steps import load_steps, plan_counts, trajectory_steps
 
@@ -64,7 +64,7 @@ def test_dev_multiline_arguments_and_unmarked_turns(dev_steps):
 
 
 def test_same_steps_as_the_canonical_loader(dev_steps):
-    from datamodules.sources import load_trajectories
+    from trajectories.sources import load_trajectories
 
     trajs = load_trajectories(DEV, format="alpha_umi_conversations").trajectories
     canon = [s for i, t in enumerate(trajs)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.sources import SOURCE_FORMATS, LoadResult, detect_format, load_trajectories
-from datamodules.trajectory import validate_trajectory, write_jsonl_atomic
+from trajectories.sources import SOURCE_FORMATS, LoadResult, detect_format, load_trajectories
+from trajectories.trajectory import validate_trajectory, write_jsonl_atomic
 
 DATA = Path(__file__).parents[1] / "data"
 FIXTURES = Path(__file__).parent / "fixtures"

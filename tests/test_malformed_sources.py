@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.sources import load_trajectories
-from datamodules.trajectory import TrajectoryError, write_jsonl_atomic
+from trajectories.sources import load_trajectories
+from trajectories.trajectory import TrajectoryError, write_jsonl_atomic
 
 DATA = Path(__file__).parents[1] / "data"
 FIXTURES = Path(__file__).parent / "fixtures"

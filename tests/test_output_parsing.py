@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from datamodules.prompt_template import PromptTemplate
+from prompting.prompt_template import PromptTemplate
 from evaluation.output_parsing import OutputParser, parse_caller, parse_planner, parse_summarizer
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "recipes/template"

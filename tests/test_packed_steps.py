@@ -187,7 +187,7 @@ def test_packed_matches_unpacked_per_example(sparse):
 
 # ----- end to end through the pipeline --------------------------------------------------------
 def test_quickstart_packed_end_to_end(tmp_path):
-    from pipeline.recipe import load_recipe
+    from core.recipe import load_recipe
     from pipeline.stage_runner import run_recipe
 
     recipe = load_recipe(["recipes/quickstart.yaml"], [

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import REPO
-from pipeline.recipe import RecipeError, compose, load_recipe, redact
+from core.recipe import RecipeError, compose, load_recipe, redact
 from train import main, shipped_recipes
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"

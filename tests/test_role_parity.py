@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import DATA, load_template
-from datamodules.prompt_template import PromptTemplate
+from prompting.prompt_template import PromptTemplate
 from datamodules.role_examples import role_examples
 
 REFERENCE = DATA / "toolbench" / "alpha_umi_reference"
@@ -52,7 +52,7 @@ def test_caller_prompt_contains_the_current_thought(chains_trajectories):
 
 
 def test_folded_layout_refuses_a_template_with_cues(chains_trajectories):
-    from datamodules.prompt_template import TemplateError
+    from prompting.prompt_template import TemplateError
     tpl = PromptTemplate(load_template("alpha_umi_reference"))
     with pytest.raises(TemplateError, match="per_step"):
         role_examples(tpl, chains_trajectories[0], "planner", "folded")

@@ -12,7 +12,7 @@ import pytest
 from fakes.openai_server import ASSISTANT, EXECUTOR, USER, FakeOpenAIServer, simulator_rules
 from omegaconf import OmegaConf
 
-from datamodules.trajectory import validate_trajectory
+from trajectories.trajectory import validate_trajectory
 from simulators import SimulatedToolExecutor, build_corpus, toolset_from_toolalpaca
 from simulators.settings import load_settings
 

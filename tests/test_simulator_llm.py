@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from fakes.openai_server import FakeOpenAIServer
 
-from simulators.llm_client import LLMClient, LLMError
+from core.llm_client import LLMClient, LLMError
 from simulators.settings import load_settings
 
 SECRET = "sk-test-do-not-leak-0123456789"

@@ -3,9 +3,12 @@ import pytest
 import torch
 
 from conftest import load_template
-from datamodules.prompt_template import SPAN_KINDS, PromptTemplate
+from core.vocabulary import SPAN_KINDS
+from prompting.prompt_template import PromptTemplate
 from datamodules.role_examples import role_examples
-from datamodules.span_tokenization import IGNORE, EncodeStats, SegmentEncoder, encode_example
+from core.vocabulary import IGNORE_INDEX
+from datamodules.span_tokenization import EncodeStats, encode_example
+from prompting.segment_encoder import SegmentEncoder
 
 ROLES = ("backbone", "planner", "caller", "summarizer")
 
@@ -14,7 +17,7 @@ def supervised_runs(row):
     """Contiguous runs of supervised token ids."""
     runs, cur = [], []
     for tok, lab in zip(row["input_ids"], row["labels"]):
-        if lab != IGNORE:
+        if lab != IGNORE_INDEX:
             assert lab == tok, "labels are aligned with input_ids"
             cur.append(tok)
         elif cur:
@@ -47,13 +50,13 @@ def test_span_kinds_follow_the_fields(chains_trajectories, bpe_tokenizer):
     traj = next(t for t in chains_trajectories if any(x["role"] == "summarizer" for x in t["turns"]))
     row = encode_example(role_examples(tpl, traj, "backbone")[0], enc, 100_000, EncodeStats())[0]
     text_of = {k: bpe_tokenizer.decode([t for t, kind, lab in zip(row["input_ids"], row["span_kinds"], row["labels"])
-                                        if kind == SPAN_KINDS.index(k) and lab != IGNORE]) for k in SPAN_KINDS[1:]}
+                                        if kind == SPAN_KINDS.index(k) and lab != IGNORE_INDEX]) for k in SPAN_KINDS[1:]}
     first_call = next(x for x in traj["turns"] if x["role"] == "caller")
     answer = next(x["answer"] for x in traj["turns"] if x["role"] == "summarizer")
     assert f"Action: {first_call['name']}" in text_of["action"]
     assert answer in text_of["answer"] and "Action:" not in text_of["answer"]
     assert "Next: caller." in text_of["thought"]
-    assert all(k == 0 for k, lab in zip(row["span_kinds"], row["labels"]) if lab == IGNORE)
+    assert all(k == 0 for k, lab in zip(row["span_kinds"], row["labels"]) if lab == IGNORE_INDEX)
 
 
 def test_per_step_truncates_context_from_the_left_never_the_target(chains_trajectories, bpe_tokenizer):
@@ -61,13 +64,13 @@ def test_per_step_truncates_context_from_the_left_never_the_target(chains_trajec
     enc = SegmentEncoder(bpe_tokenizer)
     ex = role_examples(tpl, chains_trajectories[0], "caller", "per_step")[-1]
     full = encode_example(ex, enc, 100_000, EncodeStats())[0]
-    n_target = sum(l != IGNORE for l in full["labels"])
+    n_target = sum(l != IGNORE_INDEX for l in full["labels"])
     stats = EncodeStats()
     short = encode_example(ex, enc, n_target + 20, stats)[0]
     assert len(short["input_ids"]) == n_target + 20
     assert short["input_ids"][0] == bpe_tokenizer.bos_token_id
     assert short["input_ids"][1:] == full["input_ids"][-(n_target + 19):]
-    assert sum(l != IGNORE for l in short["labels"]) == n_target
+    assert sum(l != IGNORE_INDEX for l in short["labels"]) == n_target
     dropped = EncodeStats()
     assert encode_example(ex, enc, n_target, dropped) == []
     assert dropped.dropped["target_too_long"] == 1
@@ -86,7 +89,7 @@ def test_folded_split_keeps_the_header_in_every_piece(chains_trajectories, bpe_t
     for piece in pieces:
         assert piece["input_ids"][:len(header)] == header
     # every supervised token of the whole sequence is kept across the pieces (nothing silently lost)
-    n_sup = lambda r: sum(l != IGNORE for l in r["labels"])
+    n_sup = lambda r: sum(l != IGNORE_INDEX for l in r["labels"])
     assert sum(map(n_sup, pieces)) == n_sup(whole) or stats.dropped["step_too_long"] > 0
 
 
@@ -117,7 +120,7 @@ def test_folded_and_per_step_give_the_same_token_losses(chains_trajectories, bpe
         with torch.no_grad():
             logits = model(ids).logits[0, :-1]
         losses = torch.nn.functional.cross_entropy(logits, labels.clamp(min=0), reduction="none")
-        return losses[labels != IGNORE]
+        return losses[labels != IGNORE_INDEX]
 
     traj = min(chains_trajectories, key=lambda t: sum(len(str(x)) for x in t["turns"]))
     for role in ROLES:

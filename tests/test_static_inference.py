@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from datamodules.prompt_template import EOS, PromptTemplate, Segment
-from datamodules.span_tokenization import SegmentEncoder
+from prompting.prompt_template import EOS, PromptTemplate, Segment
+from prompting.segment_encoder import SegmentEncoder
 from evaluation import EvaluationError
 from evaluation.agent_loop import LocalRole, Team
 from evaluation.generation import encode_prompt, generate, load_model
@@ -34,7 +34,7 @@ def build_tiny_run(root: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from datamodules.bpe_tokenizer import train_bpe_tokenizer
+    from prompting.bpe_tokenizer import train_bpe_tokenizer
     template = load_template("glpft")
     tpl = PromptTemplate(template)
     steps = load_steps(DEV)[:12]

@@ -8,8 +8,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO
-from pipeline.recipe import RecipeError, load_recipe
-from pipeline.stage_config import stage_settings
+from core.recipe import RecipeError, load_recipe
+from core.stage_config import stage_settings
 from pipeline.strategy_checks import (StrategyError, check_deepspeed, check_launch, check_stage,
                                       device_count, module_classes, strategy_kind, zero_stage)
 
@@ -39,7 +39,7 @@ def test_fragment_composes_with_the_quickstart_and_validates(name, tmp_path):
     for settings in _settings(as_file):
         check_stage(as_file, settings, env={})
     # the node builds the Lightning strategy (nothing distributed happens before Trainer.fit)
-    from pipeline.instantiate import instantiate
+    from core.instantiate import instantiate
     strategy = instantiate(as_file["strategy"])
     assert type(strategy).__name__.lower().startswith(kind)
 

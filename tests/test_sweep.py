@@ -174,7 +174,7 @@ class FakeBackend:
         self.fail, self.interrupt = set(fail), set(interrupt)
 
     def run_recipe(self, recipe, only=None):
-        from pipeline.recipe import redact, to_yaml
+        from core.recipe import redact, to_yaml
         from pipeline.sweep import enabled_stages
         run_dir = Path(recipe["run"]["dir"])
         name = run_dir.name

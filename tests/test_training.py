@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO
-from pipeline.recipe import load_recipe
+from core.recipe import load_recipe
 from pipeline.stage_runner import run_recipe
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -126,8 +126,8 @@ def test_loss_is_normalised_over_the_whole_optimizer_step(tmp_path, bpe_tokenize
 
     # The expected update, computed by hand from the same four examples.
     from datamodules.tool_use_datamodule import StepBatchSampler, pad_batch
-    from pipeline.stage_config import stage_settings
-    from pipeline.stage_runner import build_datamodule
+    from core.stage_config import stage_settings
+    from pipeline.stage_setup import build_datamodule
     settings = stage_settings(recipe, "backbone")
     dm = build_datamodule(recipe, settings, AutoTokenizer.from_pretrained(base))
     dm.setup()

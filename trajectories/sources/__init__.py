@@ -1,4 +1,4 @@
-"""Load any supported source into canonical trajectories (see datamodules/trajectory.py).
+"""Load any supported source into canonical trajectories (see trajectories/trajectory.py).
 
     res = load_trajectories(path, format="auto", on_error="raise")   # or on_error="skip"
     res.trajectories, res.skipped, res.skip_reasons, res.path, res.format
@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datamodules.trajectory import TrajectoryError
+from trajectories.trajectory import TrajectoryError
 
 from . import canonical, toolalpaca, toolbench
 from .canonical import fail, reason_of

@@ -1,7 +1,7 @@
 """Show what a role learns: N tokenized examples with the supervised tokens marked.
 
-    python -m datamodules.preview recipes/quickstart.yaml --role caller -n 2
-    python -m datamodules.preview recipes/quickstart.yaml --role planner --layout per_step
+    python -m pipeline.preview recipes/quickstart.yaml --role caller -n 2
+    python -m pipeline.preview recipes/quickstart.yaml --role planner --layout per_step
 
 Supervised text is wrapped in [[ ]] (and coloured on a terminal); the span kind follows the
 closing bracket (T thought, A action, S answer). Uses the recipe's template, tokenizer and data.
@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datamodules.prompt_template import SPAN_KINDS
-from datamodules.span_tokenization import IGNORE
+from core.vocabulary import IGNORE_INDEX, TRAINED_ROLES
 
 KIND_MARK = {1: "T", 2: "A", 3: "S"}
 
@@ -28,7 +27,7 @@ def mark_supervised(row: dict, tokenizer, color: bool = False) -> str:
 
     context = []
     for tok, lab, k in zip(row["input_ids"], row["labels"], row["span_kinds"]):
-        if lab != IGNORE:
+        if lab != IGNORE_INDEX:
             if context:
                 out.append(tokenizer.decode(context))
                 context = []
@@ -51,14 +50,14 @@ def mark_supervised(row: dict, tokenizer, color: bool = False) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="+", help="recipe files, then key=value overrides")
-    parser.add_argument("--role", required=True, choices=("backbone", "planner", "caller", "summarizer"))
+    parser.add_argument("--role", required=True, choices=TRAINED_ROLES)
     parser.add_argument("--layout", choices=("folded", "per_step"))
     parser.add_argument("-n", type=int, default=2, help="number of examples to print")
     parser.add_argument("--split", default="train", choices=("train", "val"))
     ns = parser.parse_intermixed_args(argv)
-    from pipeline.recipe import load_recipe
-    from pipeline.stage_config import resolve_init, stage_settings
-    from pipeline.stage_runner import build_datamodule, load_tokenizer
+    from core.recipe import load_recipe
+    from core.stage_config import resolve_init, stage_settings
+    from pipeline.stage_setup import build_datamodule, load_tokenizer
     files = [a for a in ns.args if "=" not in a]
     overrides = [a for a in ns.args if "=" in a] + ([f"data.layout={ns.layout}"] if ns.layout else [])
     recipe = load_recipe(files, overrides)
@@ -77,7 +76,7 @@ def main(argv=None) -> int:
     color = sys.stdout.isatty()
     for i in range(min(ns.n, len(rows))):
         row = rows[i]
-        n_sup = sum(l != IGNORE for l in row["labels"])
+        n_sup = sum(l != IGNORE_INDEX for l in row["labels"])
         print(f"===== {row['id']}  ({len(row['input_ids'])} tokens, {n_sup} supervised) =====")
         print(mark_supervised(row, tokenizer, color))
     print(f"----- {ns.split}: {len(rows)} sequences; stats: {dm.stats.get(ns.split)}")

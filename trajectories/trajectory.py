@@ -13,11 +13,12 @@ from typing import Iterable, Iterator
 
 import jsonschema
 
-from pipeline.atomic_files import atomic_open
+from core.vocabulary import TRAJECTORY_TURNS
+
+from core.atomic_files import atomic_open
 
 SCHEMA_PATH = Path(__file__).with_name("trajectory_schema.json")
-ROLES = ("user", "planner", "caller", "observation", "summarizer")
-DECISIONS = ("call", "conclusion", "give_up")
+ROLES = TRAJECTORY_TURNS
 
 
 class TrajectoryError(ValueError):

@@ -12,15 +12,15 @@ import string
 from dataclasses import dataclass
 from typing import Mapping
 
-ROLES = ("backbone", "planner", "caller", "summarizer")
-SPAN_KINDS = ("none", "thought", "action", "answer")
+from core.vocabulary import TRAINED_ROLES as ROLES, TURN_ROLES
+
 # Which span kind each template field belongs to; literal text takes the kind of the field after it.
 FIELD_KINDS = {"thought": "thought", "decision": "thought", "name": "action",
                "arguments": "action", "answer": "answer"}
 # Which canonical turn each role is trained to produce; the backbone produces all three.
 TARGET_TURNS = {"backbone": ("planner", "caller", "summarizer"), "planner": ("planner",),
                 "caller": ("caller",), "summarizer": ("summarizer",)}
-GENERATED_TURNS = ("planner", "caller", "summarizer")
+GENERATED_TURNS = TURN_ROLES
 EOS = None  # marker text: the tokenizer's end-of-sequence token
 
 

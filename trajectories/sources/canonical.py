@@ -7,7 +7,7 @@ import re
 from functools import partial
 from pathlib import Path
 
-from datamodules.trajectory import TrajectoryError, validate_trajectory
+from trajectories.trajectory import TrajectoryError, validate_trajectory
 
 _MISSING = object()
 

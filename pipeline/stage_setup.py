@@ -1,0 +1,80 @@
+"""What a stage needs before training, shared by the runner, the export tool and the preview:
+the launcher's rank, the tokenizer (trained on the corpus for the embedded default) and the
+DataModule (with simulated sources built first)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from core.instantiate import instantiate
+from core.stage_config import accumulation
+from prompting.bpe_tokenizer import train_bpe_tokenizer
+
+
+def launch_rank() -> int:
+    """This process's global rank as the launcher set it (torchrun, srun, Lightning's own), known
+    before any process group exists; 0 when not launched distributed."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return int(os.environ.get("NODE_RANK", 0)) * 1000 + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def wait_for(path: Path, what: str, timeout_s: float = 3600.0) -> None:
+    """Ranks other than 0 wait for a file that rank 0 writes atomically."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {launch_rank()}: waited {timeout_s:.0f}s for {what} at {path}")
+        time.sleep(1.0)
+
+
+def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
+    tok_cfg = recipe.get("tokenizer", {})
+    source = tok_cfg.get("from_pretrained") or init_path
+    if source:
+        tok = AutoTokenizer.from_pretrained(source)
+    else:
+        path = Path(recipe["run"]["dir"]) / "tokenizer"
+        if launch_rank() != 0:
+            wait_for(path / "tokenizer.json", "the tokenizer rank 0 trains")
+        if (path / "tokenizer.json").is_file():
+            tok = AutoTokenizer.from_pretrained(path)
+        else:
+            if "train_bpe" not in tok_cfg:
+                raise ValueError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
+                                 "or tokenizer.train_bpe")
+            dm = build_datamodule(recipe, settings, tokenizer=None)
+            tok = train_bpe_tokenizer(dm.corpus_texts(), out_dir=path, **tok_cfg["train_bpe"])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_datamodule(recipe: dict, settings: dict, tokenizer, world_size: int = 1):
+    data = dict(settings["data"])
+    data.pop("global_batch_size", None)
+    data["sources"] = resolve_simulated_sources(data.get("sources") or [], data.pop("simulator_dir", None),
+                                                data.get("cache_dir", ".cache/datasets"))
+    data.setdefault("seed", recipe["run"].get("seed", 42))
+    return instantiate(data, role=settings["role"], template=recipe["template"], tokenizer=tokenizer,
+                       accumulate_grad_batches=accumulation(settings, world_size),
+                       add_bos=recipe.get("tokenizer", {}).get("add_bos", True))
+
+
+
+
+def resolve_simulated_sources(sources: list, simulator_dir: str | None, cache_dir: str) -> list:
+    """Sources `{type: simulator, settings: ...}` become canonical files: the simulation is run
+    (or its finished corpus reused) under `simulator_dir` (default `<cache_dir>/simulator`)."""
+    out = []
+    for src in sources:
+        if src.get("type") == "simulator":
+            from simulators import build_corpus  # imported lazily: an optional capability
+            path = build_corpus(src["settings"], Path(simulator_dir or Path(cache_dir) / "simulator"))
+            src = {**src, "path": str(path), "format": "canonical"}
+        out.append(src)
+    return out

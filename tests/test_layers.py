@@ -1,0 +1,126 @@
+"""The house is one-way: each package imports only packages below it in the data's path, and no
+module imports itself back through others (no circles, between folders or within one)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Bottom to top: sources -> trajectories -> role views and token spans -> module -> ... -> orchestration.
+LAYERS = ("core", "trajectories", "prompting", "datamodules", "lightning_modules", "simulators",
+          "evaluation", "pipeline")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(module: str, source: str, is_package: bool) -> set[str]:
+    """Every project module `source` imports, at module level or inside functions."""
+    out = set()
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            out.add(target)
+            out.update(f"{target}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return {m for m in out if m.split(".")[0] in LAYERS}
+
+
+def import_graph(files: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """{module: project modules it imports that exist in `files`} for {module: (source, is_package)}."""
+    return {m: {t for t in imported_modules(m, src, pkg) if t in files and t != m}
+            for m, (src, pkg) in files.items()}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    return sorted(f"{m} imports {t}" for m, targets in graph.items() for t in targets
+                  if rank[t.split(".")[0]] > rank[m.split(".")[0]])
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), i.e. import circles. A package's
+    `__init__` importing its own submodules is not a circle of the house's rooms, so edges from a
+    package to its own children are left out."""
+    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def project_files() -> dict[str, tuple[str, bool]]:
+    files = {}
+    for layer in LAYERS:
+        for path in sorted((REPO / layer).rglob("*.py")):
+            files[module_name(path)] = (path.read_text(), path.name == "__init__.py")
+    return files
+
+
+def test_every_layer_is_a_package_of_the_repo():
+    assert all((REPO / layer / "__init__.py").is_file() for layer in LAYERS)
+
+
+def test_no_package_imports_a_layer_above_it():
+    assert upward_imports(import_graph(project_files())) == []
+
+
+def test_no_import_circles():
+    assert circles(import_graph(project_files())) == []
+
+
+@pytest.mark.parametrize("module,line,expected", [
+    ("datamodules.role_examples", "from pipeline.stage_runner import run_recipe\n",
+     "datamodules.role_examples imports pipeline.stage_runner"),
+    ("core.recipe", "    from evaluation import metrics\n",  # a lazy import inside a function counts
+     "core.recipe imports evaluation.metrics"),
+])
+def test_an_upward_import_is_caught(module, line, expected):
+    files = project_files()
+    source, is_pkg = files[module]
+    if line.startswith(" "):
+        line = "def _late():\n" + line
+    files[module] = (source + "\n" + line, is_pkg)
+    assert expected in upward_imports(import_graph(files))
+
+
+def test_a_circle_inside_a_folder_is_caught():
+    files = project_files()
+    source, is_pkg = files["evaluation.metrics"]
+    files["evaluation.metrics"] = (source + "\nfrom .static_inference import evaluate_run\n", is_pkg)
+    assert any("evaluation.metrics" in group and "evaluation.static_inference" in group
+               for group in circles(import_graph(files)))
