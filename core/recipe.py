@@ -8,12 +8,16 @@ path and its file.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Sequence
 
 import jsonschema
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .build_sites import check_nodes
+from .stage_values import check_stage_values, vocabulary_defs
 
 RECIPES_ROOT = Path(__file__).resolve().parents[1] / "recipes"
 SCHEMA_PATH = Path(__file__).with_name("recipe_schema.json")
@@ -98,13 +102,23 @@ def validate(cfg: DictConfig, provenance: dict) -> dict:
         data = OmegaConf.to_container(cfg, resolve=True)
     except Exception as exc:
         raise RecipeError(f"recipe: cannot resolve interpolation: {exc}") from None
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        lines = [_explain(e, provenance) for e in errors[:10]]
-        raise RecipeError("invalid recipe:\n  " + "\n  ".join(lines))
+    errors = sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    lines = [_explain(e, provenance) for e in errors]
+    if not errors:  # the sections have the shape the signature check walks
+        lines += check_nodes(data, lambda path: origin_of(path, provenance))
+        lines += check_stage_values(data, lambda path: origin_of(path, provenance))
+    if lines:
+        raise RecipeError("invalid recipe:\n  " + "\n  ".join(lines[:10]))
     _check_stage_graph(data, provenance)
     return data
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    """The schema, with the names it shares with the code filled in from core/vocabulary.py."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    schema["$defs"].update(vocabulary_defs())
+    return jsonschema.Draft202012Validator(schema)
 
 
 def _explain(err: jsonschema.ValidationError, provenance: dict) -> str:
