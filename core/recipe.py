@@ -136,7 +136,7 @@ def _explain(err: jsonschema.ValidationError, provenance: dict) -> str:
 
 
 def _check_stage_graph(data: dict, provenance: dict):
-    stages = {n: s for n, s in data["stages"].items() if s.get("enabled", True)}
+    stages = _enabled(data["stages"])
     for name, stage in stages.items():
         src = stage.get("init_from")
         if isinstance(src, str) and src.startswith("stage:"):
@@ -145,6 +145,15 @@ def _check_stage_graph(data: dict, provenance: dict):
                 raise RecipeError(f"key 'stages.{name}.init_from': stage '{dep}' is not an enabled stage "
                                   f"(from {origin_of(f'stages.{name}.init_from', provenance)})")
     stage_order(stages)
+
+
+def _enabled(stages: dict) -> dict:
+    return {n: s for n, s in stages.items() if s.get("enabled", True)}
+
+
+def enabled_stages(recipe: dict) -> list[str]:
+    """The names of a recipe's enabled stages, in dependency order."""
+    return stage_order(_enabled(recipe["stages"]))
 
 
 def stage_order(stages: dict) -> list[str]:

@@ -15,9 +15,9 @@ import lightning as L
 import torch
 
 from core.build_sites import MODEL, OPTIMIZER, SCHEDULER
-from core.vocabulary import IGNORE_INDEX
+from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from .causal_lm import register_zero_micro_step_hook, sharded_build_context
-from .span_loss import (SPAN_KINDS, SpanLossSums, dense_token_losses, forward_hidden,
+from .span_loss import (SpanLossSums, dense_token_losses, forward_hidden,
                         reduce_span_losses, shift_labels, span_loss_sums)
 
 

@@ -23,15 +23,11 @@ from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
 from core.atomic_files import write_json_atomic, write_text_atomic
 from core.build_sites import STRATEGY, TRAINER
-from core.recipe import redact, stage_order, to_yaml
+from core.recipe import enabled_stages, redact, to_yaml
 from core.stage_config import export_dir, resolve_init, stage_dir, stage_settings
 from pipeline.sharded_export import export_dtype, export_stage, resumable_checkpoint
 from pipeline.stage_setup import build_datamodule, launch_rank, load_tokenizer
 from pipeline.strategy_checks import check_stage
-
-
-def enabled_stages(recipe: dict) -> list[str]:
-    return stage_order({n: s for n, s in recipe["stages"].items() if s.get("enabled", True)})
 
 
 def is_done(recipe: dict, name: str) -> bool:

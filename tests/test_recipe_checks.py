@@ -89,6 +89,10 @@ def test_a_stage_that_swaps_the_target_is_checked_against_its_own_callable():
 def test_literal_annotations_are_enforced():
     assert "key 'trainer.precision': 'bf17' is not one of" in _fails(["trainer.precision=bf17"])
     assert load_recipe([QUICKSTART], ["trainer.precision=bf16-mixed"])["trainer"]["precision"] == "bf16-mixed"
+    assert "key 'data.layout': 'per_stp' is not one of ['folded', 'per_step'] (from command line)" in \
+        _fails(["data.layout=per_stp"])
+    assert "key 'stages.planner.data.instruction_part': 'loca' is not one of ['all', 'global', 'local']" in \
+        _fails(["stages.planner.data.instruction_part=loca"])
 
 
 def test_every_declared_argument_is_a_parameter_of_the_default_callable():
@@ -114,7 +118,7 @@ def test_a_builder_passing_other_arguments_than_declared_is_stopped():
 # ----- values: types, ranges and cross-key rules (issue 16: validation before anything is built) ------
 @pytest.mark.parametrize("override,message", [
     ("stages.backbone.optimizer.lr=fast", "key 'stages.backbone.optimizer.lr': 'fast' is not of type 'number'"),
-    ("optimizer.lr=0", "key 'optimizer.lr': 0 is less than or equal to the minimum of 0"),
+    ("optimizer.lr=-1e-3", "key 'optimizer.lr': -0.001 is less than the minimum of 0"),
     ("optimizer.weight_decay=-0.1", "key 'optimizer.weight_decay': -0.1 is less than the minimum of 0"),
     ("optimizer.betas=[0.9,1.5]", "key 'optimizer.betas.1': 1.5 is greater than or equal to the maximum of 1"),
     ("optimizer.eps=0", "key 'optimizer.eps': 0 is less than or equal to the minimum of 0"),
