@@ -58,7 +58,11 @@ TRAINER = BuildSite("trainer", "pipeline.stage_runner.build_trainer",
                     consumed=("accumulate_grad_batches", "gradient_clip_val"),
                     default_target="lightning.pytorch.Trainer")
 STRATEGY = BuildSite("strategy", "pipeline.stage_runner.build_trainer", per_stage=False)
-SITES = (DATA, MODEL, OPTIMIZER, SCHEDULER, TRAINER, STRATEGY)
+# The embedded default's tokenizer, trained on the corpus texts into the run directory.
+TOKENIZER = BuildSite("tokenizer.train_bpe", "pipeline.stage_setup.load_tokenizer", positional=1,
+                      injected=("out_dir",), default_target="prompting.bpe_tokenizer.train_bpe_tokenizer",
+                      per_stage=False)
+SITES = (DATA, MODEL, OPTIMIZER, SCHEDULER, TRAINER, STRATEGY, TOKENIZER)
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,10 +105,10 @@ def check_node(node: Mapping, site: BuildSite | None, where: Callable[[str], str
                 f"the {name} is built from it"]
     try:
         fn, sig, hints = _signature(str(target))
-    except ImportError as exc:
-        return [f"key '{where('_target_')}': {exc} (from {origin(where('_target_'))})"]
     except (TypeError, ValueError):  # a builtin without a signature: nothing to check
         return []
+    except Exception as exc:  # ImportError, or an error raised while importing the module
+        return [f"key '{where('_target_')}': {exc} (from {origin(where('_target_'))})"]
     callee = getattr(fn, "__qualname__", str(target)) + (f" (stage {stage})" if stage else "")
     params = list(sig.parameters.values())
     skip = site.positional
@@ -147,13 +151,19 @@ def nested_nodes(value, path: str):
             yield from nested_nodes(v, f"{path}.{i}")
 
 
+def _get(data: Mapping, path: str):
+    for key in path.split("."):
+        data = data.get(key) if isinstance(data, Mapping) else None
+    return data
+
+
 def check_nodes(recipe: dict, origin: Callable[[str], str]) -> list[str]:
     """Every built node of a recipe (shared sections with each stage's overrides) against the
     signature of what builds it; problems deduplicated, in recipe order."""
     problems: list[str] = []
     stages = recipe.get("stages") or {}
     for site in SITES:
-        shared = recipe.get(site.section)
+        shared = _get(recipe, site.section)
         if shared is None and not any(isinstance(s, Mapping) and s.get(site.section) for s in stages.values()):
             continue
         variants = [(None, shared or {})]

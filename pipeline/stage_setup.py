@@ -9,9 +9,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from core.build_sites import DATA
+from core.build_sites import DATA, TOKENIZER
 from core.stage_config import accumulation
-from prompting.bpe_tokenizer import train_bpe_tokenizer
 
 
 def launch_rank() -> int:
@@ -48,7 +47,7 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
                 raise ValueError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
                                  "or tokenizer.train_bpe")
             dm = build_datamodule(recipe, settings, tokenizer=None)
-            tok = train_bpe_tokenizer(dm.corpus_texts(), out_dir=path, **tok_cfg["train_bpe"])
+            tok = TOKENIZER.build(tok_cfg["train_bpe"], dm.corpus_texts(), out_dir=path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

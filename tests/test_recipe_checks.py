@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from core.build_sites import DATA, MODEL, SCHEDULER, SITES, TRAINER
+from core.build_sites import DATA, MODEL, SCHEDULER, SITES, TOKENIZER, TRAINER
 from core.instantiate import locate
 from core.recipe import RecipeError, compose, load_recipe
 from train import main
@@ -31,6 +31,9 @@ def _fails(overrides, files=(QUICKSTART,)) -> str:
      "unknown key 'scheduler.warmup_steps' (from command line): cosine_with_warmup takes no such argument"),
     ("model.hidden=64", "unknown key 'model.hidden' (from command line): build_causal_lm takes no such argument"),
     ("trainer.max_epoch=2", "unknown key 'trainer.max_epoch' (from command line): Trainer takes no such argument"),
+    ("tokenizer.train_bpe.vocab=512",
+     "unknown key 'tokenizer.train_bpe.vocab' (from command line): train_bpe_tokenizer takes no such argument"),
+    ("tokenizer.train_bpe.out_dir=/tmp/t", "pipeline.stage_setup.load_tokenizer passes it to train_bpe_tokenizer"),
     ("stages.caller.trainer.gpus=2",
      "unknown key 'stages.caller.trainer.gpus' (from command line): Trainer takes no such argument"),
 ])
@@ -63,11 +66,14 @@ def test_missing_arguments_name_the_key_and_the_file(tmp_path):
     recipe = yaml.safe_load(yaml.safe_dump(__import__("omegaconf").OmegaConf.to_container(cfg)))
     del recipe["data"]["sources"]
     del recipe["scheduler"]["_target_"]
+    del recipe["tokenizer"]["train_bpe"]["vocab_size"]
     path = tmp_path / "no_sources.yaml"
     path.write_text(yaml.safe_dump(recipe))
     message = _fails([], [path])
     assert f"missing required key 'data.sources' (in {path}): ToolUseDataModule needs it" in message
     assert f"missing required key 'scheduler._target_' (in {path})" in message
+    assert f"missing required key 'tokenizer.train_bpe.vocab_size' (in {path}): train_bpe_tokenizer needs it" \
+        in message
 
 
 def test_a_target_that_does_not_import_is_named():
@@ -99,12 +105,15 @@ def test_every_declared_argument_is_a_parameter_of_the_default_callable():
     """A declaration that names an argument the callable does not take would let a typo pass."""
     defaults = {DATA: "datamodules.tool_use_datamodule.ToolUseDataModule",
                 MODEL: "lightning_modules.causal_lm.build_causal_lm",
-                SCHEDULER: "lightning_modules.lr_schedules.cosine_with_warmup", TRAINER: "lightning.pytorch.Trainer"}
+                SCHEDULER: "lightning_modules.lr_schedules.cosine_with_warmup", TRAINER: "lightning.pytorch.Trainer",
+                TOKENIZER: "prompting.bpe_tokenizer.train_bpe_tokenizer"}
     for site, target in defaults.items():
         params = inspect.signature(locate(target)).parameters
         assert set(site.injected) <= set(params), site.section
     assert locate(TRAINER.default_target) is L.Trainer
-    assert {s.section for s in SITES} == {"data", "model", "optimizer", "scheduler", "trainer", "strategy"}
+    assert TOKENIZER.default_target == defaults[TOKENIZER]
+    assert {s.section for s in SITES} == {"data", "model", "optimizer", "scheduler", "trainer", "strategy",
+                                          "tokenizer.train_bpe"}
 
 
 def test_a_builder_passing_other_arguments_than_declared_is_stopped():
