@@ -78,12 +78,33 @@ def compose(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> tuple
             raise RecipeError(f"recipe file not found: {path}")
         cfg = OmegaConf.merge(cfg, _load_file(path.resolve(), provenance))
     for item in overrides:
+        if item.startswith("~"):
+            _delete(cfg, item[1:], provenance)
+            continue
         if "=" not in item:
-            raise RecipeError(f"command line: override '{item}' is not of the form key=value")
+            raise RecipeError(f"command line: override '{item}' is not of the form key=value or ~key")
         dot = OmegaConf.from_dotlist([item])
         _record(dot, "command line", provenance)
         cfg = OmegaConf.merge(cfg, dot)
     return cfg, provenance
+
+
+def _delete(cfg: DictConfig, key: str, provenance: dict):
+    """`~key` on the command line (Hydra's syntax) removes a key the recipe files set, e.g. the
+    AdamW `betas` when a stage swaps in another optimizer."""
+    parent_path, _, last = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_path) if parent_path else cfg
+    if not last or not isinstance(parent, DictConfig) or last not in parent:
+        raise RecipeError(f"command line: cannot remove '~{key}': the recipe has no key '{key}'")
+    del parent[last]
+    for path in [p for p in provenance if p == key or p.startswith(key + ".")]:
+        del provenance[path]
+
+
+def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Command-line words: (recipe files, overrides `key=value` / `~key`)."""
+    is_override = [("=" in a or a.startswith("~")) for a in args]
+    return ([a for a, o in zip(args, is_override) if not o], [a for a, o in zip(args, is_override) if o])
 
 
 def origin_of(path: str, provenance: dict) -> str:

@@ -176,3 +176,14 @@ def test_the_template_names_follow_the_vocabulary():
     assert "key 'template.turns.observation': None is not of type 'object'" in \
         _fails(["template.turns.observation=null"])
     assert "unknown key 'template.decision_words.maybe'" in _fails(["template.decision_words.maybe=Next: maybe."])
+
+
+def test_tilde_removes_an_inherited_key_so_a_stage_can_swap_its_optimizer(capsys):
+    swap = ["optimizer._target_=torch.optim.SGD", "~optimizer.betas", "~optimizer.eps"]
+    r = load_recipe([QUICKSTART], swap)
+    assert "betas" not in r["optimizer"] and r["optimizer"]["_target_"] == "torch.optim.SGD"
+    assert "SGD takes no such argument" in _fails(swap[:2])  # eps is still there
+    assert "cannot remove '~optimizer.momentum': the recipe has no key 'optimizer.momentum'" in \
+        _fails(["~optimizer.momentum"])
+    assert main([str(QUICKSTART), *swap, "--print-config"]) == 0
+    assert "torch.optim.SGD" in capsys.readouterr().out
