@@ -17,7 +17,7 @@ import sys
 from trajectories.trajectory import TrajectoryError
 from core.atomic_files import write_text_atomic
 from evaluation import EvaluationError
-from evaluation.agent_loop import add_agent_args, run_agent_cli
+from evaluation.agent_cli import add_agent_args, run_agent_cli
 from evaluation.metrics import load_predictions, score
 from evaluation.results_table import load_runs, log_wandb, results_table
 from evaluation.static_inference import add_static_args, run_static_cli

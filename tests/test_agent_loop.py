@@ -12,8 +12,10 @@ from test_static_inference import DEV, REPO, build_tiny_run, load_template
 from prompting.prompt_template import PromptTemplate
 from trajectories.sources import load_trajectories
 from trajectories.trajectory import validate_trajectory
-from evaluation.agent_loop import (EndpointRole, ReplayExecutor, Team, build_team, run_episode,
-                                   task_of)
+from evaluation.agent_loop import run_episode, task_of
+from evaluation.executors import ReplayExecutor
+from evaluation.roles import EndpointRole
+from evaluation.team import Team, build_team
 from evaluation.static_inference import find_exports
 
 CHAINS = REPO / "data/toolbench/train_sample_chains.json"
