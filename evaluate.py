@@ -18,6 +18,7 @@ from trajectories.trajectory import TrajectoryError
 from core.atomic_files import write_text_atomic
 from evaluation import EvaluationError
 from evaluation.agent_cli import add_agent_args, run_agent_cli
+from evaluation.episodes_cli import add_episodes_args, run_episodes_cli
 from evaluation.metrics import load_predictions, score
 from evaluation.results_table import load_runs, log_wandb, results_table
 from evaluation.static_inference import add_static_args, run_static_cli
@@ -81,6 +82,8 @@ COMMANDS = {
                add_static_args, run_static_cli),
     "agent": ("one live episode of a run (planner -> caller -> tool -> ...), tools replayed",
               add_agent_args, run_agent_cli),
+    "episodes": ("the agent on every instruction of a test set (simulated, http or replayed tools), "
+                 "judged: Proc. / Ans. or a pass rate", add_episodes_args, run_episodes_cli),
 }
 
 

@@ -29,6 +29,7 @@ class Role(Protocol):
 
 class LocalRole:
     """A local HF export (path) or an already loaded (model, tokenizer); loads lazily."""
+    serial = True  # one generate() at a time: the episodes runner gathers requests into batches
 
     def __init__(self, path: str | None = None, *, prompt_role: str, model=None, tokenizer=None,
                  add_bos: bool = True, max_new_tokens: int = 256, batch_size: int = 8,
@@ -99,14 +100,14 @@ class EndpointRole:
 
     def __init__(self, base_url: str, model: str, *, prompt_role: str, eos_text: str = "</s>",
                  bos_text: str = "", api_key_env: str = "OPENAI_API_KEY", max_new_tokens: int = 256,
-                 temperature: float = 0.0, top_p: float = 1.0, timeout: float = 120.0,
+                 temperature: float = 0.0, top_p: float = 1.0, timeout_s: float = 120.0,
                  max_retries: int = 2, concurrency: int = 4, backoff_base_s: float = 0.5,
                  backoff_max_s: float = 8.0, jitter: float = 0.5, client: LLMClient | None = None):
         self.base_url, self.model, self.prompt_role = base_url, model, prompt_role
         self.eos_text, self.bos_text = eos_text, bos_text
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.llm_cfg = {"base_url": base_url, "model": model, "api_key_env": api_key_env,
-                        "require_key": False, "timeout_s": timeout, "max_retries": max_retries,
+                        "require_key": False, "timeout_s": timeout_s, "max_retries": max_retries,
                         "concurrency": concurrency, "backoff_base_s": backoff_base_s,
                         "backoff_max_s": backoff_max_s, "jitter": jitter,
                         "temperature": temperature, "max_tokens": max_new_tokens}

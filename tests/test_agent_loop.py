@@ -246,7 +246,7 @@ def test_endpoint_roles_run_an_episode(chains, tpl, monkeypatch):
     with CompletionsServer(gold_reply(tpl, gold)) as server:
         roles = [EndpointRole(server.base_url, f"m-{r}", prompt_role=r, eos_text="</s>",
                               api_key_env="TEST_ENDPOINT_KEY", max_new_tokens=64, max_retries=0,
-                              timeout=10) for r in ("planner", "caller", "summarizer")]
+                              timeout_s=10) for r in ("planner", "caller", "summarizer")]
         traj = run_episode(Team(tpl, *roles), task_of(gold), ReplayExecutor(gold), max_steps=8)
     assert _norm(traj["turns"]) == _norm(gold["turns"])
     assert traj["meta"]["termination"] == "answer"
