@@ -71,7 +71,8 @@ class HttpExecutor:
             return {"content": "", "error": error}
         self.counters["http_calls"] += 1
         try:
-            with self.client.send(self.request(name, args), stream=True) as resp:
+            resp = self.client.send(self.request(name, args), stream=True)
+            try:
                 data = b""
                 for chunk in resp.iter_bytes():
                     data += chunk
@@ -80,6 +81,8 @@ class HttpExecutor:
                         break
                 text = data[:self.cap].decode(resp.encoding or "utf-8", errors="replace")
                 status = resp.status_code
+            finally:
+                resp.close()
         except httpx.TimeoutException:
             self.counters["http_errors"] += 1
             return {"content": "", "error": http_error(504, f"no response within {self.timeout_s} s")}
