@@ -79,12 +79,20 @@ class EpisodeRunner:
         bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="episode",
                    disable=not self.progress, dynamic_ncols=True)
         t0 = time.perf_counter()
+        # one writer thread, in finishing order: the loop does not wait for each line's fsync
+        writer, writes = ThreadPoolExecutor(max_workers=1), []
+
+        def write(rec):
+            writes.append(writer.submit(lambda: (run_sync(log.append(rec)), bar.update(1))))
         try:
-            self._loop(todo, lambda rec: (run_sync(log.append(rec)), bar.update(1)))
+            self._loop(todo, write)
         finally:
+            writer.shutdown(wait=True)
             log.close()
             bar.close()
             self.pool.shutdown(wait=True)
+        for done in writes:
+            done.result()  # a failed write (disk full, ...) is an error of the run
         self.stats["wall_s"] = time.perf_counter() - t0
         self.stats["episodes_run"] = len(todo)
         return [records[t["id"]] for t in tasks if t["id"] in records]
