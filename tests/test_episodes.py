@@ -124,3 +124,40 @@ def test_rerun_after_kill_9_has_each_id_once(tmp_path, references, golden):
         assert evaluate.main(args_for(server.base_url, tmp_path)) == 0
     ids = Counter(r["id"] for r in read(tmp_path))
     assert set(ids) == {t["id"] for t in references} and set(ids.values()) == {1}
+
+
+class BatchingRole:
+    """A scripted local-model stand-in: one batch at a time (serial), records batch sizes."""
+    serial = True
+
+    def __init__(self, prompt_role, reply):
+        self.prompt_role, self.reply, self.batches = prompt_role, reply, []
+
+    def complete(self, prompts, n_header=1):
+        self.batches.append(len(prompts))
+        time.sleep(0.05)
+        return [self.reply(p) for p in prompts]
+
+
+def test_local_roles_batch_across_episodes(tmp_path):
+    from evaluation.agent_loop import task_of
+    from evaluation.episodes import EpisodeRunner
+    from evaluation.executors import ReplayExecutor
+    from evaluation.team import Team
+    from prompting.prompt_template import PromptTemplate
+    from omegaconf import OmegaConf
+    chains = load_trajectories(REPO / "data/toolbench/train_sample_chains.json",
+                               format="alpha_umi_chains").trajectories[:12]
+    tpl = PromptTemplate(OmegaConf.to_container(OmegaConf.load(TEMPLATE))["template"])
+    text = lambda segs: "".join(s.text for s in segs if isinstance(s.text, str))  # noqa: E731
+    roles = [BatchingRole("planner", lambda p: "Done.\nNext: conclusion." if "Observation: " in text(p)
+                          else "Look.\nNext: caller."),
+             BatchingRole("caller", lambda p: f"Action: {text(p).split('- ', 1)[1].split(':', 1)[0]}\nAction Input: {{}}"),
+             BatchingRole("summarizer", lambda p: "All done.")]
+    runner = EpisodeRunner(Team(tpl, *roles), lambda t: ReplayExecutor(t), max_steps=4, in_flight=6,
+                           progress=False)
+    records = runner.run([task_of(c) for c in chains], tmp_path / "episodes.jsonl")
+    assert len(records) == 12 and {r["termination"] for r in records} == {"answer"}
+    planner = roles[0]
+    assert sum(planner.batches) == 24 and max(planner.batches) == 6  # many episodes per generate
+    assert len(planner.batches) < 12
