@@ -161,3 +161,17 @@ def test_local_roles_batch_across_episodes(tmp_path):
     planner = roles[0]
     assert sum(planner.batches) == 24 and max(planner.batches) == 6  # many episodes per generate
     assert len(planner.batches) < 12
+
+
+def test_episodes_with_local_exports(tmp_path):
+    from test_static_inference import build_tiny_run
+    run = build_tiny_run(tmp_path)
+    rc = evaluate.main(["episodes", str(REPO / "recipes/eval/toolbench_pass_rate.yaml"), "limit=4",
+                        "max_steps=2", "in_flight=4", "judge.enabled=false", "progress=false",
+                        "--run", str(run), "--max-new-tokens", "8", "--device", "cpu",
+                        "--out", str(tmp_path / "eval")])
+    assert rc == 0
+    recs = read(tmp_path)
+    assert len(recs) == 4 and all(r["termination"] != "error" for r in recs)
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert metrics == {"episodes": 4, "answered": metrics["answered"], "errors": 0}
