@@ -3,10 +3,12 @@
     python evaluate.py steps --references TEST --out steps.jsonl
     python evaluate.py score --references TEST --predictions preds.jsonl [--out metrics.json]
     python evaluate.py table RUN_OR_METRICS... [--names ...] [--out table.md] [--wandb]
+    python evaluate.py episodes recipes/eval/toolalpaca_simulated.yaml --run RUN [key=value ...]
 
 TEST is a test set in the α-UMi conversation form, canonical trajectories (JSONL) or a steps file.
 Each subcommand is one entry of COMMANDS: (help, add_arguments, run); inference subcommands
-(`static`: teacher-forced over a steps file, `agent`: full episodes) are added there.
+(`static`: teacher-forced over a steps file, `agent`: one live episode, `episodes`: a whole test
+set live, judged) are added there.
 """
 from __future__ import annotations
 
