@@ -27,14 +27,18 @@ def synthesized_splits(recipe: dict) -> tuple[Path, Path]:
     return train, train.with_name("test.jsonl")
 
 
-def evaluate_gentool_recipe(recipe: dict, cfg: dict) -> dict:
+def evaluate_gentool_recipe(recipe: dict, cfg: dict, train=None) -> dict:
+    """`train`: training examples to score too (default: the synthesized training split when the
+    test set is the synthesized one and `include_train` is set)."""
     cfg = dict(cfg)
-    train = None
     if cfg.get("references"):
         test = Path(cfg["references"])
     else:
-        train, test = synthesized_splits(recipe)
+        synth_train, test = synthesized_splits(recipe)
+        train = train or synth_train
     cfg.pop("references", None)
+    if train is not None:
+        cfg["include_train"] = cfg.get("include_train", True)
     metrics = evaluate_gentool(recipe["run"]["dir"], recipe, test, train, cfg,
                                log=lambda m: print(f"[evaluate] {m}", file=sys.stderr, flush=True))
     print(f"\nGenTool evaluation ({recipe['run']['name']}; percentages):\n" + scenario_table(metrics))

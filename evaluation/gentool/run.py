@@ -74,3 +74,19 @@ def evaluate_gentool(run_dir, recipe: Mapping, test_path, train_path=None, cfg: 
     write_text_atomic(out_dir / "gentool_metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text_atomic(out_dir / "gentool_table.md", table)
     return metrics
+
+
+# ----- command line (evaluate.py gentool) ----------------------------------------------------
+def add_gentool_args(p) -> None:
+    p.add_argument("--run", required=True, dest="run_dir", help="run directory (with recipe.yaml and <stage>/hf)")
+    p.add_argument("--references", help="test examples (selection JSONL); default: the split the "
+                                        "run's GenTool synthesis wrote")
+    p.add_argument("--train", help="also score these training examples (default with no "
+                                   "--references: the synthesized training split)")
+    p.add_argument("--recipe", nargs="+", help="recipe files (default: RUN/recipe.yaml)")
+    p.add_argument("--out", help="output folder (default: RUN/eval)")
+    p.add_argument("--limit", type=int, help="only the first N examples of each set")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--device")
+    p.add_argument("--dtype")
