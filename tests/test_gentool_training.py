@@ -12,10 +12,14 @@ from pipeline.stage_runner import run_recipe
 
 RECIPE = REPO / "recipes" / "gentool.yaml"
 ONLY_SELECTION = REPO / "recipes" / "ablations" / "gentool_selection_only.yaml"
-TOY = ["data.sources.0.settings.max_tools=4", "data.sources.0.settings.queries_per_tool=1",
-       "data.sources.0.settings.flipped_per_pair=1", "data.sources.0.settings.toolset.k=2",
-       "data.sources.0.settings.split.heldout_tool_fraction=0.25",
-       "data.micro_batch_size=16", "tokenizer.train_bpe.vocab_size=1000", "logger.progress_bar=false",
+TOY_DATA = """
+data:
+  sources:
+    - type: simulator
+      settings: {corpus: gentool, seed: 0, max_tools: 4, queries_per_tool: 1, flipped_per_pair: 1,
+                 toolset: {k: 2}, split: {heldout_tool_fraction: 0.25}}
+"""
+TOY = ["data.micro_batch_size=4", "tokenizer.train_bpe.vocab_size=1000", "logger.progress_bar=false",
        "logger.wandb.enabled=false", "stages.selection.trainer.max_epochs=60",
        "stages.selection.optimizer.lr=3.0e-3", "evaluate.max_new_tokens=24"]
 
@@ -23,7 +27,9 @@ TOY = ["data.sources.0.settings.max_tools=4", "data.sources.0.settings.queries_p
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("gentool") / "run"
-    recipe = load_recipe([RECIPE, ONLY_SELECTION], TOY + [f"run.dir={run_dir}"])
+    toy = run_dir.parent / "toy.yaml"
+    toy.write_text(TOY_DATA)
+    recipe = load_recipe([RECIPE, ONLY_SELECTION, toy], TOY + [f"run.dir={run_dir}"])
     assert run_recipe(recipe) == ["selection"]
     return recipe, run_dir
 
