@@ -38,7 +38,7 @@ def test_selector_learns_its_training_examples_and_the_table_is_written(toy_run)
     recipe, run_dir = toy_run
     metrics = json.loads((run_dir / "eval" / "gentool_metrics.json").read_text())
     train = metrics["train"]["all"]
-    assert train["n"] >= 8
+    assert train["n"] >= 4
     assert train["selection_acc"] >= 0.9, train
     assert set(metrics["test"]) >= {"all", "seen_query/seen_tool"}
     assert metrics["test"]["all"]["top1"] is None  # no ranking stage in this ablation
