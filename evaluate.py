@@ -3,6 +3,7 @@
     python evaluate.py steps --references TEST --out steps.jsonl
     python evaluate.py score --references TEST --predictions preds.jsonl [--out metrics.json]
     python evaluate.py table RUN_OR_METRICS... [--names ...] [--out table.md] [--wandb]
+    python evaluate.py gentool --run RUN [--references TEST.jsonl] [--out DIR]
     python evaluate.py episodes recipes/eval/toolalpaca_simulated.yaml --run RUN [key=value ...]
 
 TEST is a test set in the α-UMi conversation form, canonical trajectories (JSONL) or a steps file.
@@ -19,6 +20,7 @@ import sys
 from trajectories.trajectory import TrajectoryError
 from core.atomic_files import write_text_atomic
 from evaluation import EvaluationError
+from evaluation.gentool.run import add_gentool_args
 from evaluation.agent_cli import add_agent_args, run_agent_cli
 from evaluation.episodes_cli import add_episodes_args, run_episodes_cli
 from evaluation.metrics import load_predictions, score
@@ -76,12 +78,27 @@ def run_table(args) -> int:
     return 0
 
 
+def run_gentool(args) -> int:
+    from evaluation.gentool.table import scenario_table
+    from evaluation.run_exports import load_run_recipe
+    from pipeline.gentool_evaluation import evaluate_gentool_recipe
+    recipe = load_run_recipe(args.run_dir, args.recipe)
+    recipe["run"] = {**(recipe.get("run") or {}), "dir": args.run_dir}
+    cfg = {"references": args.references, "include_train": bool(args.train) or not args.references,
+           "limit": args.limit, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+           "device": args.device, "dtype": args.dtype, "out_dir": args.out}
+    evaluate_gentool_recipe(recipe, cfg, train=args.train)
+    return 0
+
+
 COMMANDS = {
     "steps": ("extract evaluation steps from a test set", add_steps_args, run_steps),
     "score": ("score predictions against the reference steps", add_score_args, run_score),
     "table": ("collect metrics into a Markdown results table", add_table_args, run_table),
     "static": ("teacher-forced inference of a run over a test set -> predictions + metrics",
                add_static_args, run_static_cli),
+    "gentool": ("GenTool models of a run over a tool-selection test set -> four-scenario metrics",
+                add_gentool_args, run_gentool),
     "agent": ("one live episode of a run (planner -> caller -> tool -> ...), tools replayed",
               add_agent_args, run_agent_cli),
     "episodes": ("the agent on every instruction of a test set (simulated, http or replayed tools), "
@@ -103,7 +120,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (EvaluationError, TrajectoryError, OSError) as exc:
+    except (EvaluationError, TrajectoryError, OSError, ValueError) as exc:
         print(f"evaluate.py {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .stage_config import SECTIONS, deep_merge
-from .vocabulary import DECISIONS, DTYPES, MULTITASK, TRAINED_ROLES, TRAJECTORY_TURNS
+from .vocabulary import DECISIONS, DTYPES, GENTOOL_ROLES, MULTITASK, TRAINED_ROLES, TRAJECTORY_TURNS
 
 
 def _closed_map(keys, value: dict) -> dict:
@@ -18,7 +18,7 @@ def vocabulary_defs() -> dict:
     """`$defs` of the recipe schema that name roles, turns, decisions and dtypes."""
     turn = {"type": "object", "additionalProperties": False, "required": ["prefix", "body", "suffix"],
             "properties": {k: {"type": "string"} for k in ("prefix", "body", "suffix")}}
-    return {"stage_role": {"enum": [*TRAINED_ROLES, MULTITASK]},
+    return {"stage_role": {"enum": [*TRAINED_ROLES, MULTITASK, *GENTOOL_ROLES]},
             "system_prompts": _closed_map(TRAINED_ROLES, {"type": "string"}),
             "turns": _closed_map(TRAJECTORY_TURNS, turn),
             "decision_words": _closed_map(DECISIONS, {"type": "string"}),

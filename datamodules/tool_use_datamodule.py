@@ -20,9 +20,12 @@ from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
 
 from prompting.prompt_template import PromptTemplate
+from prompting.selection_template import SelectionTemplate
+from trajectories.selection import is_selection_record
 from .role_examples import Layout, role_examples
+from .selection_examples import selection_role_examples, selection_texts
 from prompting.segment_encoder import SegmentEncoder
-from core.vocabulary import IGNORE_INDEX, MULTITASK, TURN_ROLES
+from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, MULTITASK, TURN_ROLES
 from .span_tokenization import EncodeStats, encode_example
 from trajectories.sources import load_trajectories
 from core.repo_paths import resolve_data_path
@@ -62,7 +65,7 @@ class ToolUseDataModule(L.LightningDataModule):
                  instruction_part: InstructionPart = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
                  cache_dir: str = ".cache/datasets", num_workers: int = 0,
-                 packing: dict | None = None):
+                 packing: dict | None = None, trajectory_role: str | None = None):
         super().__init__()
         if instruction_part not in PARTS:
             raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
@@ -72,6 +75,13 @@ class ToolUseDataModule(L.LightningDataModule):
         self.roles = TURN_ROLES if role == MULTITASK else (role,)
         self.template_node = dict(template)
         self.template = PromptTemplate(template)
+        # GenTool stages read tool-selection examples through `template.gentool`; trajectories
+        # mixed into such a stage are trained with the view of `trajectory_role` (e.g. backbone).
+        self.selection_template = SelectionTemplate(template["gentool"]) if template.get("gentool") else None
+        self.trajectory_role = trajectory_role
+        if role in GENTOOL_ROLES and self.selection_template is None:
+            raise ValueError(f"role {role}: the recipe's template has no 'gentool' node "
+                             "(add template/gentool to its defaults)")
         self.tokenizer = tokenizer
         self.max_length, self.micro_batch_size = max_length, micro_batch_size
         self.accumulate = accumulate_grad_batches
@@ -114,7 +124,9 @@ class ToolUseDataModule(L.LightningDataModule):
             self.stats["sources"].append({"path": str(path), "loaded": len(res.trajectories),
                                           "skipped": res.skipped, "skip_reasons": dict(res.skip_reasons)})
             for traj in res.trajectories:
-                if traj.get("meta", {}).get("reference_only") and "caller" not in self.roles:
+                self._check_record_fits(traj, path)
+                views = (self.trajectory_role,) if self.role in GENTOOL_ROLES else self.roles
+                if traj.get("meta", {}).get("reference_only") and "caller" not in views:
                     continue  # golden call sequences have no thoughts or answers: caller data only
                 is_val = stable_fraction(traj["id"], f"val{self.seed}") < self.val_fraction
                 splits["val" if is_val else "train"].append(traj)
@@ -122,17 +134,37 @@ class ToolUseDataModule(L.LightningDataModule):
         if self.instruction_part != "all":
             # Without reuse, stage 1 ("global") and stage 2 ("local") see disjoint instructions.
             want_global = self.instruction_part == "global"
-            train = [t for t in train if (stable_fraction(t["instruction"], f"part{self.seed}") < 0.5)
+            train = [t for t in train if (stable_fraction(t.get("instruction") or t["query"], f"part{self.seed}") < 0.5)
                      == want_global]
         if self.data_fraction < 1.0:
             train = [t for t in train if stable_fraction(t["id"], f"frac{self.seed}") < self.data_fraction]
         splits["train"] = train
         return splits
 
+    def _check_record_fits(self, record: dict, path: Path) -> None:
+        gentool = self.role in GENTOOL_ROLES
+        if is_selection_record(record) and not gentool:
+            raise ValueError(f"{path}: holds tool-selection examples, which only GenTool roles "
+                             f"({', '.join(GENTOOL_ROLES)}) train, not role {self.role}")
+        if gentool and not is_selection_record(record) and not self.trajectory_role:
+            raise ValueError(f"{path}: holds trajectories; a GenTool stage ({self.role}) trains them "
+                             "only with data.trajectory_role set (e.g. backbone)")
+
+    def _examples(self, record: dict, role: str) -> list:
+        if is_selection_record(record):
+            return selection_role_examples(self.selection_template, record, role)
+        view = self.trajectory_role if role in GENTOOL_ROLES else role
+        if view != "caller" and record.get("meta", {}).get("reference_only"):
+            return []
+        return role_examples(self.template, record, view, self.layout)
+
     def corpus_texts(self) -> list[str]:
         """Rendered text of every role's view of the training data (to train a BPE tokenizer)."""
         texts = []
         for traj in self.load_split_trajectories()["train"]:
+            if is_selection_record(traj):
+                texts += selection_texts(self.selection_template, traj)
+                continue
             for seg in self.template.render_history("backbone", traj):
                 if seg.text:
                     texts.append(seg.text)
@@ -145,6 +177,7 @@ class ToolUseDataModule(L.LightningDataModule):
                  "tokenizer": tokenizer_fingerprint(self.tokenizer), "bos": self.add_bos,
                  "val_fraction": self.val_fraction, "part": self.instruction_part,
                  "fraction": self.data_fraction, "seed": self.seed,
+                 "trajectory_role": self.trajectory_role,
                  "sources": [{**s, "digest": file_digest(p)} for s, p in self.source_paths()]}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -160,8 +193,7 @@ class ToolUseDataModule(L.LightningDataModule):
         for name, trajs in self.load_split_trajectories().items():
             stats = EncodeStats()
             rows = [row for traj in trajs for role in self.roles
-                    if role == "caller" or not traj.get("meta", {}).get("reference_only")
-                    for ex in role_examples(self.template, traj, role, self.layout)
+                    for ex in self._examples(traj, role)
                     for row in encode_example(ex, enc, self.max_length, stats)]
             self.stats[name] = stats.as_dict() | {"trajectories": len(trajs)}
             out[name] = rows

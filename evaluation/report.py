@@ -44,7 +44,7 @@ from . import EvaluationError
 from .results_table import BLANK, GROUPS, METRICS, load_run, results_table, table_data
 
 SPAN_KINDS = ALL_KINDS[1:]  # the supervised kinds, one loss curve each
-COLORS = {"thought": "tab:blue", "action": "tab:orange", "answer": "tab:green"}
+COLORS = {"thought": "tab:blue", "action": "tab:orange", "answer": "tab:green", "ranking": "tab:purple"}
 METRIC_NOTES = {
     "plan_acc": "no evaluation step",
     "hallu": "no evaluation step",

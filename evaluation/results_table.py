@@ -1,8 +1,9 @@
 """A Markdown results table like the paper's Table 1, from metrics JSON files.
 
-A row is {"name", "in_domain": metrics or None, "out_of_domain": metrics or None}. A run is given as
-a metrics JSON file, a run directory holding eval/metrics.json (and optionally
-eval/metrics_ood.json, the out-of-domain test set), or NAME=PATH.
+A row is {"name", "in_domain": metrics or None, "out_of_domain": metrics or None, "gentool": GenTool
+metrics or None}. A run is given as a metrics JSON file, a run directory holding eval/metrics.json
+(and optionally eval/metrics_ood.json, the out-of-domain test set, and eval/gentool_metrics.json,
+the GenTool four-scenario metrics, shown as a second table), or NAME=PATH.
 """
 from __future__ import annotations
 
@@ -28,12 +29,15 @@ def load_run(spec: str, name: str | None = None) -> dict:
     if path.is_dir():
         folder = path if (path / "metrics.json").exists() else path / "eval"
         ind, ood = folder / "metrics.json", folder / "metrics_ood.json"
+        gentool = folder / "gentool_metrics.json"
         default = (path.parent if path.name == "eval" else path).resolve().name
         episodes = {k: v for f in sorted(folder.glob("episodes/*/metrics.json")) for k, v in _read(f).items()}
-        if not ind.exists() and not ood.exists() and not episodes:
-            raise EvaluationError(f"{path}: no eval/metrics.json or eval/metrics_ood.json in it")
+        if not ind.exists() and not ood.exists() and not episodes and not gentool.exists():
+            raise EvaluationError(f"{path}: no eval/metrics.json, eval/metrics_ood.json, "
+                                  "eval/episodes/*/metrics.json or eval/gentool_metrics.json in it")
         return {"name": name or default, "in_domain": _read(ind) if ind.exists() else None,
-                "out_of_domain": _read(ood) if ood.exists() else None, "episodes": episodes}
+                "out_of_domain": _read(ood) if ood.exists() else None, "episodes": episodes,
+                "gentool": _read(gentool) if gentool.exists() else None}
     if not path.exists():
         raise EvaluationError(f"{path}: no such metrics file or run directory")
     default = path.stem
@@ -86,6 +90,19 @@ def _episode_value(row: dict, metric: str):
 
 
 def results_table(rows: list[dict]) -> str:
+    """The Table-1 metrics of the runs that have them, then GenTool's table (selection accuracy
+    per scenario and the overall test metrics) for runs with GenTool metrics."""
+    gentool = [r for r in rows if r.get("gentool")]
+    alpha = [r for r in rows if not r.get("gentool") or r.get("in_domain") or r.get("out_of_domain")
+             or r.get("episodes")]
+    out = _alpha_umi_table(alpha) if alpha else ""
+    if gentool:
+        from .gentool.table import runs_table
+        out += ("\n" if out else "") + runs_table(gentool)
+    return out
+
+
+def _alpha_umi_table(rows: list[dict]) -> str:
     columns, data = table_data(rows)
     lines = ["| " + " | ".join(columns) + " |", "|---" + "|---:" * (len(columns) - 1) + "|"]
     for values in data:

@@ -85,7 +85,7 @@ def sparse_span_loss(hidden_states: torch.Tensor, lm_head_weight: torch.Tensor,
     return torch.cat(pieces), indices
 
 
-def reduce_span_losses(token_losses: torch.Tensor, kinds: torch.Tensor, num_kinds: int = 4,
+def reduce_span_losses(token_losses: torch.Tensor, kinds: torch.Tensor, num_kinds: int = len(SPAN_KINDS),
                        mask: torch.Tensor | None = None) -> SpanLossSums:
     """Sum and count supervised token losses, overall and per span kind.
 

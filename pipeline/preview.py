@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.vocabulary import IGNORE_INDEX, TRAINED_ROLES
+from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, TRAINED_ROLES
 
 KIND_MARK = {1: "T", 2: "A", 3: "S"}
 
@@ -50,7 +50,7 @@ def mark_supervised(row: dict, tokenizer, color: bool = False) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="+", help="recipe files, then key=value overrides")
-    parser.add_argument("--role", required=True, choices=TRAINED_ROLES)
+    parser.add_argument("--role", required=True, choices=TRAINED_ROLES + GENTOOL_ROLES)
     parser.add_argument("--layout", choices=("folded", "per_step"))
     parser.add_argument("-n", type=int, default=2, help="number of examples to print")
     parser.add_argument("--split", default="train", choices=("train", "val"))

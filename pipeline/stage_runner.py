@@ -152,9 +152,14 @@ def run_evaluation(recipe: dict) -> dict | None:
     cfg = recipe.get("evaluate") or {}
     if not cfg.get("enabled", False) or launch_rank() != 0:
         return None
-    metrics = Path(cfg.get("out_dir") or Path(recipe["run"]["dir"]) / "eval") / "metrics.json"
+    gentool = cfg.get("task") == "gentool"
+    name = "gentool_metrics.json" if gentool else "metrics.json"
+    metrics = Path(cfg.get("out_dir") or Path(recipe["run"]["dir"]) / "eval") / name
     if metrics.is_file():
         print(f"[evaluate] already finished ({metrics}); skipping")
         return json.loads(metrics.read_text())
+    if gentool:
+        from pipeline.gentool_evaluation import evaluate_gentool_recipe
+        return evaluate_gentool_recipe(recipe, cfg)
     from evaluation.static_inference import evaluate_run  # inference code only when evaluating
-    return evaluate_run(recipe, cfg)
+    return evaluate_run(recipe, {k: v for k, v in cfg.items() if k != "task"})

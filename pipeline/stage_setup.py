@@ -70,7 +70,9 @@ def resolve_simulated_sources(sources: list, simulator_dir: str | None, cache_di
     for src in sources:
         if src.get("type") == "simulator":
             from simulators import build_corpus  # imported lazily: an optional capability
+            from simulators.corpus import corpus_kind
             path = build_corpus(src["settings"], Path(simulator_dir or Path(cache_dir) / "simulator"))
-            src = {**src, "path": str(path), "format": "canonical"}
+            fmt = "selection" if corpus_kind(src["settings"]) == "gentool" else "canonical"
+            src = {**src, "path": str(path), "format": fmt}
         out.append(src)
     return out

@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .corpus import build_corpus, run_dir_for
+from .corpus import build_corpus, corpus_kind, run_dir_for
 from .settings import load_settings
 
 
@@ -20,6 +20,14 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):  # one line per request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if corpus_kind(argv[0]) == "gentool":
+        from .gentool.build import load_gentool_settings
+        settings = load_gentool_settings(argv[0], overrides=argv[1:])
+        train = build_corpus(settings, Path(settings["output"]["dir"]))
+        stats = json.loads((train.parent / "stats.json").read_text(encoding="utf-8"))
+        print(train)
+        print(json.dumps(stats))
+        return 0 if stats["complete"] else 1
     settings = load_settings(argv[0], overrides=argv[1:])
     out_dir = Path(settings["output"]["dir"])
     corpus = build_corpus(settings, out_dir)

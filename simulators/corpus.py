@@ -230,10 +230,22 @@ def run_dir_for(settings, out_dir: Path) -> Path:
     return Path(out_dir) / f"simulator-{settings_hash(settings)}"
 
 
+def corpus_kind(settings) -> str:
+    """`gentool` for GenTool synthesis settings, else `trajectories` (the ToolAlpaca-style simulator)."""
+    node = OmegaConf.load(settings) if isinstance(settings, (str, Path)) else settings
+    node = node.get("simulator", node) if hasattr(node, "get") else {}
+    return "gentool" if node.get("corpus") == "gentool" else "trajectories"
+
+
 def build_corpus(settings, out_dir: Path) -> Path:
     """Run the simulation (or reuse a finished one with the same settings) and return the path
     of the corpus JSONL. Settings: the recipe's `simulator:` node, a dict or DictConfig; keys it
-    leaves out come from its `base:` recipe (default recipes/simulator/toolalpaca.yaml)."""
+    leaves out come from its `base:` recipe (default recipes/simulator/toolalpaca.yaml).
+    Settings with `corpus: gentool` run GenTool synthesis instead (simulators/gentool) and return
+    its train.jsonl of tool-selection examples."""
+    if corpus_kind(settings) == "gentool":
+        from .gentool import build_gentool_corpus
+        return build_gentool_corpus(settings, out_dir)
     settings = load_settings(settings)
     run_dir = run_dir_for(settings, out_dir)
     corpus = run_dir / settings["output"]["corpus"]

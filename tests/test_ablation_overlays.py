@@ -41,7 +41,9 @@ def glpft_stages(recipe, base, part1="all", part2="all", fraction=1.0):
 def test_every_overlay_is_covered():
     assert {p.stem for p in ABLATIONS.glob("*.yaml")} == {
         "alpha_umi", "alpha_umi_no_reuse", "multi_llm_one_stage", "single_llm",
-        "single_llm_multitask", "data_fraction"}
+        "single_llm_multitask", "data_fraction",
+        # GenTool's, covered in test_gentool_recipes.py
+        "gentool_selection_only", "gentool_joint", "gentool_alpha_umi_mix"}
 
 
 @pytest.mark.parametrize("base", BASES)

@@ -244,7 +244,7 @@ def test_canonical_round_trip(tmp_path, chains):
 def test_source_formats():
     assert set(SOURCE_FORMATS) == {"auto", "toolbench_answer", "alpha_umi_chains",
                                    "alpha_umi_conversations", "toolalpaca", "toolalpaca_eval",
-                                   "canonical"}
+                                   "canonical", "selection"}
     with pytest.raises(ValueError):
         load(TB / "train_sample_chains.json", format="nope")
     with pytest.raises(ValueError):

@@ -107,7 +107,7 @@ def test_reduce_span_losses_sparse_equals_dense():
 def test_reduce_span_losses_known_values():
     sums = reduce_span_losses(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1, 2, 2, 3]))
     assert sums.loss_sum.item() == 10 and sums.kind_counts.sum().item() == 4
-    assert sums.kind_sums.tolist() == [0, 1, 5, 4] and sums.kind_counts.tolist() == [0, 1, 2, 1]
+    assert sums.kind_sums.tolist() == [0, 1, 5, 4, 0] and sums.kind_counts.tolist() == [0, 1, 2, 1, 0]
 
 
 @pytest.mark.parametrize("tie", [False, True])

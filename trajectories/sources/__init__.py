@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trajectories import selection
 from trajectories.trajectory import TrajectoryError
 
 from . import canonical, toolalpaca, toolbench
@@ -29,12 +30,14 @@ _READERS = {
     "toolalpaca": toolalpaca.training_records,
     "toolalpaca_eval": toolalpaca.eval_records,
     "canonical": None,  # JSONL, read line by line
+    "selection": None,  # JSONL of tool-selection examples (trajectories/selection_schema.json)
 }
 SOURCE_FORMATS = ("auto", *_READERS)
 # A key that only records of that format have, checked in this order.
 _DETECT_KEYS = (("turns", "canonical"), ("answer_generation", "toolbench_answer"),
                 ("chains", "alpha_umi_chains"), ("conversations", "alpha_umi_conversations"),
-                ("Instances", "toolalpaca"), ("Golden_Answers", "toolalpaca_eval"))
+                ("Instances", "toolalpaca"), ("Golden_Answers", "toolalpaca_eval"),
+                ("toolset", "selection"))
 
 
 @dataclass
@@ -88,18 +91,21 @@ def _files(path: Path) -> list[Path]:
 
 def _detect(file: Path) -> tuple[str, dict]:
     """(format, {file: parsed JSON}) from the keys of the first record that has a telling key
-    (so that a broken first record does not hide the format); a JSONL file is canonical."""
+    (so that a broken first record does not hide the format); a JSONL file is canonical (or holds
+    selection examples)."""
     try:
         data = _read_json(file)
     except TrajectoryError:
         first = _first_line(file)
+        if selection.is_selection_record(first):
+            return "selection", {}
         if not (isinstance(first, dict) and "turns" in first):
             raise
         return "canonical", {}
     for sample in data if isinstance(data, list) else [data]:
         for key, fmt in _DETECT_KEYS:
             if isinstance(sample, dict) and key in sample:
-                return fmt, ({} if fmt == "canonical" else {file: data})
+                return fmt, ({} if fmt in ("canonical", "selection") else {file: data})
     raise fail("unknown_format", "cannot detect the source format (expected a record with one of "
                f"the keys {', '.join(key for key, _ in _DETECT_KEYS)})", file=file)
 
@@ -118,8 +124,9 @@ def _first_line(file: Path):
 def _builds(files: list[Path], format: str, preloaded: dict):
     """Yield one zero-argument build() per record; build() returns a validated trajectory."""
     for file in files:
-        if format == "canonical":
-            yield from canonical.jsonl_records(file)
+        if format in ("canonical", "selection"):
+            reader = canonical.jsonl_records if format == "canonical" else selection.jsonl_records
+            yield from reader(file)
             continue
         try:
             data = preloaded[file] if file in preloaded else _read_json(file)

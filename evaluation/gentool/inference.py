@@ -1,0 +1,59 @@
+"""GenTool inference: each GenTool export of a run (ranking, selection, or the joint
+ranking_selection) answers every example, with the prompt rendered by the recipe's
+`template.gentool` exactly as in training; outputs are parsed with the same template."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from core.recipe import stage_order
+from core.vocabulary import GENTOOL_ROLES
+from prompting.segment_encoder import SegmentEncoder
+from prompting.selection_template import SelectionTemplate
+
+from .. import EvaluationError
+from ..generation import encode_prompt, generate, load_model, prompt_limit
+
+# A joint model fills ranking and call; a dedicated ranking or selection model replaces its part.
+ROLE_ORDER = ("ranking_selection", "ranking", "selection")
+
+
+def find_gentool_exports(run_dir, recipe: Mapping) -> dict[str, str]:
+    """{role: export folder} of the run's finished GenTool stages (a later stage of a role wins)."""
+    stages = {n: s for n, s in (recipe.get("stages") or {}).items() if s.get("enabled", True)}
+    found = {}
+    for name in stage_order(stages):
+        role = stages[name]["role"]
+        path = Path(run_dir) / name / "hf"
+        if role in GENTOOL_ROLES and (path / "config.json").is_file():
+            found[role] = str(path)
+    return found
+
+
+def predict(records: list[dict], exports: Mapping[str, str], template: SelectionTemplate, *,
+            add_bos: bool = True, batch_size: int = 8, max_new_tokens: int = 96,
+            device: str | None = None, dtype: str | None = None, max_prompt_tokens: int | None = None,
+            max_length: int | None = None, log=None) -> dict[str, dict]:
+    """{id: {"ranking", "name", "arguments", "raw": {role: text}}} for every record."""
+    if not exports:
+        raise EvaluationError("no GenTool export (ranking, selection or ranking_selection stage) to evaluate")
+    preds = {r["id"]: {"id": r["id"], "raw": {}} for r in records}
+    for role in (r for r in ROLE_ORDER if r in exports):
+        model, tokenizer = load_model(exports[role], device, dtype)
+        encoder = SegmentEncoder(tokenizer, add_bos=add_bos)
+        limit = prompt_limit(model, max_new_tokens, max_prompt_tokens, max_length)
+        prompts = [encode_prompt(encoder, template.prompt(role, r), limit, n_header=2) for r in records]
+        outs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        for rec, out in zip(records, outs):
+            pred = preds[rec["id"]]
+            pred["raw"][role] = out.text
+            if role == "ranking":
+                pred["ranking"] = template.parse_ranking(out.text)
+            elif role == "selection":
+                pred["name"], pred["arguments"] = template.parse_call(out.text)
+            else:
+                pred["ranking"], pred["name"], pred["arguments"] = template.parse_joint(out.text)
+        if log:
+            log(f"{role}: {len(records)} examples")
+        del model
+    return preds
