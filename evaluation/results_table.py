@@ -10,12 +10,14 @@ import json
 import os
 from pathlib import Path
 
+from core.run_dir import EvalDir, RunDir
+
 from . import EvaluationError
+from .tables import BLANK, Table, to_markdown  # noqa: F401 - BLANK: the blank cell, for callers
 
 METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
            ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
 GROUPS = (("in_domain", "ID"), ("out_of_domain", "OOD"))
-BLANK = "–"
 
 
 def load_run(spec: str, name: str | None = None) -> dict:
@@ -24,17 +26,17 @@ def load_run(spec: str, name: str | None = None) -> dict:
         name_part, _, spec = spec.partition("=")
         name, path = name or name_part, Path(spec)
     if path.is_dir():
-        folder = path if (path / "metrics.json").exists() else path / "eval"
-        ind, ood = folder / "metrics.json", folder / "metrics_ood.json"
+        folder = EvalDir(path) if EvalDir(path).metrics_file().exists() else RunDir(path).eval()
+        ind, ood = folder.metrics_file(), folder.metrics_file("_ood")
         if not ind.exists() and not ood.exists():
-            raise EvaluationError(f"{path}: no eval/metrics.json or eval/metrics_ood.json in it")
-        default = (path.parent if path.name == "eval" else path).resolve().name
+            raise EvaluationError(f"{path}: no evaluation metrics in it ({ind} or {ood})")
+        default = (path.parent if RunDir.owning_eval(path) else path).resolve().name
         return {"name": name or default, "in_domain": _read(ind) if ind.exists() else None,
                 "out_of_domain": _read(ood) if ood.exists() else None}
     if not path.exists():
         raise EvaluationError(f"{path}: no such metrics file or run directory")
     default = path.stem
-    if path.parent.name == "eval":  # run/eval/metrics.json: name it after the run
+    if RunDir.owning_eval(path.parent):  # a run's eval metrics file: name it after the run
         default = path.parent.parent.resolve().name
     return {"name": name or default, "in_domain": _read(path), "out_of_domain": None}
 
@@ -72,18 +74,7 @@ def table_data(rows: list[dict]) -> tuple[list[str], list[list]]:
 
 
 def results_table(rows: list[dict]) -> str:
-    columns, data = table_data(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|---" + "|---:" * (len(columns) - 1) + "|"]
-    for values in data:
-        cells = [str(values[0]).replace("|", "\\|")] + [_cell(v) for v in values[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value) -> str:
-    if value is None:
-        return BLANK
-    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
+    return to_markdown(Table(*table_data(rows), numeric=True))
 
 
 def log_wandb(rows: list[dict], project: str | None = None, name: str | None = None) -> str:
