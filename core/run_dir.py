@@ -57,11 +57,11 @@ class StageDir:
         return f"StageDir({str(self.path)!r})"
 
     checkpoints = property(lambda self: self.path / "checkpoints")
-    last_ckpt = property(lambda self: self.checkpoints / "last.ckpt")
+    last_checkpoint = property(lambda self: self.checkpoints / "last.ckpt")
     logs = property(lambda self: self.path / "logs")
-    metrics_csv = property(lambda self: self.logs / "metrics.csv")
+    csv_log = property(lambda self: self.logs / "metrics.csv")
     wandb = property(lambda self: self.path / "wandb")
-    wandb_id_file = property(lambda self: self.path / "wandb_id.txt")
+    wandb_run_id_file = property(lambda self: self.path / "wandb_id.txt")
     export = property(lambda self: self.path / "hf")
     consolidated = property(lambda self: self.path / "consolidated")
     done_file = property(lambda self: self.path / DONE_FILE)

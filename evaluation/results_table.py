@@ -1,8 +1,8 @@
 """A Markdown results table like the paper's Table 1, from metrics JSON files.
 
 A row is {"name", "in_domain": metrics or None, "out_of_domain": metrics or None}. A run is given as
-a metrics JSON file, a run directory holding eval/metrics.json (and optionally
-eval/metrics_ood.json, the out-of-domain test set), or NAME=PATH.
+a metrics JSON file, a run directory whose eval folder (core.run_dir.RunDir) holds the metrics
+(and optionally the out-of-domain metrics), an eval folder itself, or NAME=PATH.
 """
 from __future__ import annotations
 

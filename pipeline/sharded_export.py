@@ -77,7 +77,7 @@ def _is_fsdp(strategy) -> bool:
 
 def final_deepspeed_checkpoint(trainer, sdir: StageDir) -> Path:
     """The sharded DeepSpeed checkpoint of the final step (every rank must call this)."""
-    last = sdir.last_ckpt
+    last = sdir.last_checkpoint
     cb = trainer.checkpoint_callback
     saved_step = getattr(cb, "_last_global_step_saved", None) if cb is not None else None
     if saved_step != trainer.global_step or resumable_checkpoint(last) is None:
@@ -200,7 +200,7 @@ def consolidate_stage(recipe: dict, stage: str, out: Path | None = None, dtype: 
     from pipeline.stage_setup import load_tokenizer
     settings = stage_settings(recipe, stage)
     sdir = RunDir.of(recipe).stage(stage)
-    checkpoint = Path(checkpoint or sdir.last_ckpt)
+    checkpoint = Path(checkpoint or sdir.last_checkpoint)
     dtype = dtype or export_dtype(settings)
     init_path = resolve_init(recipe, settings)
     tokenizer = load_tokenizer(recipe, settings, init_path)

@@ -48,17 +48,17 @@ def build_loggers(recipe: dict, settings: dict, sdir: StageDir):
                              group=recipe["run"].get("group") or recipe["run"]["name"],
                              job_type=settings["role"], tags=wb.get("tags", []), save_dir=str(sdir.wandb.parent),
                              mode=mode, log_model=wb.get("log_model", False),
-                             id=_wandb_id(sdir), resume="allow")
+                             id=_wandb_run_id(sdir), resume="allow")
         logger.log_hyperparams({"recipe": redact(recipe), "stage": redact(settings)})
         loggers.append(logger)
     return loggers
 
 
-def _wandb_id(sdir: StageDir) -> str | None:
+def _wandb_run_id(sdir: StageDir) -> str | None:
     """The same W&B run id across resumes of a stage (rank 0 logs; other ranks need none)."""
     if launch_rank() != 0:
         return None
-    path = sdir.wandb_id_file
+    path = sdir.wandb_run_id_file
     if not path.exists():
         import uuid
         path.write_text(uuid.uuid4().hex[:12])
@@ -105,7 +105,7 @@ def run_stage(recipe: dict, name: str) -> dict:
     module = SpanLMModule(model=model_cfg, optimizer=settings["optimizer"], scheduler=settings["scheduler"],
                           loss=settings.get("loss"), vocab_size=len(tokenizer),
                           gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
-    last = sdir.last_ckpt
+    last = sdir.last_checkpoint
     resume = resumable_checkpoint(last)  # a file, or a directory (DeepSpeed / sharded FSDP)
     if resume:
         print(f"[{name}] resuming from {resume}")

@@ -215,7 +215,7 @@ class FakeBackend:
                 vals = [3.0 - 0.2 * step + 0.1 * i for i in range(len(kinds))]
                 lines.append(",".join(["0", str(step), f"{3 - 0.2 * step:.3f}"] + [f"{v:.3f}" for v in vals] + [""]))
             lines.append(",".join(["0", "5", "", *([""] * len(kinds)), "2.5"]))
-            sdir.metrics_csv.write_text("\n".join(lines) + "\n")
+            sdir.csv_log.write_text("\n".join(lines) + "\n")
             sdir.write_done({"stage": stage, "role": role}, started=now())
             ran.append(stage)
         self.trained.append(name)

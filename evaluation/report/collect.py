@@ -85,7 +85,7 @@ def gather(runs: Sequence[Mapping]) -> list[dict]:
         r["row"] = row
         r["stages"] = run_stages(r)
         for s in r["stages"]:
-            s["losses"] = read_losses(RunDir(r["run_dir"]).stage(s["name"]).metrics_csv)
+            s["losses"] = read_losses(RunDir(r["run_dir"]).stage(s["name"]).csv_log)
         if r.get("data_fraction") is None:
             r["data_fraction"] = ((_saved_recipe(r["run_dir"]) or {}).get("data") or {}).get("data_fraction")
         out.append(r)
@@ -97,12 +97,13 @@ def blank_reasons(run: Mapping, group: str) -> dict[str, str]:
     metrics = run["row"].get(group)
     if metrics is None:
         status = run.get("status")
+        rd = RunDir(run["run_dir"])
         if group == "out_of_domain":
-            why = "no out-of-domain evaluation for this run (no out-of-domain metrics file)"
+            why = f"no out-of-domain evaluation for this run ({rd.eval().metrics_file('_ood').name} missing)"
         elif status == "failed":
             why = f"the run failed ({run.get('error') or 'see the sweep log'})"
         elif status in (None, "done"):
-            why = "not evaluated (no evaluation metrics in the run directory)"
+            why = f"not evaluated (no {rd.eval().metrics_file().relative_to(rd.path).as_posix()} in the run directory)"
         else:
             why = f"not evaluated yet (status: {status})"
         return {m: why for m, _ in METRICS}
