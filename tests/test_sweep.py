@@ -163,6 +163,27 @@ def test_spec_errors_name_the_key_and_file(tmp_path, change, args, message):
     assert message.format(spec=spec) in str(err.value)
 
 
+def test_evaluate_settings_are_defined_once(tmp_path):
+    """The sweep's `evaluate:` keys are the recipe schema's evaluate node (one definition, one
+    error form), and evaluate_run's defaults are that node's defaults."""
+    from core.recipe import RecipeError, evaluate_defaults, load_recipe
+    from evaluation.static_inference import EVAL_DEFAULTS
+    from pipeline.sweeps.spec import spec_schema
+    recipe_node = json.loads((REPO / "core/recipe_schema.json").read_text())["properties"]["evaluate"]
+    assert spec_schema()["$defs"]["evaluate"]["properties"] == recipe_node["properties"]
+    assert EVAL_DEFAULTS == evaluate_defaults() == {k: p["default"] for k, p in recipe_node["properties"].items()
+                                                    if k != "enabled"}
+    spec = write_spec(tmp_path / "s.yaml")
+    with pytest.raises(SweepError) as sweep_err:
+        load_sweep(spec, ["sweep.evaluate.mode=fast"])
+    with pytest.raises(RecipeError) as recipe_err:
+        load_recipe([REPO / "recipes/quickstart.yaml"], ["evaluate.mode=fast"])
+    assert "key 'sweep.evaluate.mode': 'fast' is not one of ['auto', 'alpha_umi', 'single', None] " \
+           "(from command line)" in str(sweep_err.value)
+    assert "key 'evaluate.mode': 'fast' is not one of ['auto', 'alpha_umi', 'single', None] " \
+           "(from command line)" in str(recipe_err.value)
+
+
 def test_bad_yaml_and_cli_errors(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sweep: {name: x, base: [\n")
