@@ -13,7 +13,7 @@ from pathlib import Path
 from core.run_dir import EvalDir, RunDir
 
 from . import EvaluationError
-from .tables import BLANK, Table, to_markdown  # noqa: F401 - BLANK: the blank cell, for callers
+from .tables import Table, to_markdown
 
 METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
            ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))

@@ -1,7 +1,6 @@
 """Each ablation overlay composes to what it claims, over the quickstart and the paper's 7B base:
 the enabled stages, where each starts (base model or the backbone's export), and its data
 (instruction part, data fraction, multitask union); and the evaluation serves the right models."""
-import json
 from pathlib import Path
 
 import pytest

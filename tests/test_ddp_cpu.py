@@ -7,7 +7,6 @@ so 1 process x 2 micro-batches and 2 processes x 1 micro-batch see the same exam
 step, and the loss is normalised by the supervised tokens of the whole step in both.
 """
 import csv
-import json
 import os
 import subprocess
 import sys

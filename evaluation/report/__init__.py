@@ -37,10 +37,12 @@ from typing import Mapping, Sequence
 from core.atomic_files import write_text_atomic
 
 from .. import EvaluationError
-from .collect import build_table, gather, read_losses, run_stages  # noqa: F401 - the package's API
+from .collect import build_table, gather, read_losses, run_stages
 from .plots import (fraction_series, plot_data_fraction, plot_loss_by_span, plot_metrics,
                     plot_run_losses, safe_name)
 from .render import document, render_html, render_markdown
+
+__all__ = ["build_table", "gather", "read_losses", "run_stages", "write_report"]
 
 
 def write_report(runs: Sequence[Mapping], out_dir, *, title: str = "Report", meta: Mapping | None = None,

@@ -42,6 +42,10 @@ that fails is recorded as failed and the sweep goes on (unless fail_fast).
 Rooms: spec (schema, expansion, composition), index (sweep.json, --only), runner (train, evaluate,
 skip, report).
 """
-from .index import enabled_stages, list_variants, load_index, refresh_index, select  # noqa: F401
-from .runner import eval_is_current, recipe_drift, run_sweep, run_variant, write_sweep_report  # noqa: F401
-from .spec import Sweep, SweepError, Variant, load_sweep, split_args  # noqa: F401
+from .index import enabled_stages, list_variants, load_index, refresh_index, select
+from .runner import eval_is_current, recipe_drift, run_sweep, run_variant, write_sweep_report
+from .spec import Sweep, SweepError, Variant, load_sweep, split_args
+
+__all__ = ["Sweep", "SweepError", "Variant", "enabled_stages", "eval_is_current", "list_variants",
+           "load_index", "load_sweep", "recipe_drift", "refresh_index", "run_sweep", "run_variant",
+           "select", "split_args", "write_sweep_report"]
