@@ -10,7 +10,8 @@
                               is skipped on rerun
     eval/                     predictions{,_ood}.jsonl and metrics{,_ood}.json; each metrics file
                               records when its inference started and finished (`inference.started`,
-                              `inference.finished`), so nothing reads time from file mtimes
+                              `inference.finished`), so nothing reads time from file mtimes;
+                              episodes/<config>/ holds each `evaluate.py episodes` run
 """
 from __future__ import annotations
 
@@ -98,6 +99,13 @@ class EvalDir:
 
     def predictions_file(self, suffix: str = "") -> Path:
         return self.path / f"predictions{suffix}.jsonl"
+
+    def episodes(self, name: str) -> Path:
+        """The folder of one `evaluate.py episodes` run (named after its config)."""
+        return self.path / "episodes" / name
+
+    def episode_metrics_files(self) -> list[Path]:
+        return sorted(self.path.glob("episodes/*/metrics.json"))
 
     def has_metrics(self) -> bool:
         return any(self.metrics_file(s).is_file() for s in EVAL_SUFFIXES)

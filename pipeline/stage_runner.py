@@ -21,6 +21,7 @@ from core.instantiate import instantiate
 from core.recipe import redact, stage_order, to_yaml
 from core.run_dir import RunDir, StageDir, now
 from core.stage_config import resolve_init, stage_settings
+from pipeline.serving import make_servable
 from pipeline.sharded_export import export_dtype, export_stage, resumable_checkpoint
 from pipeline.stage_setup import build_datamodule, launch_rank, load_tokenizer
 from pipeline.strategy_checks import check_stage
@@ -115,6 +116,8 @@ def run_stage(recipe: dict, name: str) -> dict:
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+    make_servable(module.model, tokenizer, max_length=settings["data"].get("max_length"),
+                  chat_template=(recipe.get("tokenizer") or {}).get("chat_template"))
     export_stage(trainer, module, tokenizer, sdir.export, dtype=export_dtype(settings))
     if trainer.is_global_zero:
         sdir.write_done(summary, started=started)
