@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from core.atomic_files import write_text_atomic
-from core.recipe import stage_order
+from core.recipe import enabled_stages
 from core.run_dir import RunDir
 from core.stage_config import resolve_init, stage_settings
 
@@ -32,10 +32,6 @@ def select(sweep: Sweep, only: Sequence[str] | None) -> list[Variant]:
                              f"(variants: {', '.join(v.name for v in sweep.variants)})")
         chosen += [v for v in hits if v not in chosen]
     return [v for v in sweep.variants if v in chosen]
-
-
-def enabled_stages(recipe: dict) -> list[str]:
-    return stage_order({n: s for n, s in recipe["stages"].items() if s.get("enabled", True)})
 
 
 def stage_summary(recipe: dict) -> list[dict]:
