@@ -59,7 +59,7 @@ def run_score(args) -> int:
 
 def add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_OR_METRICS",
-                   help="metrics JSON, run directory (eval/metrics.json, eval/metrics_ood.json) "
+                   help="metrics JSON, run directory (its eval folder's metrics and OOD metrics) "
                         "or NAME=PATH")
     p.add_argument("--names", nargs="+", help="row names, one per run")
     p.add_argument("--out", help="Markdown file to write")

@@ -12,7 +12,7 @@ Words after the spec: `sweep.KEY=VALUE` changes the spec (sweep.out, sweep.evalu
 any other `KEY=VALUE` is a recipe override applied to every variant (after the spec's own), and a
 YAML file is a recipe overlay merged into every variant. Rerunning skips finished stages and
 up-to-date evaluations; OUT/sweep.json records each variant's run directory, overrides and status.
-The spec format is documented in pipeline/sweep.py.
+The spec format is documented in pipeline/sweeps/__init__.py.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-wandb", action="store_true", help="no W&B run for the report")
     ns = parser.parse_intermixed_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from pipeline.sweep import SweepError, list_variants, load_sweep, run_sweep, split_args
+    from pipeline.sweeps import SweepError, list_variants, load_sweep, run_sweep, split_args
     spec_ov, recipe_ov, files = split_args(ns.args)
     try:
         sweep = load_sweep(ns.spec, spec_ov + recipe_ov, files)
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     except (SweepError, RecipeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from pipeline.sweep import load_index
+    from pipeline.sweeps import load_index
     from evaluation.results_table import results_table
     index = load_index(sweep)
     rows = []

@@ -37,11 +37,12 @@ def quickstart_recipe(work_dir: Path, overrides=()) -> dict:
 def prepare_tokenizer(work_dir: Path, recipe: dict | None = None):
     """The quickstart tokenizer (BPE trained on the corpus) under `work_dir/tokenizer`, reused
     when already there. Returns (tokenizer, seconds spent training it, 0 if reused)."""
+    from core.run_dir import RunDir
     from core.stage_config import stage_settings
     from pipeline.stage_setup import load_tokenizer
     recipe = recipe or quickstart_recipe(work_dir)
     t = time.perf_counter()
-    existed = (work_dir / "tokenizer" / "tokenizer.json").is_file()
+    existed = (RunDir(work_dir).tokenizer / "tokenizer.json").is_file()
     tok = load_tokenizer(recipe, stage_settings(recipe, "backbone"), None)
     return tok, 0.0 if existed else time.perf_counter() - t
 

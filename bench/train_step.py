@@ -63,6 +63,7 @@ MODEL_SIZES = {
 # ----- parent: data, subprocesses, table ------------------------------------------------------
 def prepare_examples(args, work: Path) -> Path:
     """The role's training split, tokenized with the quickstart pipeline, as a JSON file."""
+    from core.run_dir import RunDir
     from data_pipeline import datamodule, prepare_tokenizer, quickstart_recipe
     recipe = quickstart_recipe(work, [f"data.max_length={args.max_length}"])
     tok, _ = prepare_tokenizer(work, recipe)
@@ -70,7 +71,7 @@ def prepare_examples(args, work: Path) -> Path:
     train = dm.build_splits()["train"]
     out = work / f"examples-{args.role}-{args.layout}-{args.max_length}.json"
     out.write_text(json.dumps({
-        "pad_id": dm.pad_id, "vocab": len(tok), "tokenizer": str(work / "tokenizer"),
+        "pad_id": dm.pad_id, "vocab": len(tok), "tokenizer": str(RunDir(work).tokenizer),
         "examples": [{k: list(map(int, train[i][k])) for k in ("input_ids", "labels", "span_kinds")}
                      for i in range(len(train))]}))
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -52,18 +53,18 @@ def _load_file(path: Path, provenance: dict, stack=()) -> DictConfig:
     for entry in defaults:
         frag = _load_file(_find_fragment(str(entry), path), provenance, stack + (path,))
         merged = OmegaConf.merge(merged, frag)
-    _record(node, str(path), provenance)
+    record_origins(node, str(path), provenance)
     return OmegaConf.merge(merged, node)
 
 
-def _record(node, origin: str, provenance: dict, prefix: str = ""):
+def record_origins(node, origin: str, provenance: dict, prefix: str = ""):
     keys = node.keys() if isinstance(node, DictConfig) else []
     for key in keys:
         value = node._get_node(key)
         path = f"{prefix}.{key}" if prefix else str(key)
         provenance[path] = origin
         if isinstance(value, DictConfig):
-            _record(value, origin, provenance, path)
+            record_origins(value, origin, provenance, path)
 
 
 def compose(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> tuple[DictConfig, dict]:
@@ -84,7 +85,7 @@ def compose(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> tuple
         if "=" not in item:
             raise RecipeError(f"command line: override '{item}' is not of the form key=value or ~key")
         dot = OmegaConf.from_dotlist([item])
-        _record(dot, "command line", provenance)
+        record_origins(dot, "command line", provenance)
         cfg = OmegaConf.merge(cfg, dot)
     return cfg, provenance
 
@@ -108,7 +109,7 @@ def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def origin_of(path: str, provenance: dict) -> str:
-    parts = path.split(".")
+    parts = re.sub(r"\[\d+\]", "", path).split(".")
     while parts:
         key = ".".join(parts)
         if key in provenance:
@@ -123,9 +124,8 @@ def validate(cfg: DictConfig, provenance: dict) -> dict:
         data = OmegaConf.to_container(cfg, resolve=True)
     except Exception as exc:
         raise RecipeError(f"recipe: cannot resolve interpolation: {exc}") from None
-    errors = sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    lines = [_explain(e, provenance) for e in errors]
-    if not errors:  # the sections have the shape the signature check walks
+    lines = schema_errors(data, _validator(), provenance, limit=None)
+    if not lines:  # the sections have the shape the signature check walks
         lines += check_nodes(data, lambda path: origin_of(path, provenance))
         lines += check_stage_values(data, lambda path: origin_of(path, provenance))
     if lines:
@@ -142,18 +142,40 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
+def schema_errors(data, schema, provenance: dict, limit: int | None = 10) -> list[str]:
+    """Where `data` breaks the JSON Schema `schema` (a dict or a validator): one line per error
+    (at most `limit`), each naming the key path and the file (from `provenance`) that set it.
+    Recipes and sweep specs."""
+    validator = schema if isinstance(schema, jsonschema.Draft202012Validator) else jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    return [_explain(e, provenance) for e in errors[:limit]]
+
+
+def key_error(path: str, message: str, provenance: dict) -> str:
+    """The one form of a bad-value message: the key path, what is wrong, where it was set."""
+    return f"key '{path or '<root>'}': {message} (from {origin_of(path, provenance)})"
+
+
+def _key_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
 def _explain(err: jsonschema.ValidationError, provenance: dict) -> str:
-    path = ".".join(str(p) for p in err.absolute_path)
+    path = _key_path(err.absolute_path)
     if err.validator == "additionalProperties":
         extra = [k for k in err.instance if k not in err.schema.get("properties", {})
-                 and not any(__import__("re").match(p, k) for p in err.schema.get("patternProperties", {}))]
+                 and not any(re.match(p, k) for p in err.schema.get("patternProperties", {}))]
         key = f"{path}.{extra[0]}" if path else extra[0]
         return f"unknown key '{key}' (from {origin_of(key, provenance)})"
     if err.validator == "required":
         missing = err.message.split("'")[1]
         key = f"{path}.{missing}" if path else missing
         return f"missing required key '{key}' (in {origin_of(path, provenance) if path else 'the recipe'})"
-    return f"key '{path or '<root>'}': {err.message} (from {origin_of(path, provenance)})"
+    hint = err.schema.get("errorMessage") if isinstance(err.schema, dict) else None
+    return key_error(path, f"{err.instance!r} {hint}" if hint else err.message, provenance)
 
 
 def _check_stage_graph(data: dict, provenance: dict):
@@ -195,6 +217,13 @@ def stage_order(stages: dict) -> list[str]:
     for name in stages:
         visit(name)
     return order
+
+
+def evaluate_defaults() -> dict:
+    """The `evaluate:` settings and their defaults, read from the recipe schema (their one
+    definition; `enabled` left out)."""
+    props = json.loads(SCHEMA_PATH.read_text())["properties"]["evaluate"]["properties"]
+    return {k: p.get("default") for k, p in props.items() if k != "enabled"}
 
 
 def load_recipe(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict:

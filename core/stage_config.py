@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+
+from core.run_dir import RunDir
 
 SECTIONS = ("model", "data", "trainer", "optimizer", "scheduler", "loss", "checkpoint")
 
@@ -22,21 +23,13 @@ def stage_settings(recipe: dict, name: str) -> dict:
     return out
 
 
-def stage_dir(recipe: dict, name: str) -> Path:
-    return Path(recipe["run"]["dir"]) / name
-
-
-def export_dir(recipe: dict, name: str) -> Path:
-    return stage_dir(recipe, name) / "hf"
-
-
 def resolve_init(recipe: dict, settings: dict) -> str | None:
     """The checkpoint a stage starts from: another stage's export, a path/hub id, or the base model."""
     src = settings["init_from"]
     if src is None:
         return settings["model"].get("init_from")
     if src.startswith("stage:"):
-        return str(export_dir(recipe, src.split(":", 1)[1]))
+        return str(RunDir.of(recipe).stage(src.split(":", 1)[1]).export)
     return src
 
 

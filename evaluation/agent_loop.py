@@ -18,8 +18,8 @@ from typing import Generator, Mapping
 
 from trajectories.trajectory import validate_trajectory
 
-from .executors import ReplayExecutor, ToolExecutor  # noqa: F401 - the loop's other half
-from .team import Team, build_team  # noqa: F401 - re-exported: the loop's usual companions
+from .executors import ToolExecutor
+from .team import Team
 
 TERMINATIONS = ("answer", "give_up", "max_steps", "unparseable_plan", "invalid_call", "error")
 

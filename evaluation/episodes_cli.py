@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.run_dir import RunDir
+
 from . import EvaluationError
 
 
@@ -93,7 +95,7 @@ def run_episodes_cli(args) -> int:
             judge = Judge(judge_cfg, api_documentation(cfg["executor"].get("apis") or cfg["test_set"]))
         except LLMError as exc:
             raise EvaluationError(f"judge: {exc}") from None
-    out = Path(args.out or Path(args.run_dir) / "eval" / "episodes" / Path(args.config).stem)
+    out = Path(args.out or RunDir(args.run_dir).eval().episodes(Path(args.config).stem))
     runner = EpisodeRunner(team, make_executor, max_steps=cfg["max_steps"],
                            in_flight=cfg["in_flight"], judge=judge, references=references,
                            unjudged=judge_cfg.get("fail_without_judging") or (),

@@ -1,9 +1,9 @@
 """A Markdown results table like the paper's Table 1, from metrics JSON files.
 
 A row is {"name", "in_domain": metrics or None, "out_of_domain": metrics or None, "gentool": GenTool
-metrics or None}. A run is given as a metrics JSON file, a run directory holding eval/metrics.json
-(and optionally eval/metrics_ood.json, the out-of-domain test set, and eval/gentool_metrics.json,
-the GenTool four-scenario metrics, shown as a second table), or NAME=PATH.
+metrics or None}. A run is given as a metrics JSON file, a run directory whose eval folder
+(core.run_dir.RunDir) holds the metrics (and optionally the out-of-domain metrics, episode metrics
+and the GenTool four-scenario metrics, shown as a second table), an eval folder itself, or NAME=PATH.
 """
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ import json
 import os
 from pathlib import Path
 
+from core.run_dir import EvalDir, RunDir
+
 from . import EvaluationError
+from .tables import Table, to_markdown
 
 METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
            ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
 GROUPS = (("in_domain", "ID"), ("out_of_domain", "OOD"))
-# Whole-episode metrics (evaluate.py episodes: RUN/eval/episodes/*/metrics.json), after the step ones.
+# Whole-episode metrics (evaluate.py episodes: one folder per config in the run's eval folder),
+# after the step ones.
 EPISODE_METRICS = (("proc", "Proc."), ("ans", "Ans."), ("both", "Proc.&Ans."), ("pass_rate", "Pass rate"))
-BLANK = "–"
 
 
 def load_run(spec: str, name: str | None = None) -> dict:
@@ -27,21 +30,20 @@ def load_run(spec: str, name: str | None = None) -> dict:
         name_part, _, spec = spec.partition("=")
         name, path = name or name_part, Path(spec)
     if path.is_dir():
-        folder = path if (path / "metrics.json").exists() else path / "eval"
-        ind, ood = folder / "metrics.json", folder / "metrics_ood.json"
-        gentool = folder / "gentool_metrics.json"
-        default = (path.parent if path.name == "eval" else path).resolve().name
-        episodes = {k: v for f in sorted(folder.glob("episodes/*/metrics.json")) for k, v in _read(f).items()}
+        folder = EvalDir(path) if EvalDir(path).metrics_file().exists() else RunDir(path).eval()
+        ind, ood = folder.metrics_file(), folder.metrics_file("_ood")
+        gentool = folder.gentool_metrics_file()
+        default = (path.parent if RunDir.owning_eval(path) else path).resolve().name
+        episodes = {k: v for f in folder.episode_metrics_files() for k, v in _read(f).items()}
         if not ind.exists() and not ood.exists() and not episodes and not gentool.exists():
-            raise EvaluationError(f"{path}: no eval/metrics.json, eval/metrics_ood.json, "
-                                  "eval/episodes/*/metrics.json or eval/gentool_metrics.json in it")
+            raise EvaluationError(f"{path}: no evaluation metrics in it ({ind}, {ood} or {gentool})")
         return {"name": name or default, "in_domain": _read(ind) if ind.exists() else None,
                 "out_of_domain": _read(ood) if ood.exists() else None, "episodes": episodes,
                 "gentool": _read(gentool) if gentool.exists() else None}
     if not path.exists():
         raise EvaluationError(f"{path}: no such metrics file or run directory")
     default = path.stem
-    if path.parent.name == "eval":  # run/eval/metrics.json: name it after the run
+    if RunDir.owning_eval(path.parent):  # a run's eval metrics file: name it after the run
         default = path.parent.parent.resolve().name
     return {"name": name or default, "in_domain": _read(path), "out_of_domain": None}
 
@@ -103,18 +105,7 @@ def results_table(rows: list[dict]) -> str:
 
 
 def _alpha_umi_table(rows: list[dict]) -> str:
-    columns, data = table_data(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|---" + "|---:" * (len(columns) - 1) + "|"]
-    for values in data:
-        cells = [str(values[0]).replace("|", "\\|")] + [_cell(v) for v in values[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value) -> str:
-    if value is None:
-        return BLANK
-    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
+    return to_markdown(Table(*table_data(rows), numeric=True))
 
 
 def log_wandb(rows: list[dict], project: str | None = None, name: str | None = None) -> str:

@@ -2,10 +2,9 @@
 and the command-line flags that point at them."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Mapping, Sequence
 
+from core.run_dir import RunDir
 from core.vocabulary import TRAINED_ROLES, TURN_ROLES
 
 from . import EvaluationError
@@ -16,19 +15,19 @@ MODES = ("auto", "alpha_umi", "single")
 def load_run_recipe(run_dir, recipe_files: Sequence[str] | None = None,
                     overrides: Sequence[str] = ()) -> dict:
     """The recipe (at least its `template`) for a run: composed from `recipe_files` when given
-    (a full recipe or just a template fragment), else the run's saved `recipe.yaml`."""
+    (a full recipe or just a template fragment), else the recipe saved in the run directory."""
     from omegaconf import OmegaConf
 
     from core.recipe import RecipeError, compose
-    saved = Path(run_dir) / "recipe.yaml"
+    saved = RunDir(run_dir).recipe_file
     try:
         if recipe_files:
             cfg, _ = compose(list(recipe_files), list(overrides))
             data = OmegaConf.to_container(cfg, resolve=True)
         elif saved.is_file():
-            data = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+            data = RunDir(run_dir).load_recipe()
         else:
-            raise EvaluationError(f"{run_dir}: no recipe.yaml in the run directory; give the "
+            raise EvaluationError(f"{run_dir}: no {saved.name} in the run directory; give the "
                                   "recipe the run was trained with (--recipe FILE)")
     except (RecipeError, ValueError) as exc:
         if isinstance(exc, EvaluationError):
@@ -39,15 +38,11 @@ def load_run_recipe(run_dir, recipe_files: Sequence[str] | None = None,
     return data
 
 
-def _is_export(path: Path) -> bool:
-    return (path / "config.json").is_file()
-
-
 def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
     """Export folder of each role found in the run: {role: path}. A `multitask` stage's export
     (one model trained on the planner, caller and summarizer data) serves each of the three roles
     that has no export of its own, with that role's system prompt (alpha_umi mode)."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     found: dict[str, str] = {}
     multitask: str | None = None
     stages = (recipe or {}).get("stages") or {}
@@ -58,28 +53,26 @@ def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
         except Exception:  # noqa: BLE001 - a partial recipe: keep the file order
             names = [n for n, s in stages.items() if s.get("enabled", True)]
         for name in names:  # a later stage of the same role wins
-            role, path = stages[name].get("role"), run_dir / name / "hf"
-            if role in TRAINED_ROLES and _is_export(path):
-                found[role] = str(path)
-            elif role == "multitask" and _is_export(path):
-                multitask = str(path)
-    if run_dir.is_dir():
-        for done in sorted(run_dir.glob("*/DONE.json")):
-            try:
-                role = json.loads(done.read_text()).get("role")
-            except (OSError, ValueError):
+            role, stage = stages[name].get("role"), run.stage(name)
+            if role in TRAINED_ROLES and stage.has_export():
+                found[role] = str(stage.export)
+            elif role == "multitask" and stage.has_export():
+                multitask = str(stage.export)
+    if run.path.is_dir():
+        for stage in run.done_stages():
+            done = stage.read_done()
+            if done is None:
                 continue
-            path = done.parent / "hf"
-            if role in TRAINED_ROLES and role not in found and _is_export(path):
-                found[role] = str(path)
-            elif role == "multitask" and multitask is None and _is_export(path):
-                multitask = str(path)
+            role = done.get("role")
+            if role in TRAINED_ROLES and role not in found and stage.has_export():
+                found[role] = str(stage.export)
+            elif role == "multitask" and multitask is None and stage.has_export():
+                multitask = str(stage.export)
     for role in TRAINED_ROLES:
-        path = run_dir / role / "hf"
-        if role not in found and _is_export(path):
-            found[role] = str(path)
-    if multitask is None and _is_export(run_dir / "multitask" / "hf"):
-        multitask = str(run_dir / "multitask" / "hf")
+        if role not in found and run.stage(role).has_export():
+            found[role] = str(run.stage(role).export)
+    if multitask is None and run.stage("multitask").has_export():
+        multitask = str(run.stage("multitask").export)
     if multitask is not None:
         for role in TURN_ROLES:
             found.setdefault(role, multitask)
@@ -122,7 +115,7 @@ def add_run_args(p) -> None:
                    help="run directory (runs/NAME) holding the stage exports")
     p.add_argument("--recipe", nargs="+", metavar="FILE",
                    help="recipe (or template fragment) the run was trained with; "
-                        "default: RUN/recipe.yaml")
+                        "default: the recipe saved in RUN")
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="auto: alpha_umi when planner, caller and summarizer exports exist, else single")
     p.add_argument("--model", action="append", metavar="ROLE=PATH",

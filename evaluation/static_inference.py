@@ -7,15 +7,16 @@ all three roles with its own system prompt (or, with a template whose `step_targ
 step, produces the whole step in one output). Prompts are rendered with the recipe's template
 (`PromptTemplate`, as training renders them), generation is batched and greedy by default.
 
-A run directory `runs/<name>` holds one Hugging Face export per stage (`<stage>/hf`); the role of
-each is read from the run's `recipe.yaml` (its stages), else from `<stage>/DONE.json`, else from
+A run directory (core.run_dir.RunDir) holds one Hugging Face export per stage; the role of each
+is read from the run's saved recipe (its stages), else from the stage's DONE marker, else from
 the folder name. Mode `auto`: alpha_umi when planner, caller and summarizer exports exist, else
-single with the backbone. The template comes from `--recipe FILE...` when given, else from
-`recipe.yaml` in the run directory (the composed recipe the stage runner saves).
+single with the backbone. The template comes from `--recipe FILE...` when given, else from the
+recipe saved in the run directory (the composed recipe the stage runner saves).
 
-Outputs (atomic writes): `predictions.jsonl` (id, plan, thought, action, arguments, answer,
-raw outputs per role) and `metrics.json` (`evaluation.metrics.score` plus an `inference` block
-with the mode, models, decoding settings and timings).
+Outputs (atomic writes, in the run's eval folder unless `out_dir` says otherwise): predictions
+(id, plan, thought, action, arguments, answer, raw outputs per role) and metrics
+(`evaluation.metrics.score` plus an `inference` block with the mode, models, decoding settings,
+timings and the start and end time).
 """
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from core.recipe import evaluate_defaults
+from core.run_dir import EvalDir, RunDir, now
 from core.vocabulary import TURN_ROLES
 from prompting.prompt_template import PromptTemplate
 from trajectories.trajectory import write_jsonl_atomic
-
-from core.atomic_files import write_text_atomic
 
 from . import EvaluationError
 
@@ -38,10 +39,7 @@ from .run_exports import add_run_args, find_exports, load_run_recipe, resolve_mo
 from .metrics import score
 from .steps import load_steps
 
-EVAL_DEFAULTS = {"references": None, "ood_references": None, "limit": None, "batch_size": 8,
-                 "max_new_tokens": 256, "mode": "auto", "do_sample": False, "temperature": 1.0,
-                 "top_p": 1.0, "seed": 0, "device": None, "dtype": None, "max_prompt_tokens": None,
-                 "models": None, "out_dir": None}
+EVAL_DEFAULTS = evaluate_defaults()  # the recipe schema's `evaluate:` node is their one definition
 
 
 # ----- inference -----------------------------------------------------------------------------
@@ -106,17 +104,17 @@ def _extend(traj: dict, turn: dict) -> dict:
 
 def evaluate_steps(team: Team, steps: list[dict], out_dir, suffix: str = "", meta: dict | None = None,
                    log=None) -> dict:
-    """Predict, score and write `predictions{suffix}.jsonl` and `metrics{suffix}.json`."""
+    """Predict, score and write the predictions and metrics files for `suffix` in `out_dir`."""
+    started = now()
     t0 = time.perf_counter()
     preds, timing = predict_steps(team, steps, log)
     elapsed = time.perf_counter() - t0
     metrics = score(steps, {p["id"]: p for p in preds})
     metrics["inference"] = {**(meta or {}), "timing": timing, "seconds": round(elapsed, 3),
                             "steps_per_second": round(len(steps) / elapsed, 3) if elapsed else None}
-    out_dir = Path(out_dir)
-    write_jsonl_atomic(out_dir / f"predictions{suffix}.jsonl", preds)
-    write_text_atomic(out_dir / f"metrics{suffix}.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    eval_dir = EvalDir(out_dir)
+    write_jsonl_atomic(eval_dir.predictions_file(suffix), preds)
+    return eval_dir.write_metrics(metrics, suffix, started=started, finished=now())
 
 
 def run_static(run_dir, references, *, recipe: Mapping | None = None,
@@ -151,7 +149,7 @@ def run_static(run_dir, references, *, recipe: Mapping | None = None,
                          **({"temperature": temperature, "top_p": top_p, "seed": seed}
                             if do_sample else {})},
             "batch_size": batch_size, "limit": limit}
-    out_dir = Path(out_dir) if out_dir else run_dir / "eval"
+    out_dir = RunDir(run_dir).eval(out_dir).path
     result = {"mode": mode, "out_dir": str(out_dir), "metrics": None, "metrics_ood": None}
     for refs, suffix, key in ((references, "", "metrics"), (ood_references, "_ood", "metrics_ood")):
         if refs is None:
@@ -167,8 +165,8 @@ def run_static(run_dir, references, *, recipe: Mapping | None = None,
 
 
 def evaluate_run(recipe: dict, eval_cfg: dict) -> dict:
-    """The `evaluate:` stage of a recipe: writes run.dir/eval/{predictions.jsonl, metrics.json}
-    (and predictions_ood.jsonl, metrics_ood.json for `ood_references`). `eval_cfg` keys:
+    """The `evaluate:` stage of a recipe: writes the run's eval predictions and metrics (and their
+    out-of-domain twins for `ood_references`). `eval_cfg` keys:
     references, ood_references, limit, batch_size, max_new_tokens, mode (auto / alpha_umi /
     single), do_sample, temperature, top_p, seed, device, dtype, max_prompt_tokens,
     models ({role: export path} overrides), out_dir."""
@@ -184,7 +182,7 @@ def evaluate_run(recipe: dict, eval_cfg: dict) -> dict:
                       temperature=cfg["temperature"], top_p=cfg["top_p"], seed=cfg["seed"],
                       device=cfg["device"], dtype=cfg["dtype"],
                       max_prompt_tokens=cfg["max_prompt_tokens"], models=cfg["models"],
-                      out_dir=cfg["out_dir"] or run_dir / "eval",
+                      out_dir=RunDir(run_dir).eval(cfg["out_dir"]).path,
                       log=lambda m: print(f"[evaluate] {m}", file=sys.stderr, flush=True))
 
 
@@ -197,7 +195,7 @@ def add_static_args(p) -> None:
     p.add_argument("--ood-references", help="an out-of-domain test set (-> metrics_ood.json)")
     p.add_argument("--limit", type=int, help="only the first N steps")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--out", help="output folder (default: RUN/eval)")
+    p.add_argument("--out", help="output folder (default: the run's eval folder)")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)

@@ -5,7 +5,7 @@ Called on every rank after `trainer.fit` (pipeline.sharded_export.export_stage, 
 
   single device / DDP   the module's weights are whole on every rank; rank 0 takes its state dict.
   DeepSpeed ZeRO-2/3    the final state is saved as a sharded DeepSpeed checkpoint
-                        (`checkpoints/last.ckpt/`, every rank writes its shard; skipped when the
+                        (the stage's last checkpoint, every rank writes its shard; skipped when the
                         ModelCheckpoint callback already saved the final step) and rank 0
                         consolidates the fp32 master weights from it with DeepSpeed's
                         zero_to_fp32 (lazily, one tensor at a time), as Lightning's
@@ -28,6 +28,7 @@ from typing import Mapping
 
 import torch
 
+from core.run_dir import RunDir, StageDir
 from core.vocabulary import DTYPES
 
 MODULE_PREFIXES = ("_forward_module.", "model.")  # Lightning wrapper (old), SpanLMModule.model
@@ -74,9 +75,9 @@ def _is_fsdp(strategy) -> bool:
     return isinstance(strategy, FSDPStrategy)
 
 
-def final_deepspeed_checkpoint(trainer, ckpt_dir: Path) -> Path:
+def final_deepspeed_checkpoint(trainer, sdir: StageDir) -> Path:
     """The sharded DeepSpeed checkpoint of the final step (every rank must call this)."""
-    last = ckpt_dir / "last.ckpt"
+    last = sdir.last_checkpoint
     cb = trainer.checkpoint_callback
     saved_step = getattr(cb, "_last_global_step_saved", None) if cb is not None else None
     if saved_step != trainer.global_step or resumable_checkpoint(last) is None:
@@ -109,11 +110,11 @@ def fsdp_full_state_dict(strategy) -> dict | None:
     return _strip(state) if strategy.is_global_zero else None
 
 
-def gather_state_dict(trainer, module, ckpt_dir: Path, dtype: torch.dtype) -> dict | None:
+def gather_state_dict(trainer, module, sdir: StageDir, dtype: torch.dtype) -> dict | None:
     """The stage's final weights as an HF state dict on rank 0 (None on other ranks). Collective."""
     strategy = trainer.strategy if trainer is not None else None
     if strategy is not None and _is_deepspeed(strategy):
-        last = final_deepspeed_checkpoint(trainer, ckpt_dir)
+        last = final_deepspeed_checkpoint(trainer, sdir)
         return consolidate_deepspeed(last, dtype) if trainer.is_global_zero else None
     if strategy is not None and _is_fsdp(strategy):
         return fsdp_full_state_dict(strategy)
@@ -159,10 +160,11 @@ def write_hf_dir(model, tokenizer, out: Path) -> None:
 
 
 def export_stage(trainer, module, tokenizer, out: Path, dtype: str = "bfloat16") -> None:
-    """Every rank: gather/consolidate the final weights; rank 0 writes `out`; then a barrier."""
+    """Every rank: gather/consolidate the final weights; rank 0 writes `out` (the export folder of
+    the stage whose folder holds it); then a barrier."""
     out = Path(out)
     torch_dtype = DTYPES[dtype]
-    state = gather_state_dict(trainer, module, out.parent / "checkpoints", torch_dtype)
+    state = gather_state_dict(trainer, module, StageDir(out.parent), torch_dtype)
     if state is not None:
         model = build_export_model(module.model.config, state, torch_dtype,
                                    getattr(module.model, "generation_config", None))
@@ -194,11 +196,11 @@ def consolidate_stage(recipe: dict, stage: str, out: Path | None = None, dtype: 
     """Write a stage's latest checkpoint (however sharded) as an HF directory, on one process."""
     from transformers import AutoConfig
 
-    from core.stage_config import resolve_init, stage_dir, stage_settings
+    from core.stage_config import resolve_init, stage_settings
     from pipeline.stage_setup import load_tokenizer
     settings = stage_settings(recipe, stage)
-    sdir = stage_dir(recipe, stage)
-    checkpoint = Path(checkpoint or sdir / "checkpoints" / "last.ckpt")
+    sdir = RunDir.of(recipe).stage(stage)
+    checkpoint = Path(checkpoint or sdir.last_checkpoint)
     dtype = dtype or export_dtype(settings)
     init_path = resolve_init(recipe, settings)
     tokenizer = load_tokenizer(recipe, settings, init_path)
@@ -209,7 +211,7 @@ def consolidate_stage(recipe: dict, stage: str, out: Path | None = None, dtype: 
         config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     config.vocab_size = max(config.vocab_size, len(tokenizer))
     state = load_checkpoint_state(checkpoint, DTYPES[dtype])
-    out = Path(out or sdir / "consolidated")
+    out = Path(out or sdir.consolidated)
     write_hf_dir(build_export_model(config, state, DTYPES[dtype]), tokenizer, out)
     return out
 
@@ -222,8 +224,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("args", nargs="*", help="recipe files, then key=value overrides (as for train.py)")
     parser.add_argument("--stage", required=True)
-    parser.add_argument("--checkpoint", help="default: <run.dir>/<stage>/checkpoints/last.ckpt")
-    parser.add_argument("--out", help="default: <run.dir>/<stage>/consolidated")
+    parser.add_argument("--checkpoint", help="default: the stage's last checkpoint (RunDir)")
+    parser.add_argument("--out", help="default: the stage's consolidated/ folder")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: the stage's export dtype")
     ns = parser.parse_intermixed_args(argv)
     recipe = load_recipe(*split_args(ns.args))

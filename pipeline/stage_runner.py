@@ -1,12 +1,8 @@
 """Runs a recipe's stage graph: each stage trains one role and leaves a Hugging Face export.
 
-Layout of a run directory (`run.dir`):
-    tokenizer/                the tokenizer trained on the corpus (embedded default only)
-    <stage>/checkpoints/      Lightning checkpoints (last.ckpt resumes an interrupted stage)
-    <stage>/logs/             CSV metrics (per-span losses, lr, grad norm, tokens/s)
-    <stage>/wandb/            the W&B run (offline unless the recipe or WANDB_MODE says otherwise)
-    <stage>/hf/               save_pretrained of model and tokenizer
-    <stage>/DONE.json         written last: a finished stage is skipped on rerun
+The run directory (`run.dir`) is laid out by core.run_dir.RunDir: per stage its checkpoints
+(resume), CSV log, W&B run (offline unless the recipe or WANDB_MODE says otherwise), HF export and
+the DONE marker written last (a finished stage is skipped on rerun).
 """
 from __future__ import annotations
 
@@ -21,10 +17,10 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
-from core.atomic_files import write_json_atomic, write_text_atomic
 from core.build_sites import STRATEGY, TRAINER
 from core.recipe import enabled_stages, redact, to_yaml
-from core.stage_config import export_dir, resolve_init, stage_dir, stage_settings
+from core.run_dir import RunDir, StageDir, now
+from core.stage_config import resolve_init, stage_settings
 from pipeline.serving import make_servable
 from pipeline.sharded_export import export_dtype, export_stage, resumable_checkpoint
 from pipeline.stage_setup import build_datamodule, launch_rank, load_tokenizer
@@ -32,34 +28,34 @@ from pipeline.strategy_checks import check_stage
 
 
 def is_done(recipe: dict, name: str) -> bool:
-    return (stage_dir(recipe, name) / "DONE.json").is_file()
+    return RunDir.of(recipe).stage(name).is_done()
 
 
-def build_loggers(recipe: dict, settings: dict, sdir: Path):
+def build_loggers(recipe: dict, settings: dict, sdir: StageDir):
     cfg = recipe.get("logger", {})
     loggers = []
     if cfg.get("csv", {}).get("enabled", True):
-        loggers.append(CSVLogger(str(sdir), name="logs", version=""))
+        loggers.append(CSVLogger(str(sdir.logs.parent), name=sdir.logs.name, version=""))
     wb = cfg.get("wandb", {})
     if wb.get("enabled", True):
         mode = os.environ.get("WANDB_MODE", wb.get("mode", "offline"))
-        (sdir / "wandb").mkdir(parents=True, exist_ok=True)
+        sdir.wandb.mkdir(parents=True, exist_ok=True)
         logger = WandbLogger(project=wb.get("project", "alpha-umi-glpft"), entity=wb.get("entity"),
                              name=f"{recipe['run']['name']}/{settings['name']}",
                              group=recipe["run"].get("group") or recipe["run"]["name"],
-                             job_type=settings["role"], tags=wb.get("tags", []), save_dir=str(sdir),
+                             job_type=settings["role"], tags=wb.get("tags", []), save_dir=str(sdir.wandb.parent),
                              mode=mode, log_model=wb.get("log_model", False),
-                             id=_wandb_id(sdir), resume="allow")
+                             id=_wandb_run_id(sdir), resume="allow")
         logger.log_hyperparams({"recipe": redact(recipe), "stage": redact(settings)})
         loggers.append(logger)
     return loggers
 
 
-def _wandb_id(sdir: Path) -> str | None:
+def _wandb_run_id(sdir: StageDir) -> str | None:
     """The same W&B run id across resumes of a stage (rank 0 logs; other ranks need none)."""
     if launch_rank() != 0:
         return None
-    path = sdir / "wandb_id.txt"
+    path = sdir.wandb_run_id_file
     if not path.exists():
         import uuid
         path.write_text(uuid.uuid4().hex[:12])
@@ -71,11 +67,11 @@ def _wandb_id(sdir: Path) -> str | None:
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
-def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
+def build_trainer(recipe: dict, settings: dict, sdir: StageDir) -> L.Trainer:
     strategy = recipe.get("strategy", "auto")
     strategy = STRATEGY.build(strategy) if isinstance(strategy, dict) else strategy
     ckpt = settings.get("checkpoint", {})
-    callbacks = [ModelCheckpoint(dirpath=str(sdir / "checkpoints"), save_last=True, save_top_k=0,
+    callbacks = [ModelCheckpoint(dirpath=str(sdir.checkpoints), save_last=True, save_top_k=0,
                                  every_n_train_steps=ckpt.get("every_n_train_steps", 50),
                                  save_weights_only=ckpt.get("save_weights_only", False)),
                  build_throughput_callback(recipe.get("telemetry"))]
@@ -83,14 +79,15 @@ def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
     return TRAINER.build(settings["trainer"], strategy=strategy, logger=build_loggers(recipe, settings, sdir),
                          callbacks=callbacks, use_distributed_sampler=False, accumulate_grad_batches=1,
                          enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
-                         default_root_dir=str(sdir))
+                         default_root_dir=str(sdir.path))
 
 
 def run_stage(recipe: dict, name: str) -> dict:
     settings = stage_settings(recipe, name)
     check_stage(recipe, settings)  # world size vs num_nodes x devices, DeepSpeed config rules
-    sdir = stage_dir(recipe, name)
-    sdir.mkdir(parents=True, exist_ok=True)
+    started = now()
+    sdir = RunDir.of(recipe).stage(name)
+    sdir.path.mkdir(parents=True, exist_ok=True)
     L.seed_everything(recipe["run"].get("seed", 42), workers=True)
     init_path = resolve_init(recipe, settings)
     if settings["init_from"] and settings["init_from"].startswith("stage:") and not Path(init_path).is_dir():
@@ -103,7 +100,7 @@ def run_stage(recipe: dict, name: str) -> dict:
                           special_token_ids={k: getattr(tokenizer, k)
                                              for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
                           gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
-    last = sdir / "checkpoints" / "last.ckpt"
+    last = sdir.last_checkpoint
     resume = resumable_checkpoint(last)  # a file, or a directory (DeepSpeed / sharded FSDP)
     if resume:
         print(f"[{name}] resuming from {resume}")
@@ -115,9 +112,9 @@ def run_stage(recipe: dict, name: str) -> dict:
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
     make_servable(module.model, tokenizer, max_length=settings["data"].get("max_length"),
                   chat_template=(recipe.get("tokenizer") or {}).get("chat_template"))
-    export_stage(trainer, module, tokenizer, export_dir(recipe, name), dtype=export_dtype(settings))
+    export_stage(trainer, module, tokenizer, sdir.export, dtype=export_dtype(settings))
     if trainer.is_global_zero:
-        write_json_atomic(sdir / "DONE.json", summary)
+        sdir.write_done(summary, started=started)
     for lg in trainer.loggers:
         if isinstance(lg, WandbLogger):
             lg.experiment.finish()
@@ -127,10 +124,10 @@ def run_stage(recipe: dict, name: str) -> dict:
 def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     """Run every enabled stage in dependency order, skipping finished ones; return those run."""
     names = enabled_stages(recipe)
-    run_dir = Path(recipe["run"]["dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDir.of(recipe)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
     if launch_rank() == 0:  # what this run was trained with (evaluation reads it)
-        write_text_atomic(run_dir / "recipe.yaml", to_yaml(redact(recipe)))
+        run_dir.save_recipe(to_yaml(redact(recipe)))
     if only is not None:
         if only not in names:
             raise ValueError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
@@ -138,7 +135,7 @@ def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     ran = []
     for name in names:
         if is_done(recipe, name):
-            print(f"[{name}] already finished ({stage_dir(recipe, name) / 'DONE.json'}); skipping")
+            print(f"[{name}] already finished ({run_dir.stage(name).done_file}); skipping")
             continue
         run_stage(recipe, name)
         ran.append(name)
@@ -152,9 +149,9 @@ def run_evaluation(recipe: dict) -> dict | None:
     cfg = recipe.get("evaluate") or {}
     if not cfg.get("enabled", False) or launch_rank() != 0:
         return None
+    eval_dir = RunDir.of(recipe).eval(cfg.get("out_dir"))
     gentool = cfg.get("task") == "gentool"
-    name = "gentool_metrics.json" if gentool else "metrics.json"
-    metrics = Path(cfg.get("out_dir") or Path(recipe["run"]["dir"]) / "eval") / name
+    metrics = eval_dir.gentool_metrics_file() if gentool else eval_dir.metrics_file()
     if metrics.is_file():
         print(f"[evaluate] already finished ({metrics}); skipping")
         return json.loads(metrics.read_text())

@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from core.build_sites import DATA, TOKENIZER
+from core.run_dir import RunDir
 from core.stage_config import accumulation
 
 
@@ -37,7 +38,7 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
     if source:
         tok = AutoTokenizer.from_pretrained(source)
     else:
-        path = Path(recipe["run"]["dir"]) / "tokenizer"
+        path = RunDir.of(recipe).tokenizer
         if launch_rank() != 0:
             wait_for(path / "tokenizer.json", "the tokenizer rank 0 trains")
         if (path / "tokenizer.json").is_file():

@@ -1,7 +1,6 @@
 """Each ablation overlay composes to what it claims, over the quickstart and the paper's 7B base:
 the enabled stages, where each starts (base model or the backbone's export), and its data
 (instruction part, data fraction, multitask union); and the evaluation serves the right models."""
-import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,8 @@ import pytest
 from conftest import REPO
 from evaluation.static_inference import find_exports, resolve_mode
 from core.recipe import enabled_stages, load_recipe
-from core.stage_config import export_dir, resolve_init, stage_settings
+from core.run_dir import RunDir
+from core.stage_config import resolve_init, stage_settings
 
 BASES = {"quickstart": REPO / "recipes/quickstart.yaml", "7b": REPO / "recipes/llama2_7b_toolbench.yaml"}
 BASE_MODEL = {"quickstart": None, "7b": "meta-llama/Llama-2-7b-hf"}  # model.init_from of the base
@@ -33,7 +33,7 @@ def stages(recipe) -> dict:
 
 
 def glpft_stages(recipe, base, part1="all", part2="all", fraction=1.0):
-    backbone = str(export_dir(recipe, "backbone"))
+    backbone = str(RunDir.of(recipe).stage("backbone").export)
     return {"backbone": ("backbone", None, BASE_MODEL[base], part1, fraction),
             **{r: (r, "stage:backbone", backbone, part2, fraction) for r in ROLES3}}
 
@@ -146,9 +146,9 @@ def test_overlays_compose_with_each_other():
 # ----- which models the evaluation uses ---------------------------------------------------
 def _fake_exports(recipe, run_dir: Path):
     for name in enabled_stages(recipe):
-        (run_dir / name / "hf").mkdir(parents=True)
-        (run_dir / name / "hf" / "config.json").write_text("{}")
-        (run_dir / name / "DONE.json").write_text(json.dumps({"role": recipe["stages"][name]["role"]}))
+        RunDir(run_dir).stage(name).export.mkdir(parents=True)
+        (RunDir(run_dir).stage(name).export / "config.json").write_text("{}")
+        RunDir(run_dir).stage(name).write_done({"role": recipe["stages"][name]["role"]})
 
 
 @pytest.mark.parametrize("overlay,mode,models", [
@@ -165,16 +165,16 @@ def test_evaluation_mode_and_models(tmp_path, overlay, mode, models):
     exports = find_exports(run, recipe)
     assert resolve_mode("auto", exports, run) == mode
     need = ROLES3 if mode == "alpha_umi" else ("backbone",)
-    assert {r: exports[r] for r in need} == {r: str(run / stage / "hf") for r, stage in models.items()}
-    assert find_exports(run) == exports  # from the DONE.json files alone as well
+    assert {r: exports[r] for r in need} == {r: str(RunDir(run).stage(stage).export) for r, stage in models.items()}
+    assert find_exports(run) == exports  # from the DONE markers alone as well
 
 
 def test_a_role_export_wins_over_the_multitask_one(tmp_path):
     run = tmp_path / "r"
     for name, role in (("multitask", "multitask"), ("planner", "planner")):
-        (run / name / "hf").mkdir(parents=True)
-        (run / name / "hf" / "config.json").write_text("{}")
+        RunDir(run).stage(name).export.mkdir(parents=True)
+        (RunDir(run).stage(name).export / "config.json").write_text("{}")
     recipe = {"stages": {"multitask": {"role": "multitask"}, "planner": {"role": "planner"}}}
-    assert find_exports(run, recipe) == {"planner": str(run / "planner/hf"),
-                                         "caller": str(run / "multitask/hf"),
-                                         "summarizer": str(run / "multitask/hf")}
+    export = lambda stage: str(RunDir(run).stage(stage).export)  # noqa: E731
+    assert find_exports(run, recipe) == {"planner": export("planner"), "caller": export("multitask"),
+                                         "summarizer": export("multitask")}

@@ -7,7 +7,6 @@ so 1 process x 2 micro-batches and 2 processes x 1 micro-batch see the same exam
 step, and the loss is normalised by the supervised tokens of the whole step in both.
 """
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
+from core.run_dir import RunDir
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SHRINK = ["data.max_length=256", "logger.wandb.enabled=false", "logger.progress_bar=false",
@@ -47,12 +47,12 @@ def _finish(proc, timeout=400):
 
 
 def _losses(run_dir, stage):
-    rows = csv.DictReader(open(run_dir / stage / "logs" / "metrics.csv"))
+    rows = csv.DictReader(open(RunDir(run_dir).stage(stage).csv_log))
     return [(int(r["step"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
 
 
 def _export(run_dir, stage):
-    return load_file(run_dir / stage / "hf" / "model.safetensors")
+    return load_file(RunDir(run_dir).stage(stage).export / "model.safetensors")
 
 
 def _assert_same_curves(a_dir, b_dir, stages=("backbone", "planner"), tol=1e-4):
@@ -74,10 +74,10 @@ def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(tmp_pat
     _finish(p1), _finish(p2)
     _assert_same_curves(one, two)
     for stage in ("backbone", "planner"):
-        done = json.loads((two / stage / "DONE.json").read_text())
-        assert done["global_step"] == json.loads((one / stage / "DONE.json").read_text())["global_step"]
+        done = RunDir(two).stage(stage).read_done()
+        assert done["global_step"] == RunDir(one).stage(stage).read_done()["global_step"]
     # only rank 0 wrote logs and exports (one metrics file, no leftovers of a second writer)
-    assert not list(two.glob("*/hf.tmp")) and len(list(two.glob("*/logs/metrics.csv"))) == 2
+    assert not list(two.glob("*/hf.tmp")) and len(RunDir(two).logged_stages()) == 2
     # offline consolidation of a stage's Lightning checkpoint file into an HF directory
     from pipeline.sharded_export import main as consolidate
     assert consolidate([str(QUICKSTART), f"run.dir={two}", "--stage", "planner", "--out", str(tmp_path / "c")]) == 0
@@ -143,7 +143,7 @@ def test_deepspeed_zero3_on_cpu_matches_single_process_and_resumes(tmp_path, bas
     exact: 2 ranks x 1 micro-batch x accumulate 2 vs 1 process x 2 micro-batches x accumulate 2.
     Covers model construction under zero.Init (transformers' ZeRO-3 from_pretrained), the lm_head
     gather in the sparse loss, accumulation over micro-batches inside one engine forward, checkpoint
-    consolidation into the export the planner starts from, and resume from `last.ckpt/`."""
+    consolidation into the export the planner starts from, and resume from the last (sharded) checkpoint directory."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(repo=str(REPO)))
     base = [f"model.init_from={base_checkpoint}", "model.config=null", f"tokenizer.from_pretrained={base_checkpoint}",
@@ -159,16 +159,16 @@ def test_deepspeed_zero3_on_cpu_matches_single_process_and_resumes(tmp_path, bas
     p_ds = _start(driver, ds, *base, *zero3, env=env)
     _finish(p_ref), _finish(p_ds, timeout=600)
     _assert_same_curves(ref, ds)
-    last = ds / "planner" / "checkpoints" / "last.ckpt"
+    last = RunDir(ds).stage("planner").last_checkpoint
     assert (last / "latest").is_file(), "ZeRO-3 checkpoints are directories"
 
     # resume: the planner's final sharded checkpoint, one more epoch
-    step_before = json.loads((ds / "planner" / "DONE.json").read_text())["global_step"]
-    (ds / "planner" / "DONE.json").unlink()
+    step_before = RunDir(ds).stage("planner").read_done()["global_step"]
+    RunDir(ds).stage("planner").done_file.unlink()
     out = _finish(_start(driver, ds, *base, *zero3, "stages.planner.trainer.max_epochs=2", env=env), timeout=600)
     assert f"resuming from {last}" in out
     assert "[backbone] already finished" in out
-    step_after = json.loads((ds / "planner" / "DONE.json").read_text())["global_step"]
+    step_after = RunDir(ds).stage("planner").read_done()["global_step"]
     assert step_after == 2 * step_before
     steps = [s for s, _ in _losses(ds, "planner")]
     assert steps == sorted(steps) and steps[-1] == step_after - 1

@@ -49,11 +49,11 @@ def args_for(url, out, *over, in_flight=16):
             "executor.simulator.llm.max_retries=0", f"judge.llm.base_url={url}",
             "judge.llm.max_retries=0", "endpoint.max_retries=0", "endpoint.timeout_s=2",
             *over, "--run", str(out / "run"), "--recipe", str(TEMPLATE),
-            "--endpoint", f"all={url}", "--out", str(out / "eval")]
+            "--endpoint", f"all={url}", "--out", str(out / "episodes_out")]
 
 
 def read(out):
-    lines = (out / "eval" / "episodes.jsonl").read_text().splitlines()
+    lines = (out / "episodes_out" / "episodes.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
@@ -64,15 +64,15 @@ def test_gold_script_scores_100_and_perturbed_calls_score_lower(tmp_path, refere
     recs = read(tmp_path / "gold")
     assert sorted(r["id"] for r in recs) == sorted(t["id"] for t in references)
     assert {r["termination"] for r in recs} == {"answer"}
-    metrics = json.loads((tmp_path / "gold/eval/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "gold/episodes_out/metrics.json").read_text())
     assert (metrics["proc"], metrics["ans"], metrics["both"]) == (100.0, 100.0, 100.0)
-    summary = json.loads((tmp_path / "gold/eval/summary.json").read_text())
+    summary = json.loads((tmp_path / "gold/episodes_out/summary.json").read_text())
     assert summary["judge"]["per_api"]["Axolotl"]["proc"] == 100.0
     # every request the server saw is counted: agent roles, the simulated tools and the judge
     n_calls = sum(len(c) for c in golden.values())
     assert summary["run"]["llm_calls"] == served > 2 * n_calls + 3 * len(golden)
     assert summary["run"]["episodes_per_s"] > 0 and summary["run"]["llm_calls_per_s"] > 0
-    assert SECRET not in (tmp_path / "gold/eval/episodes.jsonl").read_text()
+    assert SECRET not in (tmp_path / "gold/episodes_out/episodes.jsonl").read_text()
 
     ordered = sorted(golden)
     wrong = set(ordered[0::5])         # 20 with a wrong argument in their calls: process and answer no
@@ -80,7 +80,7 @@ def test_gold_script_scores_100_and_perturbed_calls_score_lower(tmp_path, refere
     with FakeOpenAIServer(rules(golden, wrong_calls=wrong.__contains__,
                                 wrong_answer=sorry.__contains__)) as server:
         assert evaluate.main(args_for(server.base_url, tmp_path / "wrong")) == 0
-    metrics = json.loads((tmp_path / "wrong/eval/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "wrong/episodes_out/metrics.json").read_text())
     assert (metrics["proc"], metrics["ans"], metrics["both"]) == (80.0, 70.0, 70.0)
 
 
@@ -99,7 +99,7 @@ def test_crash_timeout_and_unparseable_verdicts_are_counted(tmp_path, references
     assert recs[ids[slow]]["termination"] == "error" and "timeouts" in recs[ids[slow]]["error"]
     assert recs[ids[vague]]["verdict"]["asks"] == 2 and recs[ids[vague]]["verdict"]["process"] == "yes"
     assert recs[ids[never]]["verdict"]["process"] == "unparseable"
-    summary = json.loads((tmp_path / "eval/summary.json").read_text())
+    summary = json.loads((tmp_path / "episodes_out/summary.json").read_text())
     assert summary["errors"] == 2 and summary["terminations"]["answer"] == len(references) - 2
     assert summary["judge"]["verdicts"]["process"] == {"not_judged": 2, "unparseable": 1, "yes": 97}
     assert summary["judge"]["proc"] == 97.0
@@ -111,7 +111,7 @@ def test_rerun_after_kill_9_has_each_id_once(tmp_path, references, golden):
         env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        out = tmp_path / "eval" / "episodes.jsonl"
+        out = tmp_path / "episodes_out" / "episodes.jsonl"
         deadline = time.time() + 60
         while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
             time.sleep(0.05)
@@ -169,9 +169,9 @@ def test_episodes_with_local_exports(tmp_path):
     rc = evaluate.main(["episodes", str(REPO / "recipes/eval/toolbench_pass_rate.yaml"), "limit=4",
                         "max_steps=2", "in_flight=4", "judge.enabled=false", "progress=false",
                         "--run", str(run), "--max-new-tokens", "8", "--device", "cpu",
-                        "--out", str(tmp_path / "eval")])
+                        "--out", str(tmp_path / "episodes_out")])
     assert rc == 0
     recs = read(tmp_path)
     assert len(recs) == 4 and all(r["termination"] != "error" for r in recs)
-    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "episodes_out/metrics.json").read_text())
     assert metrics == {"episodes": 4, "answered": metrics["answered"], "errors": 0}

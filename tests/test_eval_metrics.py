@@ -123,7 +123,7 @@ def _run(*args):
 def test_cli_score(tmp_path):
     steps = tmp_path / "steps.jsonl"
     assert _run("steps", "--references", DEV, "--out", steps).returncode == 0
-    out = tmp_path / "eval" / "metrics.json"
+    out = tmp_path / "scores" / "metrics.json"
     proc = _run("score", "--references", DEV, "--predictions", steps, "--out", out)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import REPO
 from core.recipe import load_recipe
+from core.run_dir import RunDir
 from evaluation.results_table import load_runs, results_table
 from pipeline.stage_runner import run_recipe
 
@@ -36,13 +37,13 @@ def toy_run(tmp_path_factory):
 
 def test_selector_learns_its_training_examples_and_the_table_is_written(toy_run):
     recipe, run_dir = toy_run
-    metrics = json.loads((run_dir / "eval" / "gentool_metrics.json").read_text())
+    metrics = json.loads((RunDir(run_dir).eval().gentool_metrics_file()).read_text())
     train = metrics["train"]["all"]
     assert train["n"] >= 4
     assert train["selection_acc"] >= 0.9, train
     assert set(metrics["test"]) >= {"all", "seen_query/seen_tool"}
     assert metrics["test"]["all"]["top1"] is None  # no ranking stage in this ablation
-    table = (run_dir / "eval" / "gentool_table.md").read_text()
+    table = (RunDir(run_dir).eval().gentool_table_file()).read_text()
     assert "| training examples |" in table and "| all test |" in table
     joined = results_table(load_runs([str(run_dir)]))
     assert "Sel. Acc SQ/ST" in joined and "Plan ACC" not in joined

@@ -67,12 +67,12 @@ def test_toolbench_pass_rate_with_replayed_tools(tmp_path):
         rc = evaluate.main(["episodes", str(REPO / "recipes/eval/toolbench_pass_rate.yaml"), "limit=6",
                             "progress=false", f"judge.llm.base_url={server.base_url}",
                             "--run", str(tmp_path / "run"), "--recipe", str(REPO / "recipes/template/glpft.yaml"),
-                            "--endpoint", f"all={server.base_url}", "--out", str(tmp_path / "eval")])
+                            "--endpoint", f"all={server.base_url}", "--out", str(tmp_path / "episodes_out")])
     assert rc == 0
-    recs = [json.loads(line) for line in (tmp_path / "eval/episodes.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (tmp_path / "episodes_out/episodes.jsonl").read_text().splitlines()]
     assert len(recs) == 6 and {r["termination"] for r in recs} == {"answer"}
     # the replayed observations are the recorded ones
     first = next(r for r in recs if r["id"] == refs[0]["id"])["trajectory"]
     recorded = [t["content"] for t in refs[0]["turns"] if t["role"] == "observation"]
     assert [t["content"] for t in first["turns"] if t["role"] == "observation"] == recorded
-    assert json.loads((tmp_path / "eval/metrics.json").read_text())["pass_rate"] == 50.0
+    assert json.loads((tmp_path / "episodes_out/metrics.json").read_text())["pass_rate"] == 50.0

@@ -12,6 +12,7 @@ from datamodules.tool_use_datamodule import pad_batch
 from lightning_modules.packed_attention import segment_ids
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.span_loss import forward_hidden, shift_labels, sparse_span_loss
+from core.run_dir import RunDir
 
 VOCAB, PAD = 97, 0
 
@@ -197,11 +198,11 @@ def test_quickstart_packed_end_to_end(tmp_path):
         "trainer.limit_val_batches=0", "logger.wandb.enabled=false", "logger.progress_bar=false",
         "telemetry.log_every_n_steps=2"])
     assert run_recipe(recipe) == ["backbone"]
-    rows = list(csv.DictReader(open(tmp_path / "backbone" / "logs" / "metrics.csv")))
+    rows = list(csv.DictReader(open(RunDir(tmp_path).stage("backbone").csv_log)))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) >= 4 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-2:]) / 2 < losses[0]
     perf = [r for r in rows if r.get("perf/supervised_tokens_per_sec_per_device")]
     assert perf and float(perf[0]["perf/nonpad_tokens_per_sec_per_device"]) > 0
     assert "perf/mfu" not in rows[0]  # CPU and no peak_flops: no MFU
-    assert (tmp_path / "backbone" / "hf" / "config.json").is_file()
+    assert RunDir(tmp_path).stage("backbone").has_export()

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from evaluation.results_table import load_runs, log_wandb, results_table
+from core.run_dir import RunDir
 
 ROOT = Path(__file__).parents[1]
 A_IN = {"plan_acc": 81.2345, "act_em": 70.0, "hallu": 1.5, "arg_f1": 65.555, "rouge_l": 40.0}
@@ -13,9 +14,10 @@ B_IN = {"plan_acc": 50.0, "act_em": 40.0, "hallu": 10.0, "arg_f1": 30.0}
 
 def _files(tmp_path):
     run = tmp_path / "run_a"
-    (run / "eval").mkdir(parents=True)
-    (run / "eval/metrics.json").write_text(json.dumps(A_IN))
-    (run / "eval/metrics_ood.json").write_text(json.dumps(A_OOD))
+    evald = RunDir(run).eval()
+    evald.path.mkdir(parents=True)
+    evald.metrics_file().write_text(json.dumps(A_IN))
+    evald.metrics_file("_ood").write_text(json.dumps(A_OOD))
     b = tmp_path / "b_metrics.json"
     b.write_text(json.dumps(B_IN))
     return run, b
@@ -36,7 +38,7 @@ def test_table_in_and_out_of_domain(tmp_path):
 def test_table_cli_in_domain_only(tmp_path):
     run, b = _files(tmp_path)
     out = tmp_path / "table.md"
-    proc = subprocess.run([sys.executable, "evaluate.py", "table", str(run / "eval/metrics.json"),
+    proc = subprocess.run([sys.executable, "evaluate.py", "table", str(RunDir(run).eval().metrics_file()),
                            str(b), "--names", "ours", "base", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -41,7 +41,7 @@ def save_export(out: Path, max_length: int = 384) -> Path:
 
 def test_an_export_carries_what_a_server_needs(tmp_path):
     from transformers import AutoTokenizer, GenerationConfig
-    path = save_export(tmp_path / "hf")
+    path = save_export(tmp_path / "export")
     tok = AutoTokenizer.from_pretrained(path)
     gen = GenerationConfig.from_pretrained(path)
     assert tok.model_max_length == 384
@@ -64,7 +64,7 @@ def free_port() -> int:
 def served(tmp_path_factory):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    export = save_export(tmp_path_factory.mktemp("serve") / "hf")
+    export = save_export(tmp_path_factory.mktemp("serve") / "export")
     port = free_port()
     log = open(export.parent / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-c", "from transformers.cli.transformers import main; main()",
@@ -109,9 +109,9 @@ def test_episodes_against_transformers_serve(served, tmp_path, monkeypatch):
                             "judge.fail_without_judging=[error]",
                             "--run", str(tmp_path / "run"), "--recipe", str(TEMPLATE),
                             "--endpoint", f"all={base_url}", "--endpoint-model", f"all={export}",
-                            "--max-new-tokens", "12", "--out", str(tmp_path / "eval")])
+                            "--max-new-tokens", "12", "--out", str(tmp_path / "episodes_out")])
     assert rc == 0
-    recs = [json.loads(line) for line in (tmp_path / "eval/episodes.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (tmp_path / "episodes_out/episodes.jsonl").read_text().splitlines()]
     ids = [t["id"] for t in load_trajectories(REPO / "data/toolalpaca/eval_simulated.json",
                                               format="toolalpaca_eval").trajectories[:3]]
     assert sorted(r["id"] for r in recs) == sorted(ids)
@@ -119,7 +119,7 @@ def test_episodes_against_transformers_serve(served, tmp_path, monkeypatch):
     assert {r["termination"] for r in recs} <= {"answer", "give_up", "max_steps", "unparseable_plan",
                                                 "invalid_call"}
     assert all(r["trajectory"]["meta"]["outputs"] for r in recs)
-    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "episodes_out/metrics.json").read_text())
     assert metrics["episodes"] == 3 and metrics["errors"] == 0
 
 

@@ -152,7 +152,7 @@ def _ids(corpus: Path) -> list[str]:
 def test_a_killed_run_resumes_with_each_instance_once(tmp_path):
     over = {"instructions_per_api": 12, "llm": {"concurrency": 2}, "output": {"dir": str(tmp_path)}}
     with FakeOpenAIServer(simulator_rules(), latency=0.03) as server:
-        recipe = tmp_path / "recipe.yaml"
+        recipe = tmp_path / "simulate.yaml"
         recipe.write_text(OmegaConf.to_yaml({"simulator": settings(server.base_url, **over)}))
         corpus = tmp_path / f"simulator-{_hash(recipe)}" / "corpus.jsonl"
         proc = subprocess.Popen([sys.executable, "-m", "simulators", str(recipe)], cwd=REPO,

@@ -15,6 +15,7 @@ from evaluation.metrics import load_predictions
 from evaluation.static_inference import (evaluate_run, find_exports, predict_steps, resolve_mode,
                                          run_static, step_trajectory)
 from evaluation.steps import load_steps, write_steps
+from core.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO / "data/toolbench/dev_conversations.json"
@@ -28,8 +29,9 @@ def load_template(name: str = "glpft") -> dict:
 
 
 def build_tiny_run(root: Path) -> Path:
-    """tmp/run/{backbone,planner,caller,summarizer}/hf (1-layer Llama, hidden 32, BPE 300) and
-    run/recipe.yaml with the glpft template; shared by the test modules of a session."""
+    """A run directory with exports of backbone, planner, caller and summarizer (1-layer Llama,
+    hidden 32, BPE 300) and the saved recipe with the glpft template; shared by the test modules
+    of a session."""
     if "run" in _CACHE:
         return _CACHE["run"]
     import torch
@@ -50,11 +52,11 @@ def build_tiny_run(root: Path) -> Path:
         # as in the stage exports, the config keeps Llama's default special ids (eos 2 is this
         # tokenizer's <pad>): generation must stop at the tokenizer's EOS, not the config's
         model = LlamaForCausalLM(cfg)
-        model.save_pretrained(run / role / "hf")
-        tok.save_pretrained(run / role / "hf")
+        model.save_pretrained(RunDir(run).stage(role).export)
+        tok.save_pretrained(RunDir(run).stage(role).export)
     recipe = {"run": {"name": "tiny", "dir": str(run)}, "tokenizer": {"add_bos": True},
               "template": template}
-    OmegaConf.save(OmegaConf.create(recipe), run / "recipe.yaml")
+    OmegaConf.save(OmegaConf.create(recipe), RunDir(run).recipe_file)
     _CACHE["run"] = run
     return run
 
@@ -89,7 +91,7 @@ def test_static_end_to_end_and_deterministic(tiny_run, dev_steps, tmp_path):
     assert {"plan_acc", "act_em", "hallu", "arg_f1", "rouge_l", "counts", "n_steps"} <= set(metrics)
     assert metrics["n_steps"] == 5 and metrics["n_missing"] == 0
     assert metrics["inference"]["mode"] == "alpha_umi"
-    assert metrics["inference"]["models"]["planner"].endswith("planner/hf")
+    assert metrics["inference"]["models"]["planner"] == str(RunDir(tiny_run).stage("planner").export)
     assert metrics == res["metrics"]
     # greedy decoding: a second run gives the same predictions, byte for byte
     run_static(tiny_run, DEV, out_dir=tmp_path / "b", **kw)
@@ -104,7 +106,7 @@ def test_single_mode_uses_backbone(tiny_run, tmp_path):
 
 
 def test_left_padding_matches_unbatched(tiny_run, dev_steps):
-    model, tok = load_model(str(tiny_run / "planner" / "hf"), device="cpu")
+    model, tok = load_model(str(RunDir(tiny_run).stage("planner").export), device="cpu")
     tpl = PromptTemplate(load_template("glpft"))
     enc = SegmentEncoder(tok)
     prompts = [encode_prompt(enc, tpl.render_prompt("planner", step_trajectory(s), "planner"),
@@ -121,7 +123,7 @@ def test_left_padding_matches_unbatched(tiny_run, dev_steps):
 
 def test_prompt_ids_match_training_encoding(tiny_run, dev_steps):
     """Untruncated prompt ids are SegmentEncoder.prompt_ids of render_prompt: as training."""
-    _model, tok = load_model(str(tiny_run / "caller" / "hf"), device="cpu")
+    _model, tok = load_model(str(RunDir(tiny_run).stage("caller").export), device="cpu")
     tpl = PromptTemplate(load_template("glpft"))
     enc = SegmentEncoder(tok, add_bos=True)
     segs = tpl.render_prompt("caller", step_trajectory(dev_steps[1]), "caller")
@@ -130,7 +132,7 @@ def test_prompt_ids_match_training_encoding(tiny_run, dev_steps):
 
 
 def test_truncation_keeps_bos_header_and_end(tiny_run, dev_steps):
-    _model, tok = load_model(str(tiny_run / "planner" / "hf"), device="cpu")
+    _model, tok = load_model(str(RunDir(tiny_run).stage("planner").export), device="cpu")
     tpl = PromptTemplate(load_template("glpft"))
     enc = SegmentEncoder(tok, add_bos=True)
     traj = {"id": "t", "tools": [{"name": "f", "description": "d", "parameters": {}}],
@@ -218,41 +220,43 @@ def _fake_export(path: Path):
 
 def test_find_exports_and_modes(tmp_path):
     run = tmp_path / "r"
-    _fake_export(run / "backbone" / "hf")
+    _fake_export(RunDir(run).stage("backbone").export)
     assert resolve_mode("auto", find_exports(run), run) == "single"
     with pytest.raises(EvaluationError, match="planner"):
         resolve_mode("alpha_umi", find_exports(run), run)
-    # roles from DONE.json (stage names need not be role names)
-    _fake_export(run / "plan_stage" / "hf")
-    (run / "plan_stage" / "DONE.json").write_text(json.dumps({"role": "planner"}))
+    # roles from the DONE markers (stage names need not be role names)
+    _fake_export(RunDir(run).stage("plan_stage").export)
+    RunDir(run).stage("plan_stage").write_done({"role": "planner"})
     # roles from the recipe's stages
     for name in ("c2", "s2"):
-        _fake_export(run / name / "hf")
+        _fake_export(RunDir(run).stage(name).export)
     recipe = {"stages": {"c2": {"role": "caller"}, "s2": {"role": "summarizer"}}}
     exports = find_exports(run, recipe)
-    assert exports == {"caller": str(run / "c2/hf"), "summarizer": str(run / "s2/hf"),
-                       "planner": str(run / "plan_stage/hf"), "backbone": str(run / "backbone/hf")}
+    export = lambda stage: str(RunDir(run).stage(stage).export)  # noqa: E731
+    assert exports == {"caller": export("c2"), "summarizer": export("s2"),
+                       "planner": export("plan_stage"), "backbone": export("backbone")}
     assert resolve_mode("auto", exports, run) == "alpha_umi"
     with pytest.raises(EvaluationError):
         resolve_mode("auto", {}, run)
 
 
 def test_evaluate_run_stage(tiny_run, dev_steps, tmp_path):
-    """The recipe's `evaluate:` node: run.dir/eval/{predictions,metrics}[_ood]."""
+    """The recipe's `evaluate:` node: predictions and metrics (and their _ood twins) in the run's
+    eval folder."""
     run = tmp_path / "run"
     run.mkdir()
     for role in ("planner", "caller", "summarizer"):
         (run / role).symlink_to(tiny_run / role)
-    recipe = OmegaConf.to_container(OmegaConf.load(tiny_run / "recipe.yaml"))
+    recipe = OmegaConf.to_container(OmegaConf.load(RunDir(tiny_run).recipe_file))
     recipe["run"]["dir"] = str(run)
     ood = tmp_path / "ood_steps.jsonl"
     write_steps(ood, dev_steps[5:7])  # a steps file is a valid test set too
     res = evaluate_run(recipe, {"references": str(DEV), "ood_references": str(ood), "limit": 2,
                                 "batch_size": 8, "max_new_tokens": 4, "mode": "auto"})
     for name in ("predictions.jsonl", "metrics.json", "predictions_ood.jsonl", "metrics_ood.json"):
-        assert (run / "eval" / name).is_file()
-    assert json.loads((run / "eval/metrics_ood.json").read_text())["n_steps"] == 2
-    assert [p["id"] for p in _read(run / "eval/predictions_ood.jsonl")] == [s["id"] for s in dev_steps[5:7]]
+        assert (RunDir(run).eval().path / name).is_file()
+    assert RunDir(run).eval().read_metrics("_ood")["n_steps"] == 2
+    assert [p["id"] for p in _read(RunDir(run).eval().predictions_file("_ood"))] == [s["id"] for s in dev_steps[5:7]]
     assert res["metrics"]["n_steps"] == 2
     from evaluation.results_table import load_run
     row = load_run(str(run))
@@ -269,7 +273,7 @@ def test_cli_static(tiny_run, tmp_path, capsys):
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["n_steps"] == 2
     assert len(_read(out / "predictions.jsonl")) == 2
-    # a run without recipe.yaml needs --recipe (a full recipe or the template fragment)
+    # a run without a saved recipe needs --recipe (a full recipe or the template fragment)
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "backbone").symlink_to(tiny_run / "backbone")
@@ -284,7 +288,7 @@ def test_cli_static(tiny_run, tmp_path, capsys):
 
 
 def test_local_role_lazy_load_and_release(tiny_run, dev_steps):
-    role = LocalRole(str(tiny_run / "summarizer" / "hf"), prompt_role="summarizer", max_new_tokens=3)
+    role = LocalRole(str(RunDir(tiny_run).stage("summarizer").export), prompt_role="summarizer", max_new_tokens=3)
     assert role.model is None
     tpl = PromptTemplate(load_template("glpft"))
     traj = step_trajectory(dev_steps[0])

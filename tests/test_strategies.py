@@ -8,6 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO
+from core.run_dir import StageDir
 from core.recipe import RecipeError, load_recipe
 from core.stage_config import stage_settings
 from pipeline.strategy_checks import (StrategyError, check_deepspeed, check_launch, check_stage,
@@ -159,11 +160,12 @@ def test_module_classes_for_fsdp_wrap_policy():
 
 def test_resume_detection_accepts_checkpoint_directories(tmp_path):
     from pipeline.sharded_export import resumable_checkpoint
-    f = tmp_path / "last.ckpt"
+    f = StageDir(tmp_path / "file").last_checkpoint
     assert resumable_checkpoint(f) is None
+    f.parent.mkdir(parents=True)
     f.write_bytes(b"x")
     assert resumable_checkpoint(f) == str(f)
-    ds, fsdp, partial = (tmp_path / n / "last.ckpt" for n in ("ds", "fsdp", "partial"))
+    ds, fsdp, partial = (StageDir(tmp_path / n).last_checkpoint for n in ("ds", "fsdp", "partial"))
     for d in (ds, fsdp, partial):
         d.mkdir(parents=True)
     (ds / "latest").write_text("checkpoint")  # DeepSpeed writes `latest` after every shard
@@ -189,12 +191,13 @@ def test_export_from_a_lightning_state_dict(tmp_path, bpe_tokenizer, tie, dtype)
     if tie:
         state.pop("model.lm_head.weight")  # zero_to_fp32 keeps one copy of a shared parameter
     model = build_export_model(src.config, _strip(state), DTYPES[dtype])
-    write_hf_dir(model, bpe_tokenizer, tmp_path / "hf")
-    back = LlamaForCausalLM.from_pretrained(tmp_path / "hf", dtype="auto")
-    assert back.dtype == DTYPES[dtype] and json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == dtype
+    out = StageDir(tmp_path).export
+    write_hf_dir(model, bpe_tokenizer, out)
+    back = LlamaForCausalLM.from_pretrained(out, dtype="auto")
+    assert back.dtype == DTYPES[dtype] and json.loads((out / "config.json").read_text())["dtype"] == dtype
     for k, v in src.state_dict().items():
         assert torch.equal(back.state_dict()[k], v.to(DTYPES[dtype])), k
-    assert (tmp_path / "hf" / "tokenizer.json").is_file() and not (tmp_path / "hf.tmp").exists()
+    assert (out / "tokenizer.json").is_file() and not out.with_name(out.name + ".tmp").exists()
 
 
 def test_export_refuses_incomplete_weights():
@@ -216,8 +219,8 @@ def test_export_dtype_defaults_to_the_model_dtype():
 def test_single_process_export_without_trainer(tmp_path, bpe_tokenizer):
     from pipeline.sharded_export import export_stage
     module = SimpleNamespace(model=_tiny())
-    export_stage(None, module, bpe_tokenizer, tmp_path / "hf", dtype="bfloat16")
-    back = LlamaForCausalLM.from_pretrained(tmp_path / "hf")
+    export_stage(None, module, bpe_tokenizer, StageDir(tmp_path).export, dtype="bfloat16")
+    back = LlamaForCausalLM.from_pretrained(StageDir(tmp_path).export)
     assert torch.equal(back.state_dict()["lm_head.weight"],
                        module.model.lm_head.weight.detach().to(torch.bfloat16).to(back.dtype))
 

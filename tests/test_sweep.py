@@ -12,7 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from pipeline.sweep import SweepError, load_sweep
+from core.run_dir import RunDir, now
+from pipeline.sweeps import SweepError, load_sweep
 from sweep import main
 
 ABLATIONS_SPEC = REPO / "recipes/sweeps/quickstart_ablations.yaml"
@@ -40,12 +41,19 @@ def write_spec(path: Path, **changes) -> Path:
     return path
 
 
+def runs(out: Path) -> list[RunDir]:
+    return [RunDir(p) for p in sorted((out / "runs").iterdir())] if (out / "runs").is_dir() else []
+
+
 def done_mtimes(out: Path) -> dict:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.glob("runs/*/*/DONE.json"))}
+    """File times only to prove that nothing rewrote a DONE marker."""
+    return {str(s.done_file.relative_to(out)): s.done_file.stat().st_mtime_ns
+            for run in runs(out) for s in run.done_stages()}
 
 
 def eval_mtimes(out: Path) -> dict:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.glob("runs/*/eval/metrics.json"))}
+    return {str(run.eval().metrics_file().relative_to(out)): run.eval().metrics_file().stat().st_mtime_ns
+            for run in runs(out) if run.eval().metrics_file().is_file()}
 
 
 def index(out: Path) -> dict:
@@ -115,29 +123,36 @@ def test_override_order_and_command_line(tmp_path):
     assert sweep.variants[0].run_dir == Path("runs/quickstart-ablations/a-data_fraction_0.5")
 
 
+# one error form for recipes and sweep specs (core.recipe.schema_errors / key_error): the key
+# path, what is wrong, and the file (or the command line) that set it
 @pytest.mark.parametrize("change,args,message", [
-    ({"variant": {}}, [], "key 'sweep.variant' (in {spec}): unknown key"),
-    ({"name": None}, [], "key 'sweep.name' (in {spec}): required"),
-    ({"base": None}, [], "key 'sweep.base' (in {spec}): required"),
-    ({"base": ["recipes/nope.yaml"]}, [], "key 'sweep.base[0]' (in {spec}): file not found: recipes/nope.yaml"),
-    ({"overrides": ["max_length"]}, [], "key 'sweep.overrides[0]' (in {spec}): 'max_length' is not of the form"),
+    ({"variant": {}}, [], "unknown key 'sweep.variant' (from {spec})"),
+    ({"name": None}, [], "missing required key 'sweep.name' (in {spec})"),
+    ({"base": None}, [], "missing required key 'sweep.base' (in {spec})"),
+    ({"base": ["recipes/nope.yaml"]}, [], "key 'sweep.base[0]': file not found: recipes/nope.yaml (from {spec})"),
+    ({"overrides": ["max_length"]}, [],
+     "key 'sweep.overrides[0]': 'max_length' is not of the form key=value (from {spec})"),
     ({"overrides": ["trainer.max_epoch=2"]}, [],
      "unknown key 'trainer.max_epoch' (from 'sweep.overrides[0]' in {spec})"),
-    ({"variants": {"a": {"recipe": []}}}, [], "key 'sweep.variants.a.recipe' (in {spec}): unknown key"),
-    ({"variants": {"a b": {}}}, [], "key 'sweep.variants.a b' (in {spec}): a variant name"),
+    ({"variants": {"a": {"recipe": []}}}, [], "unknown key 'sweep.variants.a.recipe' (from {spec})"),
+    ({"variants": {"a b": {}}}, [], "key 'sweep.variants': 'a b' is not a name of letters, digits and _ . + -"),
     ({"variants": {"a": {"overrides": ["data.layout=zigzag"]}}}, [],
      "key 'data.layout'"),
-    ({"grid": {"data.data_fraction": 0.5}}, [], "key 'sweep.grid' (in {spec}): 'data.data_fraction' must be a non-empty list"),
+    ({"grid": {"data.data_fraction": 0.5}}, [],
+     "key 'sweep.grid.data.data_fraction': 0.5 is not a non-empty list of distinct values"),
+    ({"grid": {"data.data_fraction": [0.5, 0.5]}}, [],
+     "key 'sweep.grid.data.data_fraction': [0.5, 0.5] is not a non-empty list of distinct values"),
     ({"grid": {"data.data_fraction": [0.5, 2.0]}}, [],
      "variant 'alpha_umi-data_fraction_2.0': invalid recipe:\n  key 'data.data_fraction': 2.0 is greater than the maximum of 1 "
      "(from 'sweep.grid.data.data_fraction' in {spec})"),
-    ({"evaluate": {"refs": "x"}}, [], "key 'sweep.evaluate' (in {spec}): unknown key 'refs'"),
+    ({"evaluate": {"refs": "x"}}, [], "unknown key 'sweep.evaluate.refs' (from {spec})"),
     ({"evaluate": {"references": None}}, [], "variant 'alpha_umi': evaluation is enabled but no test set "
-                                             "is given: set 'references' (key 'sweep.evaluate' (in {spec}))"),
-    ({"evaluate": {"enabled": "yes"}}, [], "key 'sweep.evaluate.enabled' (in {spec}): true or false"),
-    ({"evaluate": {"references": "nope.json"}}, [], "key 'sweep.evaluate.references' (in {spec}): file not found"),
-    ({"report": {"wandb": {"mode": "cloud"}}}, [], "key 'sweep.report.wandb.mode' (in {spec})"),
-    ({}, ["sweep.evaluate.limit=0"], "key 'sweep.evaluate.limit' (in the command line): must be a positive integer"),
+                                             "is given: set 'references' (key 'sweep.evaluate' from {spec})"),
+    ({"evaluate": {"enabled": "yes"}}, [], "key 'sweep.evaluate.enabled': 'yes' is not of type 'boolean' (from {spec})"),
+    ({"evaluate": {"references": "nope.json"}}, [],
+     "key 'sweep.evaluate.references': file not found: nope.json (from {spec})"),
+    ({"report": {"wandb": {"mode": "cloud"}}}, [], "key 'sweep.report.wandb.mode': 'cloud' is not one of"),
+    ({}, ["sweep.evaluate.limit=0"], "key 'sweep.evaluate.limit': 0 is less than the minimum of 1 (from command line)"),
     ({}, ["sweep.runs_dir=null", "run.dir=/tmp/same"], "would share the run directory"),
     ({}, ["trainer.max_epoch=2"], "unknown key 'trainer.max_epoch' (from command line)"),
 ])
@@ -146,6 +161,27 @@ def test_spec_errors_name_the_key_and_file(tmp_path, change, args, message):
     with pytest.raises(SweepError) as err:
         load_sweep(spec, args)
     assert message.format(spec=spec) in str(err.value)
+
+
+def test_evaluate_settings_are_defined_once(tmp_path):
+    """The sweep's `evaluate:` keys are the recipe schema's evaluate node (one definition, one
+    error form), and evaluate_run's defaults are that node's defaults."""
+    from core.recipe import RecipeError, evaluate_defaults, load_recipe
+    from evaluation.static_inference import EVAL_DEFAULTS
+    from pipeline.sweeps.spec import spec_schema
+    recipe_node = json.loads((REPO / "core/recipe_schema.json").read_text())["properties"]["evaluate"]
+    assert spec_schema()["$defs"]["evaluate"]["properties"] == recipe_node["properties"]
+    assert EVAL_DEFAULTS == evaluate_defaults() == {k: p["default"] for k, p in recipe_node["properties"].items()
+                                                    if k != "enabled"}
+    spec = write_spec(tmp_path / "s.yaml")
+    with pytest.raises(SweepError) as sweep_err:
+        load_sweep(spec, ["sweep.evaluate.mode=fast"])
+    with pytest.raises(RecipeError) as recipe_err:
+        load_recipe([REPO / "recipes/quickstart.yaml"], ["evaluate.mode=fast"])
+    assert "key 'sweep.evaluate.mode': 'fast' is not one of ['auto', 'alpha_umi', 'single', None] " \
+           "(from command line)" in str(sweep_err.value)
+    assert "key 'evaluate.mode': 'fast' is not one of ['auto', 'alpha_umi', 'single', None] " \
+           "(from command line)" in str(recipe_err.value)
 
 
 def test_bad_yaml_and_cli_errors(tmp_path, capsys):
@@ -166,8 +202,9 @@ def test_bad_yaml_and_cli_errors(tmp_path, capsys):
 
 # ----- run / resume / report logic with stand-ins for training and evaluation --------------
 class FakeBackend:
-    """Stand-ins for run_recipe and evaluate_run: stage folders with a CSV log and DONE.json, and
-    metrics that grow with the data fraction (Rouge-L undefined for `no_rouge` variants)."""
+    """Stand-ins for run_recipe and evaluate_run: stage folders with a CSV log and a DONE marker
+    (written through RunDir, as the stage runner does), and metrics that grow with the data
+    fraction (Rouge-L undefined for `no_rouge` variants)."""
 
     def __init__(self, fail=(), interrupt=()):
         self.trained, self.evaluated = [], []
@@ -175,22 +212,22 @@ class FakeBackend:
 
     def run_recipe(self, recipe, only=None):
         from core.recipe import redact, to_yaml
-        from pipeline.sweep import enabled_stages
-        run_dir = Path(recipe["run"]["dir"])
-        name = run_dir.name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(to_yaml(redact(recipe)))
+        from pipeline.sweeps import enabled_stages
+        run_dir = RunDir.of(recipe)
+        name = run_dir.path.name
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.save_recipe(to_yaml(redact(recipe)))
         if any(name.startswith(f) for f in self.interrupt):
             raise KeyboardInterrupt
         if any(name.startswith(f) for f in self.fail):
             raise RuntimeError("CUDA out of memory (pretend)")
         ran = []
         for stage in enabled_stages(recipe):
-            sdir = run_dir / stage
-            if (sdir / "DONE.json").exists():
+            sdir = run_dir.stage(stage)
+            if sdir.is_done():
                 continue
             role = recipe["stages"][stage]["role"]
-            (sdir / "logs").mkdir(parents=True, exist_ok=True)
+            sdir.logs.mkdir(parents=True, exist_ok=True)
             kinds = {"planner": ["thought"], "caller": ["action"], "summarizer": ["answer"]}.get(
                 role, ["thought", "action", "answer"])
             cols = ["epoch", "step", "train/loss"] + [f"train/loss_{k}" for k in kinds] + ["val/loss"]
@@ -199,16 +236,17 @@ class FakeBackend:
                 vals = [3.0 - 0.2 * step + 0.1 * i for i in range(len(kinds))]
                 lines.append(",".join(["0", str(step), f"{3 - 0.2 * step:.3f}"] + [f"{v:.3f}" for v in vals] + [""]))
             lines.append(",".join(["0", "5", "", *([""] * len(kinds)), "2.5"]))
-            (sdir / "logs" / "metrics.csv").write_text("\n".join(lines) + "\n")
-            (sdir / "DONE.json").write_text(json.dumps({"stage": stage, "role": role}))
+            sdir.csv_log.write_text("\n".join(lines) + "\n")
+            sdir.write_done({"stage": stage, "role": role}, started=now())
             ran.append(stage)
         self.trained.append(name)
         return ran
 
     def evaluate_run(self, recipe, cfg):
-        run_dir = Path(recipe["run"]["dir"])
+        run_dir = RunDir.of(recipe)
         frac = recipe["data"]["data_fraction"]
-        name = run_dir.name
+        name = run_dir.path.name
+        started = now()
         single = name.startswith("single")
         m = {"plan_acc": 40 * frac + 10 * (not single), "act_em": 30 * frac, "hallu": 5 / frac,
              "arg_f1": 20 * frac, "rouge_l": None if "no_rouge" in name else 15 * frac, "n_steps": 12,
@@ -216,8 +254,7 @@ class FakeBackend:
              "inference": {"mode": "single" if single else "alpha_umi", "references": cfg["references"],
                            "limit": cfg.get("limit"), "decoding": {"do_sample": False,
                                                                    "max_new_tokens": cfg.get("max_new_tokens")}}}
-        (run_dir / "eval").mkdir(parents=True, exist_ok=True)
-        (run_dir / "eval" / "metrics.json").write_text(json.dumps(m))
+        m = run_dir.eval(cfg.get("out_dir")).write_metrics(m, started=started, finished=now())
         self.evaluated.append(name)
         return {"mode": m["inference"]["mode"], "metrics": m}
 
@@ -309,6 +346,30 @@ def test_changed_evaluation_settings_reevaluate_without_retraining(tmp_path, fak
     assert "data.val_fraction" in (out / "report.md").read_text()
 
 
+def test_eval_currency_reads_recorded_times_not_mtimes(tmp_path):
+    """An evaluation is current when its recorded end time follows every stage's; file mtimes
+    (touched here the other way round) do not matter."""
+    import os
+
+    from pipeline.sweeps import eval_is_current
+    recipe = {"run": {"dir": str(tmp_path / "run")}, "stages": {"backbone": {"role": "backbone"}}}
+    run, cfg = RunDir.of(recipe), {"references": "dev.json", "limit": None, "max_new_tokens": 8}
+    inference = {"references": "dev.json", "limit": None, "decoding": {"max_new_tokens": 8}}
+    run.stage("backbone").write_done({"role": "backbone"}, started=now())
+    run.eval().write_metrics({"inference": inference}, started=now(), finished=now())
+    os.utime(run.eval().metrics_file(), (0, 0))  # an old file time: ignored
+    assert eval_is_current(recipe, cfg)
+    assert not eval_is_current(recipe, {**cfg, "max_new_tokens": 9})
+    run.stage("backbone").write_done({"role": "backbone"}, started=now())  # retrained since
+    os.utime(run.stage("backbone").done_file, (0, 0))
+    assert not eval_is_current(recipe, cfg)
+    run.eval().write_metrics({"inference": {k: v for k, v in inference.items()}}, started=now(), finished=now())
+    assert eval_is_current(recipe, cfg)
+    # a metrics file without a recorded end time is never taken as current
+    run.eval().metrics_file().write_text(json.dumps({"inference": inference}))
+    assert not eval_is_current(recipe, cfg)
+
+
 def test_report_only_trains_nothing(tmp_path, fake):
     spec = fraction_spec(tmp_path)
     out = tmp_path / "out"
@@ -324,12 +385,11 @@ def test_report_ood_columns_and_blank_notes(tmp_path):
     from evaluation.report import write_report
     runs = []
     for name, ood in (("a", True), ("b", False)):
-        d = tmp_path / name / "eval"
-        d.mkdir(parents=True)
+        d = RunDir(tmp_path / name).eval()
         m = {k: 10.0 for k in METRIC_KEYS} | {"n_steps": 4}
-        (d / "metrics.json").write_text(json.dumps(m))
+        d.write_metrics(m, started=now(), finished=now())
         if ood:
-            (d / "metrics_ood.json").write_text(json.dumps(m | {"rouge_l": None}))
+            d.write_metrics(m | {"rouge_l": None}, "_ood", started=now(), finished=now())
         runs.append({"name": name, "run_dir": str(tmp_path / name)})
     paths = write_report(runs, tmp_path / "rep", title="T")
     md = Path(paths["markdown"]).read_text()
@@ -376,20 +436,23 @@ def test_sweep_trains_and_evaluates_every_variant(e2e):
         run = out / "runs" / name
         assert e["status"] == "done" and e["run_dir"] == str(run)
         assert all(e["metrics"][k] is not None for k in METRIC_KEYS)
-        saved = OmegaConf.load(run / "recipe.yaml")
-        assert saved.run.name == saved.run.group == f"quickstart-ablations/{name}"
-        assert (run / "eval" / "metrics.json").is_file()
-    stages = {n: sorted(p.parent.name for p in (out / "runs" / n).glob("*/DONE.json")) for n in E2E_VARIANTS}
+        saved = RunDir(run).load_recipe()
+        assert saved["run"]["name"] == saved["run"]["group"] == f"quickstart-ablations/{name}"
+        assert RunDir(run).eval().metrics_file().is_file()
+        done = [RunDir(run).stage(s["name"]).read_done() for s in e["stages"]]
+        assert all(d["started"] < d["finished"] for d in done)  # recorded, not read from mtimes
+        inference = RunDir(run).eval().read_metrics()["inference"]
+        assert max(d["finished"] for d in done) < inference["started"] < inference["finished"]
+    stages = {n: sorted(s.name for s in RunDir(out / "runs" / n).done_stages()) for n in E2E_VARIANTS}
     assert stages == {"alpha_umi": ["backbone", "caller", "planner", "summarizer"],
                       "single_llm": ["backbone"], "single_llm_multitask": ["multitask"]}
-    models = {n: json.loads((out / "runs" / n / "eval/metrics.json").read_text())["inference"]
-              for n in E2E_VARIANTS}
+    models = {n: RunDir(out / "runs" / n).eval().read_metrics()["inference"] for n in E2E_VARIANTS}
     assert models["single_llm"]["mode"] == "single"
     assert models["alpha_umi"]["mode"] == "alpha_umi"
     # the multitask model serves all three roles (with their own system prompts)
     mt = models["single_llm_multitask"]
     assert mt["mode"] == "alpha_umi"
-    assert set(mt["models"].values()) == {str(out / "runs/single_llm_multitask/multitask/hf")}
+    assert set(mt["models"].values()) == {str(RunDir(out / "runs/single_llm_multitask").stage("multitask").export)}
 
 
 def test_report_has_a_filled_row_per_variant(e2e):

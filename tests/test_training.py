@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO
+from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.stage_runner import run_recipe
 
@@ -37,22 +38,22 @@ def test_all_four_stages_leave_loadable_checkpoints(quickstart_run):
     _, run_dir, ran = quickstart_run
     assert ran == ["backbone", "planner", "caller", "summarizer"]
     for stage in ran:
-        assert (run_dir / stage / "hf" / "config.json").is_file()
-        assert (run_dir / stage / "DONE.json").is_file()
-    tok = AutoTokenizer.from_pretrained(run_dir / "caller" / "hf")
-    model = AutoModelForCausalLM.from_pretrained(run_dir / "caller" / "hf")
+        assert RunDir(run_dir).stage(stage).has_export()
+        assert RunDir(run_dir).stage(stage).is_done()
+    tok = AutoTokenizer.from_pretrained(RunDir(run_dir).stage("caller").export)
+    model = AutoModelForCausalLM.from_pretrained(RunDir(run_dir).stage("caller").export)
     ids = tok("Caller: Action:", return_tensors="pt")["input_ids"]
     out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] > ids.shape[1]
-    assert (run_dir / "recipe.yaml").is_file()
+    assert RunDir(run_dir).recipe_file.is_file()
 
 
 def test_exports_carry_what_a_server_needs(quickstart_run):
     from transformers import GenerationConfig
     _, run_dir, ran = quickstart_run
     for stage in ran:
-        tok = AutoTokenizer.from_pretrained(run_dir / stage / "hf")
-        gen = GenerationConfig.from_pretrained(run_dir / stage / "hf")
+        tok = AutoTokenizer.from_pretrained(RunDir(run_dir).stage(stage).export)
+        gen = GenerationConfig.from_pretrained(RunDir(run_dir).stage(stage).export)
         assert tok.model_max_length == 768  # data.max_length
         assert gen.eos_token_id == tok.eos_token_id and gen.pad_token_id == tok.pad_token_id
         assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
@@ -61,24 +62,24 @@ def test_exports_carry_what_a_server_needs(quickstart_run):
 
 def test_quickstart_checkpoints_go_through_static_evaluation(quickstart_run):
     _, run_dir, _ = quickstart_run
-    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    metrics = json.loads(RunDir(run_dir).eval().metrics_file().read_text())
     assert metrics["n_steps"] == 6 and metrics["n_missing"] == 0
     for key in ("plan_acc", "act_em", "hallu", "arg_f1", "rouge_l"):
         assert key in metrics
-    preds = (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()
+    preds = RunDir(run_dir).eval().predictions_file().read_text().splitlines()
     assert len(preds) == 6 and all(json.loads(p)["id"].startswith("dev_conversations-") for p in preds)
 
 
 def test_logs_have_per_span_losses_and_wandb_runs(quickstart_run):
     _, run_dir, _ = quickstart_run
-    rows = list(csv.DictReader(open(run_dir / "backbone" / "logs" / "metrics.csv")))
+    rows = list(csv.DictReader(open(RunDir(run_dir).stage("backbone").csv_log)))
     for key in ("train/loss", "train/loss_thought", "train/loss_action", "train/loss_answer", "train/lr",
                 "train/grad_norm", "train/tokens_per_sec", "val/loss"):
         assert any(r.get(key) for r in rows), key
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert losses[-1] < losses[0]
     for stage in ("backbone", "planner", "caller", "summarizer"):
-        assert list((run_dir / stage / "wandb").glob("offline-run-*")), stage
+        assert list(RunDir(run_dir).stage(stage).wandb.glob("offline-run-*")), stage
 
 
 def test_rerun_skips_finished_stages(quickstart_run):
@@ -90,15 +91,15 @@ def test_stage_two_starts_from_the_stage_one_weights(tmp_path, quickstart_run):
     """With a zero learning rate the planner's export must equal the backbone's."""
     recipe, run_dir, _ = quickstart_run
     r = small_recipe(run_dir, "stages.planner.optimizer.lr=0.0", "stages.planner.trainer.max_steps=1")
-    (run_dir / "planner" / "DONE.json").rename(tmp_path / "planner_done.json")
+    RunDir(run_dir).stage("planner").done_file.rename(tmp_path / "planner_done.json")
     try:
         import shutil
         shutil.rmtree(run_dir / "planner")
         run_recipe(r, only="planner")
-        a = LlamaForCausalLM.from_pretrained(run_dir / "backbone" / "hf").state_dict()
-        b = LlamaForCausalLM.from_pretrained(run_dir / "planner" / "hf").state_dict()
+        a = LlamaForCausalLM.from_pretrained(RunDir(run_dir).stage("backbone").export).state_dict()
+        b = LlamaForCausalLM.from_pretrained(RunDir(run_dir).stage("planner").export).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
-        c = LlamaForCausalLM.from_pretrained(run_dir / "caller" / "hf").state_dict()
+        c = LlamaForCausalLM.from_pretrained(RunDir(run_dir).stage("caller").export).state_dict()
         assert not all(torch.equal(a[k], c[k]) for k in a)  # a trained stage moved away from it
     finally:
         pass
@@ -133,7 +134,7 @@ def test_loss_is_normalised_over_the_whole_optimizer_step(tmp_path, bpe_tokenize
             f"run.dir={run_dir}", f"data.micro_batch_size={micro}", f"trainer.accumulate_grad_batches={accum}"]
         recipe = load_recipe([QUICKSTART], over)
         run_recipe(recipe)
-        exports[(micro, accum)] = LlamaForCausalLM.from_pretrained(run_dir / "backbone" / "hf").state_dict()
+        exports[(micro, accum)] = LlamaForCausalLM.from_pretrained(RunDir(run_dir).stage("backbone").export).state_dict()
 
     # The expected update, computed by hand from the same four examples.
     from datamodules.tool_use_datamodule import StepBatchSampler, pad_batch
@@ -167,7 +168,7 @@ def test_killed_stage_resumes_from_its_checkpoint(tmp_path):
             "data.micro_batch_size=2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    last = run_dir / "backbone" / "checkpoints" / "last.ckpt"
+    last = RunDir(run_dir).stage("backbone").last_checkpoint
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if last.exists() and torch.load(last, map_location="cpu", weights_only=False)["global_step"] >= 3:
@@ -177,12 +178,12 @@ def test_killed_stage_resumes_from_its_checkpoint(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     step_at_kill = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-    assert not (run_dir / "backbone" / "DONE.json").exists()
+    assert not RunDir(run_dir).stage("backbone").done_file.exists()
     out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"resuming from {last}" in out.stdout
-    done = json.loads((run_dir / "backbone" / "DONE.json").read_text())
+    done = RunDir(run_dir).stage("backbone").read_done()
     assert done["global_step"] > step_at_kill
     # the resumed run logged only the steps after the checkpoint
-    rows = [r for r in csv.DictReader(open(run_dir / "backbone" / "logs" / "metrics.csv")) if r.get("train/loss")]
+    rows = [r for r in csv.DictReader(open(RunDir(run_dir).stage("backbone").csv_log)) if r.get("train/loss")]
     assert int(rows[-1]["step"]) == done["global_step"] - 1

@@ -3,10 +3,10 @@ ranking_selection) answers every example, with the prompt rendered by the recipe
 `template.gentool` exactly as in training; outputs are parsed with the same template."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 from core.recipe import stage_order
+from core.run_dir import RunDir
 from core.vocabulary import GENTOOL_ROLES
 from prompting.segment_encoder import SegmentEncoder
 from prompting.selection_template import SelectionTemplate
@@ -24,9 +24,9 @@ def find_gentool_exports(run_dir, recipe: Mapping) -> dict[str, str]:
     found = {}
     for name in stage_order(stages):
         role = stages[name]["role"]
-        path = Path(run_dir) / name / "hf"
-        if role in GENTOOL_ROLES and (path / "config.json").is_file():
-            found[role] = str(path)
+        stage = RunDir(run_dir).stage(name)
+        if role in GENTOOL_ROLES and stage.has_export():
+            found[role] = str(stage.export)
     return found
 
 

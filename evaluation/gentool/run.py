@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from core.atomic_files import write_text_atomic
+from core.run_dir import RunDir
 from prompting.prompt_template import TemplateError
 from prompting.selection_template import SelectionTemplate
 from trajectories.sources import load_trajectories
@@ -55,7 +56,7 @@ def evaluate_gentool(run_dir, recipe: Mapping, test_path, train_path=None, cfg: 
     if cfg["limit"]:
         sets = {k: v[:int(cfg["limit"])] for k, v in sets.items()}
     gr = generate_response_name(sets["test"])
-    out_dir = Path(cfg["out_dir"] or run_dir / "eval")
+    out = RunDir(run_dir).eval(cfg["out_dir"])
     t0 = time.perf_counter()
     metrics, all_preds = {}, []
     for name, records in sets.items():
@@ -70,9 +71,9 @@ def evaluate_gentool(run_dir, recipe: Mapping, test_path, train_path=None, cfg: 
                             "train": str(train_path) if "train" in sets else None,
                             "max_new_tokens": cfg["max_new_tokens"], "seconds": round(time.perf_counter() - t0, 3)}
     table = scenario_table(metrics)
-    write_jsonl_atomic(out_dir / "gentool_predictions.jsonl", all_preds)
-    write_text_atomic(out_dir / "gentool_metrics.json", json.dumps(metrics, indent=2) + "\n")
-    write_text_atomic(out_dir / "gentool_table.md", table)
+    write_jsonl_atomic(out.gentool_predictions_file(), all_preds)
+    write_text_atomic(out.gentool_metrics_file(), json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out.gentool_table_file(), table)
     return metrics
 
 
