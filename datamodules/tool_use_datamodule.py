@@ -24,10 +24,11 @@ from .role_examples import role_examples
 from prompting.segment_encoder import SegmentEncoder
 from core.vocabulary import IGNORE_INDEX, MULTITASK, TURN_ROLES
 from .span_tokenization import EncodeStats, encode_example
+from .step_context import ContextBudget
 from trajectories.sources import load_trajectories
 from core.repo_paths import resolve_data_path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 PARTS = ("all", "global", "local")
 
 
@@ -59,7 +60,7 @@ class ToolUseDataModule(L.LightningDataModule):
                  instruction_part: str = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
                  cache_dir: str = ".cache/datasets", num_workers: int = 0,
-                 packing: dict | None = None):
+                 packing: dict | None = None, context_reserve: int | None = None):
         super().__init__()
         if instruction_part not in PARTS:
             raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
@@ -71,6 +72,9 @@ class ToolUseDataModule(L.LightningDataModule):
         self.template = PromptTemplate(template)
         self.tokenizer = tokenizer
         self.max_length, self.micro_batch_size = max_length, micro_batch_size
+        # One budget for training rows and inference prompts (datamodules/step_context.py).
+        self.budget = ContextBudget(max_length, max_length // 4 if context_reserve is None
+                                    else context_reserve)
         self.accumulate = accumulate_grad_batches
         self.val_fraction, self.instruction_part = val_fraction, instruction_part
         self.data_fraction, self.group_by_length = data_fraction, group_by_length
@@ -138,7 +142,8 @@ class ToolUseDataModule(L.LightningDataModule):
     # ----- tokenized splits --------------------------------------------------------------------
     def cache_key(self) -> str:
         parts = {"v": CACHE_VERSION, "role": self.role, "layout": self.layout,
-                 "max_length": self.max_length, "template": self.template_node,
+                 "max_length": self.max_length, "reserve": self.budget.reserve,
+                 "template": self.template_node,
                  "tokenizer": tokenizer_fingerprint(self.tokenizer), "bos": self.add_bos,
                  "val_fraction": self.val_fraction, "part": self.instruction_part,
                  "fraction": self.data_fraction, "seed": self.seed,
@@ -159,7 +164,7 @@ class ToolUseDataModule(L.LightningDataModule):
             rows = [row for traj in trajs for role in self.roles
                     if role == "caller" or not traj.get("meta", {}).get("reference_only")
                     for ex in role_examples(self.template, traj, role, self.layout)
-                    for row in encode_example(ex, enc, self.max_length, stats)]
+                    for row in encode_example(ex, enc, self.budget, stats)]
             self.stats[name] = stats.as_dict() | {"trajectories": len(trajs)}
             out[name] = rows
         tmp = root.with_name(root.name + ".tmp")
