@@ -160,6 +160,7 @@ def run_static(run_dir, references, *, recipe: Mapping | None = None,
     used = {r: exports[r] for r in (TURN_ROLES if mode == "alpha_umi" else ("backbone",))}
     meta = {"mode": mode, "run": str(run_dir), "models": used, "template": template.name,
             "decoding": {"do_sample": do_sample, "max_new_tokens": lengths,
+                         "requested_max_new_tokens": max_new_tokens,
                          "longest_training_target": longest,
                          **({"temperature": temperature, "top_p": top_p, "seed": seed}
                             if do_sample else {})},

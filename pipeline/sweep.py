@@ -13,7 +13,7 @@ A sweep spec is YAML with one top-level key, `sweep`:
         single_llm: {recipes: [recipes/ablations/single_llm.yaml]}
       grid: {data.data_fraction: [0.25, 0.5, 1.0]}   # optional: cross product with the variants
       evaluate: {references: data/toolbench/dev_conversations.json, ood_references: null,
-                 limit: null, batch_size: 8, max_new_tokens: 96}   # evaluate_run's keys; enabled
+                 limit: null, batch_size: 8, max_new_tokens: null}  # evaluate_run's keys; enabled
                                             # (merged over each recipe's own `evaluate:` node)
       out: runs/sweeps/${sweep.name}        # sweep.json, report.md / report.html, plots/, wandb/
       runs_dir: ${sweep.out}/runs           # each variant's run.dir is RUNS_DIR/VARIANT; null: the
@@ -549,7 +549,7 @@ def eval_is_current(recipe: dict, cfg: dict) -> bool:
         from evaluation.static_inference import EVAL_DEFAULTS
         want_tokens = cfg.get("max_new_tokens", EVAL_DEFAULTS["max_new_tokens"])
         if (inf.get("references") != str(refs) or inf.get("limit") != cfg.get("limit")
-                or decoding.get("max_new_tokens") != want_tokens
+                or decoding.get("requested_max_new_tokens", decoding.get("max_new_tokens")) != want_tokens
                 or bool(decoding.get("do_sample")) != bool(cfg.get("do_sample"))):
             return False
         mode = cfg.get("mode") or "auto"

@@ -18,7 +18,8 @@ from prompting.prompt_template import PromptTemplate
 from prompting.segment_encoder import SegmentEncoder
 
 QUICKSTART = OmegaConf.load(REPO / "recipes" / "data" / "quickstart.yaml")["data"]
-BUDGETS = {"quickstart": (QUICKSTART["max_length"], QUICKSTART["context_reserve"]),
+BUDGETS = {"quickstart": (QUICKSTART["max_length"],
+                          QUICKSTART["context_reserve"] or QUICKSTART["max_length"] // 4),
            "tight": (640, 128)}
 
 
