@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 
 from trajectories.trajectory import TrajectoryError
 from core.atomic_files import write_text_atomic
@@ -35,9 +36,11 @@ def add_steps_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_steps(args) -> int:
-    steps = load_steps(args.references)
+    anomalies = Counter()
+    steps = load_steps(args.references, anomalies)
     write_steps(args.out, steps)
-    print(json.dumps({"n_steps": len(steps), "counts": plan_counts(steps), "out": args.out}))
+    print(json.dumps({"n_steps": len(steps), "counts": plan_counts(steps), "out": args.out,
+                      "anomalies": dict(sorted(anomalies.items()))}))
     return 0
 
 
@@ -48,9 +51,11 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_score(args) -> int:
-    steps = load_steps(args.references)
+    anomalies = Counter()
+    steps = load_steps(args.references, anomalies)
     preds = load_predictions(args.predictions, [s["id"] for s in steps])
-    text = json.dumps(score(steps, preds), indent=2) + "\n"
+    metrics = {**score(steps, preds), "anomalies": dict(sorted(anomalies.items()))}
+    text = json.dumps(metrics, indent=2) + "\n"
     if args.out:
         write_text_atomic(args.out, text)
     print(text, end="")

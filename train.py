@@ -59,8 +59,11 @@ def main(argv=None) -> int:
     if ns.validate:
         print("ok")
         return 0
-    from pipeline.stage_runner import run_recipe  # heavy imports only when training
-    run_recipe(recipe, only=ns.stage)
+    from pipeline.run_summary import quiet_third_party, run_summary
+    quiet_third_party()
+    from pipeline.stage_runner import enabled_stages, run_recipe  # heavy imports only when training
+    ran = run_recipe(recipe, only=ns.stage)
+    print("\n" + run_summary(recipe, [ns.stage] if ns.stage else enabled_stages(recipe), ran))
     return 0
 
 

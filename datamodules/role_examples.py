@@ -27,6 +27,7 @@ class RoleExample:
     context: list[Segment]                 # per_step: the prompt; folded: the header
     target: list[Segment] = field(default_factory=list)        # per_step only
     steps: list[list[Segment]] = field(default_factory=list)   # folded only: turns grouped by step
+    n_header: int = 2                      # leading context segments that form the header
 
     def is_supervised(self, seg: Segment) -> bool:
         if self.layout == "per_step":
@@ -82,22 +83,14 @@ def _per_step(template: PromptTemplate, traj: Mapping, role: str) -> list[RoleEx
             context = template.render_history(role, traj, upto=i) + template.cue(role, traj, i) + prefix
         else:
             continue
-        out.append(RoleExample(f"{traj['id']}#{role}@{i}", role, "per_step", context, target))
+        n_header = len(template.header(role, traj["tools"], traj["instruction"]))
+        out.append(RoleExample(f"{traj['id']}#{role}@{i}", role, "per_step", context, target,
+                               n_header=n_header))
     return out
 
 
 def _folded(template: PromptTemplate, traj: Mapping, role: str) -> list[RoleExample]:
-    steps: list[list[Segment]] = []
-    current: list[Segment] = []
-    for i, turn in enumerate(traj["turns"]):
-        # A step starts at a planner turn; user turns before it belong to it.
-        if turn["role"] == "planner" and any(s.producer for s in current):
-            steps.append(current)
-            current = []
-        prefix, body, suffix = template.turn_segments(turn, i)
-        current += prefix + body + suffix
-    if current:
-        steps.append(current)
+    steps = template.turn_steps(traj)
     example = RoleExample(f"{traj['id']}#{role}", role, "folded",
                           template.header(role, traj["tools"], traj["instruction"]), steps=steps)
     has_target = any(example.is_supervised(s) for step in steps for s in step)

@@ -13,6 +13,7 @@ from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from prompting.prompt_template import EOS
 from prompting.segment_encoder import SegmentEncoder
 from .role_examples import RoleExample
+from .step_context import ContextBudget, fit_header, folded_rows, per_step_context
 
 
 
@@ -23,10 +24,21 @@ class EncodeStats:
     tokens: int = 0
     supervised_tokens: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> count
+    max_target_tokens: Counter = field(default_factory=Counter)  # producing turn -> longest target
+
+    def note_target(self, segments, pieces) -> None:
+        """Count each target's tokens (its EOS included) under the turn role that produces it."""
+        n, producer = 0, None
+        for seg, piece in zip(segments, pieces):
+            n, producer = n + len(piece), seg.producer
+            if seg.text is EOS:
+                self.max_target_tokens[producer] = max(self.max_target_tokens[producer], n)
+                n = 0
 
     def as_dict(self) -> dict:
         return {"examples": self.examples, "sequences": self.sequences, "tokens": self.tokens,
-                "supervised_tokens": self.supervised_tokens, "dropped": dict(self.dropped)}
+                "supervised_tokens": self.supervised_tokens, "dropped": dict(self.dropped),
+                "max_target_tokens": dict(self.max_target_tokens)}
 
 
 def _labelled(pieces, segments, supervised) -> tuple[list, list, list]:
@@ -38,82 +50,52 @@ def _labelled(pieces, segments, supervised) -> tuple[list, list, list]:
     return ids, labels, kinds
 
 
-def encode_per_step(ex: RoleExample, enc: SegmentEncoder, max_len: int,
+def encode_per_step(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget,
                     stats: EncodeStats) -> list[dict]:
-    """Context truncated from the left (after BOS), never into the target."""
+    """The header kept, the rest of the context cut from the left (step_context), never the target."""
     stats.examples += 1
-    segs = ex.context + ex.target
-    pieces = enc.encode(segs)
-    sup = [False] * len(ex.context) + [True] * len(ex.target)
-    ids, labels, kinds = _labelled(pieces, segs, sup)
-    n_target = sum(len(p) for p in pieces[len(ex.context):])
+    n_head = ex.n_header
+    pieces = enc.encode(ex.context + ex.target)
+    head, rest, target = pieces[:n_head], pieces[n_head:len(ex.context)], pieces[len(ex.context):]
     if not any(s.text for s in ex.target if s.text is not EOS):
         stats.dropped["empty_target"] += 1
         return []
-    budget = max_len - len(enc.bos)
-    if n_target > budget:
+    n_target = sum(map(len, target))
+    head = fit_header(head, budget.max_length, stats.dropped)
+    if n_target > budget.max_length - len(enc.bos) - sum(map(len, head)):
         stats.dropped["target_too_long"] += 1
         return []
-    if len(ids) > budget:
-        cut = len(ids) - budget
-        ids, labels, kinds = ids[cut:], labels[cut:], kinds[cut:]
-        stats.dropped["context_truncated(kept)"] += 1
-    return [_row(ex, enc, ids, labels, kinds, stats)]
+    context = per_step_context(head, rest, budget, len(enc.bos), n_target, stats.dropped)
+    target_ids, target_labels, target_kinds = _labelled(target, ex.target, [True] * len(ex.target))
+    stats.note_target(ex.target, target)
+    return [_row(ex, enc, context + target_ids, [IGNORE_INDEX] * len(context) + target_labels,
+                 [0] * len(context) + target_kinds, stats)]
 
 
-def encode_folded(ex: RoleExample, enc: SegmentEncoder, max_len: int,
+def encode_folded(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget,
                   stats: EncodeStats) -> list[dict]:
-    """One sequence per trajectory; split at step boundaries when longer than `max_len`, each
-    piece starting again with the header (system prompt, tools, instruction)."""
+    """One sequence per trajectory, or rows overlapping in context when it does not fit
+    (step_context)."""
     stats.examples += 1
-    head_pieces = enc.encode(ex.context)
-    if sum(map(len, head_pieces)) > max_len // 2:
-        # A tool list longer than half the budget is cut at its end (the system segment comes first).
-        head_pieces[0] = head_pieces[0][:max(0, max_len // 2 - sum(map(len, head_pieces[1:])))]
-        stats.dropped["tool_list_trimmed(kept)"] += 1
-    head = _labelled(head_pieces, ex.context, [False] * len(ex.context))
-    budget = max_len - len(enc.bos) - len(head[0])
-    steps = []
-    for step in ex.steps:
-        sup = [ex.is_supervised(s) for s in step]
-        pieces = _trim_context(enc.encode(step), sup, budget, stats)
-        steps.append(_labelled(pieces, step, sup))
-    rows, cur = [], ([], [], [])
-    for i, step in enumerate(steps):
-        if len(step[0]) > budget:
-            stats.dropped["step_too_long"] += 1
-            continue
-        if len(cur[0]) + len(step[0]) > budget:
-            rows.append(cur)
-            cur = ([], [], [])
-        cur = tuple(a + b for a, b in zip(cur, step))
-    rows.append(cur)
+    segs = [s for step in ex.steps for s in step]
+    pieces, sup = enc.encode(segs), [ex.is_supervised(s) for s in segs]
+    stats.note_target([s for s, k in zip(segs, sup) if k], [p for p, k in zip(pieces, sup) if k])
+    header, pieces, rows = folded_rows(enc.encode(ex.context), pieces, sup, budget, len(enc.bos),
+                                       stats.dropped)
+    head = _labelled(header, ex.context, [False] * len(ex.context))
+    room = budget.max_length - len(enc.bos)
     out = []
-    for ids, labels, kinds in rows:
+    for a, first, b in rows:
+        body = _labelled(pieces[a:b], segs[a:b], [False] * (first - a) + sup[first:b])
+        ids, labels, kinds = (x + y for x, y in zip(head, body))
+        if len(ids) > room:
+            stats.dropped["row_tail_cut"] += 1
+            ids, labels, kinds = ids[:room], labels[:room], kinds[:room]
         if any(l != IGNORE_INDEX for l in labels):
-            out.append(_row(ex, enc, head[0] + ids, head[1] + labels, head[2] + kinds, stats))
+            out.append(_row(ex, enc, ids, labels, kinds, stats))
     if len(out) > 1:
-        stats.dropped["split_at_step_boundary(kept)"] += 1
+        stats.dropped["split_into_rows(kept)"] += 1
     return out
-
-
-def _trim_context(pieces: list[list[int]], supervised: list[bool], budget: int,
-                  stats: EncodeStats) -> list[list[int]]:
-    """A step longer than the budget loses tokens from the end of its longest context pieces
-    (long tool observations, usually), never from a target."""
-    excess = sum(map(len, pieces)) - budget
-    if excess <= 0:
-        return pieces
-    pieces = list(pieces)
-    context = sorted((i for i, sup in enumerate(supervised) if not sup), key=lambda i: -len(pieces[i]))
-    for i in context:
-        if excess <= 0:
-            break
-        cut = min(excess, len(pieces[i]))
-        pieces[i] = pieces[i][:len(pieces[i]) - cut]
-        excess -= cut
-    stats.dropped["context_trimmed(kept)"] += 1
-    return pieces
 
 
 def _row(ex, enc, ids, labels, kinds, stats) -> dict:
@@ -124,6 +106,10 @@ def _row(ex, enc, ids, labels, kinds, stats) -> dict:
     return {"id": ex.id, "role": ex.role, "input_ids": ids, "labels": labels, "span_kinds": kinds}
 
 
-def encode_example(ex: RoleExample, enc: SegmentEncoder, max_len: int, stats: EncodeStats) -> list[dict]:
+def encode_example(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget | int,
+                   stats: EncodeStats) -> list[dict]:
+    """Training rows of one example; an int budget is a max_length with the default reserve."""
+    if isinstance(budget, int):
+        budget = ContextBudget(budget, budget // 4)
     fn = encode_per_step if ex.layout == "per_step" else encode_folded
-    return fn(ex, enc, max_len, stats)
+    return fn(ex, enc, budget, stats)

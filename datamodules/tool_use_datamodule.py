@@ -27,10 +27,11 @@ from .selection_examples import selection_role_examples, selection_texts
 from prompting.segment_encoder import SegmentEncoder
 from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, MULTITASK, TURN_ROLES
 from .span_tokenization import EncodeStats, encode_example
+from .step_context import ContextBudget
 from trajectories.sources import load_trajectories
 from core.repo_paths import resolve_data_path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # Which instructions a stage trains on: all, or one of two disjoint halves (stage 1 "global",
 # stage 2 "local": the paper's "without reuse" ablation).
 InstructionPart = Literal["all", "global", "local"]
@@ -65,7 +66,8 @@ class ToolUseDataModule(L.LightningDataModule):
                  instruction_part: InstructionPart = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
                  cache_dir: str = ".cache/datasets", num_workers: int = 0,
-                 packing: dict | None = None, trajectory_role: str | None = None):
+                 packing: dict | None = None, trajectory_role: str | None = None,
+                 context_reserve: int | None = None):
         super().__init__()
         if instruction_part not in PARTS:
             raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
@@ -84,6 +86,9 @@ class ToolUseDataModule(L.LightningDataModule):
                              "(add template/gentool to its defaults)")
         self.tokenizer = tokenizer
         self.max_length, self.micro_batch_size = max_length, micro_batch_size
+        # One budget for training rows and inference prompts (datamodules/step_context.py).
+        self.budget = ContextBudget(max_length, max_length // 4 if context_reserve is None
+                                    else context_reserve)
         self.accumulate = accumulate_grad_batches
         self.val_fraction, self.instruction_part = val_fraction, instruction_part
         self.data_fraction, self.group_by_length = data_fraction, group_by_length
@@ -173,7 +178,8 @@ class ToolUseDataModule(L.LightningDataModule):
     # ----- tokenized splits --------------------------------------------------------------------
     def cache_key(self) -> str:
         parts = {"v": CACHE_VERSION, "role": self.role, "layout": self.layout,
-                 "max_length": self.max_length, "template": self.template_node,
+                 "max_length": self.max_length, "reserve": self.budget.reserve,
+                 "template": self.template_node,
                  "tokenizer": tokenizer_fingerprint(self.tokenizer), "bos": self.add_bos,
                  "val_fraction": self.val_fraction, "part": self.instruction_part,
                  "fraction": self.data_fraction, "seed": self.seed,
@@ -193,8 +199,9 @@ class ToolUseDataModule(L.LightningDataModule):
         for name, trajs in self.load_split_trajectories().items():
             stats = EncodeStats()
             rows = [row for traj in trajs for role in self.roles
+                    if role == "caller" or not traj.get("meta", {}).get("reference_only")
                     for ex in self._examples(traj, role)
-                    for row in encode_example(ex, enc, self.max_length, stats)]
+                    for row in encode_example(ex, enc, self.budget, stats)]
             self.stats[name] = stats.as_dict() | {"trajectories": len(trajs)}
             out[name] = rows
         tmp = root.with_name(root.name + ".tmp")

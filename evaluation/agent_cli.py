@@ -40,7 +40,7 @@ def add_agent_args(p) -> None:
 def team_from_args(args, endpoint_defaults: Mapping | None = None, batch_size: int = 1
                    ) -> tuple[Team, str, dict]:
     """(team, mode, recipe) for the run, export and endpoint flags."""
-    from .run_exports import find_exports, load_run_recipe, resolve_mode, role_map
+    from .run_exports import find_exports, generation_lengths, load_run_recipe, resolve_mode, role_map
 
     recipe = load_run_recipe(args.run_dir, args.recipe)
     base = dict(endpoint_defaults or {})
@@ -60,9 +60,11 @@ def team_from_args(args, endpoint_defaults: Mapping | None = None, batch_size: i
         raise EvaluationError(f"recipe template: {exc}") from None
     team = build_team(template, mode, exports, endpoints=endpoints,
                       add_bos=(recipe.get("tokenizer") or {}).get("add_bos", True),
-                      max_new_tokens=args.max_new_tokens, batch_size=batch_size, device=args.device,
-                      dtype=args.dtype, max_prompt_tokens=args.max_prompt_tokens,
-                      max_length=(recipe.get("data") or {}).get("max_length"))
+                      max_new_tokens=generation_lengths(args.max_new_tokens, exports, mode)[0],
+                      batch_size=batch_size, device=args.device, dtype=args.dtype,
+                      max_prompt_tokens=args.max_prompt_tokens,
+                      max_length=(recipe.get("data") or {}).get("max_length"),
+                      context_reserve=(recipe.get("data") or {}).get("context_reserve"))
     return team, mode, recipe
 
 

@@ -1,7 +1,7 @@
 """Batched generation from prompt token ids with a Hugging Face causal LM.
 
-Prompts are token ids built exactly as training builds them (`SegmentEncoder.prompt_ids`); they are
-left-padded into batches (sorted by length, results returned in input order), decoded greedily by
+Prompts are token ids built as training builds its rows (`datamodules.step_context.prompt_ids`,
+one context budget for both); they are left-padded into batches (sorted by length, results returned in input order), decoded greedily by
 default, and cut at the tokenizer's EOS, which is the end-of-turn token training supervises (the
 model's own `generation_config` is ignored: its eos id may not be the tokenizer's).
 """
@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from prompting.prompt_template import Segment
 from core.vocabulary import DTYPES
-from prompting.segment_encoder import SegmentEncoder
+from datamodules.step_context import ContextBudget
 
 
 @dataclass
@@ -51,43 +50,6 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-def prompt_limit(model, max_new_tokens: int, max_prompt_tokens: int | None = None,
-                 max_length: int | None = None) -> int | None:
-    """Most prompt tokens to feed: `max_prompt_tokens` if given, else what leaves room for
-    `max_new_tokens` within `max_length` (the training sequence length, when known) and the
-    model's position limit."""
-    if max_prompt_tokens:
-        return int(max_prompt_tokens)
-    limits = [n for n in (max_length, getattr(model.config, "max_position_embeddings", None)) if n]
-    if not limits:
-        return None
-    return max(min(limits) - max_new_tokens, 16)
-
-
-def encode_prompt(encoder: SegmentEncoder, segments: list[Segment], limit: int | None = None,
-                  n_header: int = 1) -> list[int]:
-    """Prompt ids of rendered segments, fitted to `limit` tokens. A prompt too long keeps its
-    header (the first `n_header` segments: system prompt with the tools, and the instruction), as
-    the folded training layout does when it splits a long trajectory, and loses history from the
-    left. As in training, a header longer than half the budget is cut at the end of its first
-    (system) segment, i.e. the end of the tool list."""
-    ids = encoder.prompt_ids(segments)
-    if limit is None or len(ids) <= limit:
-        return ids
-    bos = encoder.bos
-    pieces = encoder.encode(segments)
-    head, rest = pieces[:n_header], [t for p in pieces[n_header:] for t in p]
-    budget = limit - len(bos)
-    if head and sum(map(len, head)) > budget // 2:
-        head[0] = head[0][:max(0, budget // 2 - sum(map(len, head[1:])))]
-    head = [t for p in head for t in p]
-    if len(head) >= budget:  # the rest of the header alone does not fit: plain left truncation
-        body = head + rest
-        return bos + body[len(body) - budget:]
-    room = budget - len(head)
-    return bos + head + rest[max(0, len(rest) - room):]
-
-
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int = 128,
              batch_size: int = 8, do_sample: bool = False, temperature: float = 1.0,
@@ -118,6 +80,18 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int 
             new = seqs[row, width:].tolist()
             finished = eos in new
             new = new[:new.index(eos)] if finished else new
-            text = tokenizer.decode(new, skip_special_tokens=True)
+            text = tokenizer.decode(new, skip_special_tokens=True,
+                                    clean_up_tokenization_spaces=False)  # text as it was written
             out[i] = Generation(text, new, finished, len(prompts[i]))
     return out  # type: ignore[return-value]
+
+
+def context_budget(model, new_tokens: int, max_prompt_tokens, max_length, context_reserve) -> ContextBudget:
+    """The budget training fitted its rows to (data.max_length, data.context_reserve); without a
+    recipe, the model's positions less the generation length."""
+    if max_prompt_tokens:
+        return ContextBudget(int(max_prompt_tokens) + new_tokens, new_tokens)
+    if max_length:
+        return ContextBudget(max_length, context_reserve or max_length // 4)
+    positions = getattr(model.config, "max_position_embeddings", None) or 4 * new_tokens
+    return ContextBudget(positions, min(new_tokens, positions // 2 - 1))

@@ -6,7 +6,9 @@ References are steps (see steps.py); a prediction is a dict with the same fields
 
 - plan_acc: exact match of the plan over all steps (a missing prediction is wrong).
 - act_em:   over reference-call steps, the prediction's plan is call and its action equals the
-            reference action.
+            reference action. A call step of a test dialog without its caller turn (reference
+            action None) counts for plan_acc and hallu only; likewise a conclusion step without
+            its answer is left out of rouge_l.
 - hallu:    share of all steps whose predicted `action` is set and not among the step's tools.
 - arg_f1:   over reference-call steps; see `arg_f1`. A wrong action (or no call) scores 0.
 - rouge_l:  over reference-finish steps, ROUGE-L F of the answer with the `rouge` package
@@ -32,7 +34,7 @@ PLAN_ALIASES = {"conclusion": "finish", "give up": "give_up"}
 
 def score(references: list[dict], predictions: dict[str, dict]) -> dict:
     ref_counts, pred_counts, hallucinated = Counter(), Counter(), Counter()
-    plan_hits = act_hits = n_hallu = n_missing = 0
+    plan_hits = act_hits = n_hallu = n_missing = n_call = 0
     arg_scores, hyps, refs = [], [], []
     for ref in references:
         pred = predictions.get(ref["id"])
@@ -48,15 +50,15 @@ def score(references: list[dict], predictions: dict[str, dict]) -> dict:
         if action is not None and action not in ref["tools"]:
             n_hallu += 1
             hallucinated[action] += 1
-        if ref["plan"] == "call":
+        if ref["plan"] == "call" and ref.get("action") is not None:
+            n_call += 1
             same = plan == "call" and action == ref["action"]
             act_hits += same
             arg_scores.append(arg_f1(ref["arguments"], pred.get("arguments")) if same else 0.0)
-        elif ref["plan"] == "finish":
+        elif ref["plan"] == "finish" and ref.get("answer") is not None:
             hyps.append(_rouge_text(pred.get("answer") if plan == "finish" else None))
             refs.append(_rouge_text(ref["answer"]))
     n = len(references)
-    n_call = ref_counts["call"]
     return {
         "plan_acc": _percent(plan_hits, n),
         "act_em": _percent(act_hits, n_call),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from core.llm_client import LLMClient, run_sync
 from prompting.prompt_template import EOS, Segment
@@ -35,15 +35,19 @@ class LocalRole:
                  add_bos: bool = True, max_new_tokens: int = 256, batch_size: int = 8,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                  seed: int | None = 0, device: str | None = None, dtype: str | None = None,
-                 max_prompt_tokens: int | None = None, max_length: int | None = None):
+                 max_prompt_tokens: int | None = None, max_length: int | None = None,
+                 context_reserve: int | None = None):
         if path is None and model is None:
             raise ValueError("LocalRole needs a path or a model and tokenizer")
         self.path, self.prompt_role = path, prompt_role
         self.model, self.tokenizer = model, tokenizer
         self.add_bos, self.device, self.dtype = add_bos, device, dtype
-        self.gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
-                        temperature=temperature, top_p=top_p, seed=seed)
+        # one length, or one per generated turn ({planner: n, caller: n, summarizer: n})
+        self.max_new_tokens = max_new_tokens
+        self.gen = dict(batch_size=batch_size, do_sample=do_sample, temperature=temperature,
+                        top_p=top_p, seed=seed)
         self.max_prompt_tokens, self.max_length = max_prompt_tokens, max_length
+        self.context_reserve = context_reserve
         self.last: list = []  # Generation records of the last complete() call
         self.calls = 0
         self._lock = threading.Lock()  # one generate() at a time per model
@@ -75,23 +79,45 @@ class LocalRole:
         self.load()
         return self.tokenizer.eos_token
 
+    def new_tokens(self, turn: str | None) -> int:
+        return new_tokens_for(self.max_new_tokens, turn)
+
+    def budget(self, new_tokens: int):
+        from .generation import context_budget
+        return context_budget(self.model, new_tokens, self.max_prompt_tokens, self.max_length,
+                              self.context_reserve)
+
     def complete(self, prompts: Sequence[list[Segment]], n_header: int = 1) -> list[str]:
-        """Greedy (by default) completions of rendered prompts; `n_header` leading segments of
-        each form its header, kept when a prompt has to be cut (see generation.encode_prompt)."""
+        """Greedy (by default) completions of rendered prompts, each fitted to the context
+        budget exactly as training fitted its rows (datamodules.step_context.prompt_ids) and
+        generating up to the length for the turn it is for; a plain list's first `n_header`
+        segments form its header."""
+        from datamodules.step_context import prompt_ids
         from prompting.segment_encoder import SegmentEncoder
 
-        from .generation import encode_prompt, generate, prompt_limit
+        from .generation import generate
         if not prompts:
             return []
         with self._lock:
             self.load()
             enc = SegmentEncoder(self.tokenizer, add_bos=self.add_bos)
-            limit = prompt_limit(self.model, self.gen["max_new_tokens"], self.max_prompt_tokens,
-                                 self.max_length)
-            ids = [encode_prompt(enc, p, limit, n_header) for p in prompts]
-            self.last = generate(self.model, self.tokenizer, ids, **self.gen)
+            lengths = [self.new_tokens(getattr(p, "next_turn", None)) for p in prompts]
+            self.last = [None] * len(prompts)
+            for n in sorted(set(lengths)):
+                idx = [i for i, m in enumerate(lengths) if m == n]
+                budget = self.budget(n)
+                ids = [prompt_ids(enc, prompts[i], self.prompt_role, budget, n_header) for i in idx]
+                for i, g in zip(idx, generate(self.model, self.tokenizer, ids, max_new_tokens=n,
+                                              **self.gen)):
+                    self.last[i] = g
             self.calls += len(prompts)
             return [g.text for g in self.last]
+
+
+def new_tokens_for(max_new_tokens, turn: str | None) -> int:
+    """One length for every turn, or {turn: length} (a turn without one: the longest)."""
+    n = max_new_tokens
+    return int(n.get(turn) or max(n.values())) if isinstance(n, Mapping) else int(n)
 
 
 class EndpointRole:
@@ -127,7 +153,8 @@ class EndpointRole:
         return self.bos_text + "".join(self.eos_text if s.text is EOS else s.text for s in segments)
 
     async def _one(self, segments: list[Segment]) -> str:
-        reply = await self.client.complete(self.prompt_text(segments), max_tokens=self.max_new_tokens,
+        n = new_tokens_for(self.max_new_tokens, getattr(segments, "next_turn", None))
+        reply = await self.client.complete(self.prompt_text(segments), max_tokens=n,
                                            temperature=self.temperature, top_p=self.top_p,
                                            stop=[self.eos_text])
         cut = reply.text.find(self.eos_text)  # servers that ignore `stop`

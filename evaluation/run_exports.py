@@ -2,9 +2,10 @@
 and the command-line flags that point at them."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
-from core.run_dir import RunDir
+from core.run_dir import RunDir, StageDir
 from core.vocabulary import TRAINED_ROLES, TURN_ROLES
 
 from . import EvaluationError
@@ -93,6 +94,33 @@ def resolve_mode(mode: str, exports: Mapping[str, str], run_dir="the run") -> st
     return mode
 
 
+FALLBACK_NEW_TOKENS = 512  # only for an export without training stats (not trained by this repo)
+
+
+def longest_target(export: str | None, turn: str) -> int | None:
+    """The longest `turn` target (tokens, EOS included) of the training split of the stage that
+    wrote `export` (its DONE.json), or None when unknown."""
+    if not export:
+        return None
+    try:
+        done = StageDir(Path(export).parent).read_done()
+        return int(done["data"]["train"]["max_target_tokens"][turn])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def generation_lengths(requested, exports: Mapping[str, str], mode: str) -> tuple[dict, dict]:
+    """({turn: max_new_tokens}, {turn: longest training target}) for planner, caller and
+    summarizer. `requested`: one length for all, {turn: length or None}, or None; a turn without
+    one gets its longest training target, so generation is never shorter than what was taught."""
+    longest, lengths = {}, {}
+    for turn in TURN_ROLES:
+        longest[turn] = longest_target(exports.get(turn if mode == "alpha_umi" else "backbone"), turn)
+        n = requested.get(turn) if isinstance(requested, Mapping) else requested
+        lengths[turn] = int(n) if n else (longest[turn] or FALLBACK_NEW_TOKENS)
+    return lengths, longest
+
+
 def role_map(items, what: str) -> dict:
     """ROLE=VALUE pairs from the command line; ROLE 'all' sets every role."""
     out = {}
@@ -120,7 +148,9 @@ def add_run_args(p) -> None:
                    help="auto: alpha_umi when planner, caller and summarizer exports exist, else single")
     p.add_argument("--model", action="append", metavar="ROLE=PATH",
                    help="export to use for a role (planner, caller, summarizer, backbone or all)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation length of every role (default: each role's longest "
+                        "training target, from the stage's DONE.json)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
     p.add_argument("--max-prompt-tokens", type=int,

@@ -35,7 +35,8 @@ from trajectories.trajectory import write_jsonl_atomic
 from . import EvaluationError
 
 from .team import Team, build_team
-from .run_exports import add_run_args, find_exports, load_run_recipe, resolve_mode, role_map
+from .run_exports import (add_run_args, find_exports, generation_lengths, load_run_recipe,
+                          resolve_mode, role_map)
 from .metrics import score
 from .steps import load_steps
 
@@ -65,8 +66,13 @@ def predict_steps(team: Team, steps: Sequence[Mapping], log=None) -> tuple[list[
         t0 = time.perf_counter()
         res = fn(items) if items else []
         timing[name] = {"n": len(items), "seconds": round(time.perf_counter() - t0, 3)}
+        last = getattr(team.roles[name], "last", None) if items else None
+        if last:  # generations that ran out of max_new_tokens before EOS
+            timing[name]["hit_limit"] = sum(1 for g in last if g is not None and not g.finished)
         if log and items:
-            log(f"{name}: {len(items)} prompts in {timing[name]['seconds']:.1f} s")
+            hit = timing[name].get("hit_limit")
+            log(f"{name}: {len(items)} prompts in {timing[name]['seconds']:.1f} s"
+                + (f", {hit} hit the generation limit" if hit else ""))
         return res
 
     plans = phase("planner", team.plan, trajs)
@@ -110,6 +116,7 @@ def evaluate_steps(team: Team, steps: list[dict], out_dir, suffix: str = "", met
     preds, timing = predict_steps(team, steps, log)
     elapsed = time.perf_counter() - t0
     metrics = score(steps, {p["id"]: p for p in preds})
+    metrics["generation_hit_limit"] = {r: t.get("hit_limit", 0) for r, t in timing.items()}
     metrics["inference"] = {**(meta or {}), "timing": timing, "seconds": round(elapsed, 3),
                             "steps_per_second": round(len(steps) / elapsed, 3) if elapsed else None}
     eval_dir = EvalDir(out_dir)
@@ -119,13 +126,13 @@ def evaluate_steps(team: Team, steps: list[dict], out_dir, suffix: str = "", met
 
 def run_static(run_dir, references, *, recipe: Mapping | None = None,
                recipe_files: Sequence[str] | None = None, ood_references=None, mode: str = "auto",
-               limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 256,
+               limit: int | None = None, batch_size: int = 8, max_new_tokens=None,
                do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
                seed: int | None = 0, device: str | None = None, dtype: str | None = None,
                max_prompt_tokens: int | None = None, models: Mapping[str, str] | None = None,
-               out_dir=None, log=None) -> dict:
-    """Static evaluation of a run on `references` (and `ood_references`). Returns
-    {"mode", "out_dir", "metrics", "metrics_ood"}."""
+               out_dir=None, log=None, held_in: list[dict] | None = None) -> dict:
+    """Static evaluation of a run on `references` (and `held_in` steps, `ood_references`).
+    Returns {"mode", "out_dir", "metrics", "metrics_held_in", "metrics_ood"}."""
     run_dir = Path(run_dir)
     if references is None:
         raise EvaluationError("static evaluation: no references (test set) given")
@@ -138,23 +145,34 @@ def run_static(run_dir, references, *, recipe: Mapping | None = None,
     exports = {**find_exports(run_dir, recipe), **dict(models or {})}
     mode = resolve_mode(mode, exports, run_dir)
     data_cfg = recipe.get("data") or {}
+    lengths, longest = generation_lengths(max_new_tokens, exports, mode)
+    short = {t: (lengths[t], longest[t]) for t in lengths if longest[t] and lengths[t] < longest[t]}
+    if short and log:
+        log("warning: generation shorter than the longest training target for "
+            + ", ".join(f"{t} ({n} < {m} tokens)" for t, (n, m) in short.items()))
     team = build_team(template, mode, exports,
                       add_bos=(recipe.get("tokenizer") or {}).get("add_bos", True),
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+                      max_new_tokens=lengths, context_reserve=data_cfg.get("context_reserve"), batch_size=batch_size, do_sample=do_sample,
                       temperature=temperature, top_p=top_p, seed=seed, device=device, dtype=dtype,
                       max_prompt_tokens=max_prompt_tokens, max_length=data_cfg.get("max_length"))
     used = {r: exports[r] for r in (TURN_ROLES if mode == "alpha_umi" else ("backbone",))}
     meta = {"mode": mode, "run": str(run_dir), "models": used, "template": template.name,
-            "decoding": {"do_sample": do_sample, "max_new_tokens": max_new_tokens,
+            "decoding": {"do_sample": do_sample, "max_new_tokens": lengths,
+                         "requested_max_new_tokens": max_new_tokens,
+                         "longest_training_target": longest,
                          **({"temperature": temperature, "top_p": top_p, "seed": seed}
                             if do_sample else {})},
             "batch_size": batch_size, "limit": limit}
     out_dir = RunDir(run_dir).eval(out_dir).path
-    result = {"mode": mode, "out_dir": str(out_dir), "metrics": None, "metrics_ood": None}
-    for refs, suffix, key in ((references, "", "metrics"), (ood_references, "_ood", "metrics_ood")):
-        if refs is None:
+    result = {"mode": mode, "out_dir": str(out_dir), "metrics": None, "metrics_ood": None,
+              "metrics_held_in": None}
+    for refs, suffix, key in ((references, "", "metrics"), (held_in, "_held_in", "metrics_held_in"),
+                              (ood_references, "_ood", "metrics_ood")):
+        if refs is None or (isinstance(refs, list) and not refs):
             continue
-        steps = load_steps(refs)
+        # a test set file, or already built steps (the held-in slice of the training data)
+        steps = list(refs) if isinstance(refs, list) else load_steps(refs)
+        refs = "the held-in slice of the training data" if isinstance(refs, list) else refs
         if limit is not None:
             steps = steps[:int(limit)]
         if log:
@@ -176,7 +194,13 @@ def evaluate_run(recipe: dict, eval_cfg: dict) -> dict:
         raise EvaluationError(f"evaluate: unknown key(s) {', '.join(unknown)} "
                               f"(known: {', '.join(EVAL_DEFAULTS)})")
     run_dir = Path(recipe["run"]["dir"])
+    held_in = cfg["held_in_references"]
+    if held_in == "val_split":
+        held_in = held_in_steps(recipe)
+    elif held_in is not None:
+        held_in = load_steps(held_in)
     return run_static(run_dir, cfg["references"], recipe=recipe, ood_references=cfg["ood_references"],
+                      held_in=held_in,
                       mode=cfg["mode"] or "auto", limit=cfg["limit"], batch_size=cfg["batch_size"],
                       max_new_tokens=cfg["max_new_tokens"], do_sample=cfg["do_sample"],
                       temperature=cfg["temperature"], top_p=cfg["top_p"], seed=cfg["seed"],
@@ -184,6 +208,20 @@ def evaluate_run(recipe: dict, eval_cfg: dict) -> dict:
                       max_prompt_tokens=cfg["max_prompt_tokens"], models=cfg["models"],
                       out_dir=RunDir(run_dir).eval(cfg["out_dir"]).path,
                       log=lambda m: print(f"[evaluate] {m}", file=sys.stderr, flush=True))
+
+
+def held_in_steps(recipe: Mapping) -> list[dict]:
+    """Steps of the training data's validation split (dialogs of the training distribution that
+    the run did not train on): the held-in slice."""
+    from datamodules.tool_use_datamodule import ToolUseDataModule
+    from .steps import trajectory_steps
+    data = recipe["data"]
+    dm = ToolUseDataModule(sources=data["sources"], role="backbone", template=recipe["template"],
+                           val_fraction=data.get("val_fraction", 0.1),
+                           seed=data.get("seed", recipe["run"].get("seed", 42)))
+    trajs = [t for t in dm.load_split_trajectories()["val"]
+             if not t.get("meta", {}).get("reference_only")]
+    return [s for i, t in enumerate(trajs) for s in trajectory_steps(t, f"held_in-{i:04d}")]
 
 
 # ----- command line (evaluate.py static) -----------------------------------------------------

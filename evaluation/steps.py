@@ -7,9 +7,9 @@ A step is the gold context before that planner turn (`instruction`, canonical `h
 step also carries the gold planner `thought`, the canonical `tool_specs` and `trajectory_id`.
 
 Inputs, told apart per record: the α-UMi conversation form (a JSON list of
-{tools, instruction, conversations}), read by the training loader
-(trajectories.sources.toolbench.conversation_trajectory); canonical trajectories (JSONL or a
-JSON list); or a steps file written by `write_steps`.
+{tools, instruction, conversations}), read leniently as the official evaluation reads it
+(alpha_umi_dialogs.py: any turn order, oddities counted in `anomalies`); canonical trajectories
+(JSONL or a JSON list); or a steps file written by `write_steps`.
 
 α-UMi quirks handled: the decision marker " Next: caller." / " Next: conclusion." /
 " Next: give up." ends a planner turn after a space (test set) or "\\n " (training data). Assistant
@@ -23,31 +23,28 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from trajectories.sources.toolbench import conversation_trajectory
 from trajectories.trajectory import read_jsonl, validate_trajectory, write_jsonl_atomic
 
 from . import EvaluationError
+from .alpha_umi_dialogs import dialog_steps
 
 PLANS = ("call", "finish", "give_up")
 PLAN_OF_DECISION = {"call": "call", "conclusion": "finish", "give_up": "give_up"}
 
 
-def load_steps(path) -> list[dict]:
-    """All evaluation steps of a test set: α-UMi conversations, canonical trajectories or steps."""
+def load_steps(path, anomalies: Counter | None = None) -> list[dict]:
+    """All evaluation steps of a test set: α-UMi conversations, canonical trajectories or steps.
+    Oddities of α-UMi dialogs are counted into `anomalies` (kind -> count), never raised."""
     path = Path(path)
     stem = path.stem
+    anomalies = Counter() if anomalies is None else anomalies
     steps = []
     for index, record in _records(path):
         where = f"{path}: record {index}"
         if not isinstance(record, dict):
             raise EvaluationError(f"{where}: expected a JSON object")
         if "conversations" in record:
-            traj = {**conversation_trajectory(record, path, index), "id": f"{stem}-{index:04d}"}
-            # Only turns that carry a "Next:" marker are steps; an unmarked one kept because a
-            # caller or conclusion follows it is context only.
-            implied = set(traj.get("meta", {}).get("implied_decision_turns", ()))
-            step_turns = {i for i, t in enumerate(traj["turns"]) if t["role"] == "planner"} - implied
-            steps += trajectory_steps(traj, f"{stem}-{index:04d}", step_turns, where)
+            steps += dialog_steps(record, path, index, f"{stem}-{index:04d}", anomalies)
         elif "turns" in record:
             traj = validate_trajectory(record, file=path, index=index)
             steps += trajectory_steps(traj, f"{stem}-{index:04d}", None, where)

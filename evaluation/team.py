@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from core.vocabulary import TURN_ROLES
-from prompting.prompt_template import PromptTemplate, Segment
+from prompting.prompt_template import PromptTemplate, RenderedPrompt, Segment
 
 from .output_parsing import CallerOutput, OutputParser, PlannerOutput
 from .roles import EndpointRole, LocalRole, Role
@@ -53,7 +53,8 @@ class Team:
             merged = self.template.step_targets[role]
             n = len(trajectory["turns"])
             segs = self.template.render_history(role, trajectory) + self.template.cue(role, trajectory, n)
-            return segs + ([Segment(merged["prefix"])] if merged.get("prefix") else [])
+            segs += [Segment(merged["prefix"])] if merged.get("prefix") else []
+            return RenderedPrompt(segs, self.n_header(self.planner), False, "planner")
         return self.template.render_prompt(role, trajectory, "planner")
 
     def n_header(self, role: Role) -> int:

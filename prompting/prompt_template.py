@@ -35,6 +35,33 @@ class TemplateError(ValueError):
     pass
 
 
+class RenderedPrompt(list):
+    """An inference prompt: its segments (a list), where its header ends, and whether it is a
+    prefix of a folded training sequence, so that it is fitted to the budget exactly as training
+    rows are (datamodules.step_context). `folded` is False for a template whose prompts are not
+    prefixes of one sequence (cues, step_targets)."""
+
+    def __init__(self, segments, header_len: int, folded: bool, next_turn: str | None = None):
+        super().__init__(segments)
+        self.header_len, self.folded = header_len, folded
+        self.next_turn = next_turn  # the turn the model writes after it (planner/caller/summarizer)
+
+
+def group_steps(turn_segments) -> list[list[Segment]]:
+    """Segments of consecutive turns grouped into steps, as the folded layout groups them: a step
+    starts at a planner turn; turns before the first planner turn belong to the first step.
+    `turn_segments` yields (role, segments) per turn."""
+    steps, current = [], []
+    for role, segs in turn_segments:
+        if role == "planner" and any(s.producer for s in current):
+            steps.append(current)
+            current = []
+        current += segs
+    if current:
+        steps.append(current)
+    return steps
+
+
 class PromptTemplate:
     """Renders trajectories for one template node (see recipes/template/*.yaml for the keys)."""
 
@@ -139,10 +166,17 @@ class PromptTemplate:
             segs += prefix + body + suffix
         return segs
 
-    def render_prompt(self, role: str, trajectory: Mapping, next_turn: str) -> list[Segment]:
+    def turn_steps(self, trajectory: Mapping) -> list[list[Segment]]:
+        """Every turn rendered (prefix, body with EOS, suffix) and grouped into steps."""
+        return group_steps((t["role"], [s for part in self.turn_segments(t, i) for s in part])
+                           for i, t in enumerate(trajectory["turns"]))
+
+    def render_prompt(self, role: str, trajectory: Mapping, next_turn: str) -> RenderedPrompt:
         """Inference: the context for `role` to produce the next turn of kind `next_turn`
         (planner, caller or summarizer) after all of `trajectory['turns']`."""
-        segs = self.render_history(role, trajectory)
-        segs += self.cue(role, trajectory, len(trajectory["turns"]))
+        header = self.header(role, trajectory["tools"], trajectory["instruction"])
+        upto = len(trajectory["turns"])
         prefix = self.turns[next_turn]["prefix"]
-        return segs + ([Segment(prefix)] if prefix else [])
+        tail = [Segment(prefix)] if prefix else []
+        segs = self.render_history(role, trajectory) + self.cue(role, trajectory, upto) + tail
+        return RenderedPrompt(segs, len(header), self.prefix_consistent, next_turn)

@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -98,8 +99,10 @@ def test_training_marker_and_errors(tmp_path):
     dialog["conversations"][1]["value"] = "I call f. Next: caller."
     dialog["conversations"] = dialog["conversations"][:2]
     path.write_text(json.dumps([dialog]))
-    with pytest.raises(EvaluationError, match="train.json: record 0.*not followed by a caller"):
-        load_steps(path)
+    anomalies = Counter()
+    steps = load_steps(path, anomalies)  # a marker without its caller turn is still a step
+    assert [(s["plan"], s["action"]) for s in steps] == [("call", None)]
+    assert anomalies == {"call_step_without_caller_turn": 1}
 
 
 def _canonical():
@@ -150,3 +153,6 @@ def test_cli_steps(tmp_path):
             "instruction"} <= set(first)
     assert [p.name for p in tmp_path.iterdir()] == ["steps.jsonl"]  # no temp file left
     assert load_steps(out) == load_steps(DEV)  # a steps file reads back as references
+    # pinned: the lenient reader of test dialogs gives the strict loader's steps, byte for byte
+    import hashlib
+    assert hashlib.md5(out.read_bytes()).hexdigest() == "8249901c1674a56d281dffdbea8a3453"

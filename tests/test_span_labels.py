@@ -35,7 +35,7 @@ def test_supervised_tokens_decode_to_target_plus_eos(chains_trajectories, bpe_to
     checked = 0
     for traj in chains_trajectories:
         for ex in role_examples(tpl, traj, role, layout):
-            rows = encode_example(ex, enc, max_len=100_000, stats=EncodeStats())
+            rows = encode_example(ex, enc, 100_000, stats=EncodeStats())
             assert len(rows) == 1
             runs = supervised_runs(rows[0])
             decoded = [bpe_tokenizer.decode(r) for r in runs]
@@ -59,20 +59,26 @@ def test_span_kinds_follow_the_fields(chains_trajectories, bpe_tokenizer):
     assert all(k == 0 for k, lab in zip(row["span_kinds"], row["labels"]) if lab == IGNORE_INDEX)
 
 
-def test_per_step_truncates_context_from_the_left_never_the_target(chains_trajectories, bpe_tokenizer):
+def test_per_step_keeps_the_header_and_cuts_history_from_the_left_never_the_target(
+        chains_trajectories, bpe_tokenizer):
+    from datamodules.step_context import ContextBudget
     tpl = PromptTemplate(load_template())
     enc = SegmentEncoder(bpe_tokenizer)
     ex = role_examples(tpl, chains_trajectories[0], "caller", "per_step")[-1]
     full = encode_example(ex, enc, 100_000, EncodeStats())[0]
     n_target = sum(l != IGNORE_INDEX for l in full["labels"])
+    header = enc.bos + [t for p in enc.encode(ex.context[:ex.n_header]) for t in p]
+    max_len = 2 * len(header) + 2 * n_target + 40
     stats = EncodeStats()
-    short = encode_example(ex, enc, n_target + 20, stats)[0]
-    assert len(short["input_ids"]) == n_target + 20
-    assert short["input_ids"][0] == bpe_tokenizer.bos_token_id
-    assert short["input_ids"][1:] == full["input_ids"][-(n_target + 19):]
-    assert sum(l != IGNORE_INDEX for l in short["labels"]) == n_target
+    short = encode_example(ex, enc, ContextBudget(max_len, n_target), stats)[0]
+    assert len(short["input_ids"]) == max_len
+    assert short["input_ids"][:len(header)] == header          # the header is kept
+    kept = max_len - len(header)                                 # the history's tail + the target
+    assert short["input_ids"][len(header):] == full["input_ids"][-kept:]
+    assert short["labels"][-n_target:] == full["labels"][-n_target:]
+    assert stats.dropped["context_truncated(kept)"] == 1
     dropped = EncodeStats()
-    assert encode_example(ex, enc, n_target, dropped) == []
+    assert encode_example(ex, enc, ContextBudget(2 * n_target, n_target // 2), dropped) == []
     assert dropped.dropped["target_too_long"] == 1
 
 

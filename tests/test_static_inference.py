@@ -10,7 +10,8 @@ from prompting.segment_encoder import SegmentEncoder
 from evaluation import EvaluationError
 from evaluation.roles import LocalRole
 from evaluation.team import Team
-from evaluation.generation import encode_prompt, generate, load_model
+from datamodules.step_context import ContextBudget, prompt_ids
+from evaluation.generation import generate, load_model
 from evaluation.metrics import load_predictions
 from evaluation.static_inference import (evaluate_run, find_exports, predict_steps, resolve_mode,
                                          run_static, step_trajectory)
@@ -109,8 +110,8 @@ def test_left_padding_matches_unbatched(tiny_run, dev_steps):
     model, tok = load_model(str(RunDir(tiny_run).stage("planner").export), device="cpu")
     tpl = PromptTemplate(load_template("glpft"))
     enc = SegmentEncoder(tok)
-    prompts = [encode_prompt(enc, tpl.render_prompt("planner", step_trajectory(s), "planner"),
-                             120 + 37 * i, 2) for i, s in enumerate(dev_steps[:6])]
+    prompts = [prompt_ids(enc, tpl.render_prompt("planner", step_trajectory(s), "planner"),
+                          "planner", ContextBudget(240 + 74 * i, 100)) for i, s in enumerate(dev_steps[:6])]
     assert len({len(p) for p in prompts}) > 1  # different lengths: the batch is padded
     batched = generate(model, tok, prompts, max_new_tokens=10, batch_size=6)
     for prompt, out in zip(prompts, batched):
@@ -127,8 +128,7 @@ def test_prompt_ids_match_training_encoding(tiny_run, dev_steps):
     tpl = PromptTemplate(load_template("glpft"))
     enc = SegmentEncoder(tok, add_bos=True)
     segs = tpl.render_prompt("caller", step_trajectory(dev_steps[1]), "caller")
-    assert encode_prompt(enc, segs, None) == enc.prompt_ids(segs)
-    assert encode_prompt(enc, segs, 10_000) == enc.prompt_ids(segs)
+    assert prompt_ids(enc, segs, "caller", ContextBudget(100_000, 100)) == enc.prompt_ids(segs)
 
 
 def test_truncation_keeps_bos_header_and_end(tiny_run, dev_steps):
@@ -146,18 +146,18 @@ def test_truncation_keeps_bos_header_and_end(tiny_run, dev_steps):
     n_header = len(tpl.header("planner", [], "-"))
     pieces = enc.encode(segs)
     head = [t for p in pieces[:n_header] for t in p]
-    limit = 2 * len(head) + 50
-    assert len(full) > limit
-    ids = encode_prompt(enc, segs, limit, n_header)
-    assert len(ids) == limit
+    budget = ContextBudget(2 * len(head) + 120, 50)
+    assert len(full) > budget.max_length
+    ids = prompt_ids(enc, segs, "planner", budget)
+    assert len(ids) <= budget.max_length - budget.reserve
     assert ids[:1 + len(head)] == [tok.bos_token_id] + head   # header kept whole
-    tail = limit - 1 - len(head)
-    assert ids[-tail:] == full[-tail:]                         # the most recent history kept
+    tail = len(ids) - 1 - len(head)
+    assert tail > 0 and ids[-tail:] == full[-tail:]            # whole recent turns, from the left
     # a header longer than half the budget loses the end of its system segment (the tool list)
-    small = encode_prompt(enc, segs, 200, n_header)
-    assert len(small) == 200 and small[0] == tok.bos_token_id and small[-20:] == full[-20:]
+    small = prompt_ids(enc, segs, "planner", ContextBudget(200, 40))
+    assert small[0] == tok.bos_token_id and small[-10:] == full[-10:]
     instruction = pieces[n_header - 1]
-    keep = max(0, 199 // 2 - len(instruction))
+    keep = max(0, 200 // 2 - len(instruction))
     assert small[1:1 + keep] == full[1:1 + keep]
     assert small[1 + keep:1 + keep + len(instruction)] == instruction
 

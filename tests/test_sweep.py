@@ -114,7 +114,7 @@ def test_override_order_and_command_line(tmp_path):
     assert sweep.evaluate["limit"] == 5
     # evaluation: the recipe's evaluate node < the sweep's < the variant's; it is the recipe's node
     a_eval, b_eval = sweep.variants[0].recipe["evaluate"], sweep.variants[3].recipe["evaluate"]
-    assert a_eval["enabled"] and a_eval["limit"] == 5 and a_eval["max_new_tokens"] == 96
+    assert a_eval["enabled"] and a_eval["limit"] == 5 and a_eval["max_new_tokens"] is None  # per role
     assert b_eval["max_new_tokens"] == 5 and b_eval["batch_size"] == 16
     assert sweep.variants[3].evaluate == {k: v for k, v in b_eval.items() if k != "enabled"}
     assert load_sweep(spec, ["sweep.evaluate.enabled=false"]).variants[0].evaluate is None

@@ -8,11 +8,12 @@ from typing import Mapping
 from core.recipe import stage_order
 from core.run_dir import RunDir
 from core.vocabulary import GENTOOL_ROLES
+from datamodules.step_context import prompt_ids
 from prompting.segment_encoder import SegmentEncoder
 from prompting.selection_template import SelectionTemplate
 
 from .. import EvaluationError
-from ..generation import encode_prompt, generate, load_model, prompt_limit
+from ..generation import context_budget, generate, load_model
 
 # A joint model fills ranking and call; a dedicated ranking or selection model replaces its part.
 ROLE_ORDER = ("ranking_selection", "ranking", "selection")
@@ -33,7 +34,8 @@ def find_gentool_exports(run_dir, recipe: Mapping) -> dict[str, str]:
 def predict(records: list[dict], exports: Mapping[str, str], template: SelectionTemplate, *,
             add_bos: bool = True, batch_size: int = 8, max_new_tokens: int = 96,
             device: str | None = None, dtype: str | None = None, max_prompt_tokens: int | None = None,
-            max_length: int | None = None, log=None) -> dict[str, dict]:
+            max_length: int | None = None, context_reserve: int | None = None,
+            log=None) -> dict[str, dict]:
     """{id: {"ranking", "name", "arguments", "raw": {role: text}}} for every record."""
     if not exports:
         raise EvaluationError("no GenTool export (ranking, selection or ranking_selection stage) to evaluate")
@@ -41,8 +43,8 @@ def predict(records: list[dict], exports: Mapping[str, str], template: Selection
     for role in (r for r in ROLE_ORDER if r in exports):
         model, tokenizer = load_model(exports[role], device, dtype)
         encoder = SegmentEncoder(tokenizer, add_bos=add_bos)
-        limit = prompt_limit(model, max_new_tokens, max_prompt_tokens, max_length)
-        prompts = [encode_prompt(encoder, template.prompt(role, r), limit, n_header=2) for r in records]
+        budget = context_budget(model, max_new_tokens, max_prompt_tokens, max_length, context_reserve)
+        prompts = [prompt_ids(encoder, template.prompt(role, r), role, budget) for r in records]
         outs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
         for rec, out in zip(records, outs):
             pred = preds[rec["id"]]
@@ -57,3 +59,4 @@ def predict(records: list[dict], exports: Mapping[str, str], template: Selection
             log(f"{role}: {len(records)} examples")
         del model
     return preds
+

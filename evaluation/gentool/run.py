@@ -64,7 +64,8 @@ def evaluate_gentool(run_dir, recipe: Mapping, test_path, train_path=None, cfg: 
                         add_bos=(recipe.get("tokenizer") or {}).get("add_bos", True),
                         batch_size=cfg["batch_size"], max_new_tokens=cfg["max_new_tokens"],
                         device=cfg["device"], dtype=cfg["dtype"], max_prompt_tokens=cfg["max_prompt_tokens"],
-                        max_length=(recipe.get("data") or {}).get("max_length"), log=log)
+                        max_length=(recipe.get("data") or {}).get("max_length"),
+                        context_reserve=(recipe.get("data") or {}).get("context_reserve"), log=log)
         metrics[name] = score_selection(records, preds, gr)
         all_preds += [{**p, "set": name} for p in preds.values()]
     metrics["inference"] = {"run": str(run_dir), "models": exports, "references": str(test_path),

@@ -14,7 +14,7 @@ checked with the recipes' validator, so an error names the key path and the file
         single_llm: {recipes: [recipes/ablations/single_llm.yaml]}
       grid: {data.data_fraction: [0.25, 0.5, 1.0]}   # optional: cross product with the variants
       evaluate: {references: data/toolbench/dev_conversations.json, ood_references: null,
-                 limit: null, batch_size: 8, max_new_tokens: 96}   # evaluate_run's keys; enabled
+                 limit: null, batch_size: 8, max_new_tokens: null}  # evaluate_run's keys; enabled
                                             # (merged over each recipe's own `evaluate:` node)
       out: runs/sweeps/${sweep.name}        # sweep.json, report.md / report.html, plots/, wandb/
       runs_dir: ${sweep.out}/runs           # each variant's run.dir is RUNS_DIR/VARIANT; null: the

@@ -45,7 +45,7 @@ def eval_is_current(recipe: dict, cfg: dict) -> bool:
         decoding = inf.get("decoding") or {}
         want_tokens = cfg.get("max_new_tokens", evaluate_defaults()["max_new_tokens"])
         if (inf.get("references") != str(refs) or inf.get("limit") != cfg.get("limit")
-                or decoding.get("max_new_tokens") != want_tokens
+                or decoding.get("requested_max_new_tokens", decoding.get("max_new_tokens")) != want_tokens
                 or bool(decoding.get("do_sample")) != bool(cfg.get("do_sample"))):
             return False
         mode = cfg.get("mode") or "auto"

@@ -1,0 +1,98 @@
+"""What a finished `train.py` run prints last: the stages run and skipped, each stage's loss first
+-> last and supervised tokens, the exports, the evaluation table (the five metrics and the
+per-plan counts of every test set evaluated) and the W&B sync command. Everything is read back
+from the run directory, so a rerun that skipped every stage prints the same numbers.
+
+`quiet_third_party()` trims what dependencies print around it (Lightning's tips and device
+banners, deprecation warnings, W&B's notices, Hugging Face's weight-loading bars); the training
+progress bars stay."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from core.stage_config import export_dir, stage_dir
+
+METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
+           ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
+EVAL_FILES = (("metrics.json", "test"), ("metrics_held_in.json", "held-in"),
+              ("metrics_ood.json", "out-of-domain"))
+
+
+def quiet_third_party() -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=r".*is deprecated.*")
+    warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        from transformers.utils import logging as hf_logging
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def stage_losses(path: Path) -> dict:
+    """First and last train/loss and the supervised tokens summed over the steps of a CSV log."""
+    first = last = None
+    tokens = 0.0
+    if path.is_file():
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("train/loss"):
+                    loss = float(row["train/loss"])
+                    first = loss if first is None else first
+                    last = loss
+                if row.get("train/supervised_tokens"):
+                    tokens += float(row["train/supervised_tokens"])
+    return {"first": first, "last": last, "supervised_tokens": int(tokens)}
+
+
+def _num(x, fmt="{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
+    run_dir = Path(recipe["run"]["dir"])
+    lines = [f"== run {recipe['run']['name']} ({run_dir}) =="]
+    skipped = [s for s in stages if s not in ran]
+    lines.append(f"stages run: {', '.join(ran) or 'none'}"
+                 + (f"; skipped (already finished): {', '.join(skipped)}" if skipped else ""))
+    for name in stages:
+        loss = stage_losses(stage_dir(recipe, name) / "logs" / "metrics.csv")
+        export = export_dir(recipe, name)
+        lines.append(f"  {name:<11} loss {_num(loss['first'], '{:.3f}')} -> "
+                     f"{_num(loss['last'], '{:.3f}')}  supervised tokens {loss['supervised_tokens']:,}"
+                     f"  export {export if (Path(export) / 'config.json').is_file() else '(none)'}")
+    eval_dir = Path((recipe.get("evaluate") or {}).get("out_dir") or run_dir / "eval")
+    rows = []
+    for file, name in EVAL_FILES:
+        path = eval_dir / file
+        if path.is_file():
+            m = json.loads(path.read_text())
+            rows.append((name, m))
+    if rows:
+        lines.append(f"evaluation ({eval_dir}):")
+        head = f"  {'set':<14}{'steps':>6}" + "".join(f"{label:>10}" for _, label in METRICS)
+        lines += [head + "   plans: reference -> predicted (call/finish/give_up/none)"]
+        for name, m in rows:
+            ref, pred = m["counts"]["reference"], m["counts"]["predicted"]
+            plans = (f"{ref['call']}/{ref['finish']}/{ref['give_up']} -> "
+                     f"{pred.get('call', 0)}/{pred.get('finish', 0)}/{pred.get('give_up', 0)}"
+                     f"/{pred.get('none', 0)}")
+            hit = sum((m.get("generation_hit_limit") or {}).values())
+            lines.append(f"  {name:<14}{m['n_steps']:>6}"
+                         + "".join(f"{_num(m.get(k)):>10}" for k, _ in METRICS) + f"   {plans}"
+                         + (f"  ({hit} generations hit the length limit)" if hit else ""))
+    wandb = (recipe.get("logger") or {}).get("wandb") or {}
+    mode = os.environ.get("WANDB_MODE", wandb.get("mode", "offline"))
+    if wandb.get("enabled", True) and mode == "offline":
+        lines.append(f"W&B (offline): wandb sync {run_dir}/*/wandb/offline-run-*")
+    return "\n".join(lines)
