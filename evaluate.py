@@ -7,6 +7,7 @@
 TEST is a test set in the α-UMi conversation form, canonical trajectories (JSONL) or a steps file.
 Each subcommand is one entry of COMMANDS: (help, add_arguments, run); inference subcommands
 (`static`: teacher-forced over a steps file, `agent`: full episodes) are added there.
+Bad input stops with one or two lines and exit code 2; --debug (or ALPHA_UMI_DEBUG=1) shows the traceback.
 """
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import argparse
 import json
 import sys
 
-from trajectories.trajectory import TrajectoryError
 from core.atomic_files import write_text_atomic
-from evaluation import EvaluationError
+from core.errors import run_cli
 from evaluation.agent_loop import add_agent_args, run_agent_cli
 from evaluation.metrics import load_predictions, score
 from evaluation.results_table import load_runs, log_wandb, results_table
@@ -95,12 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (EvaluationError, TrajectoryError, OSError) as exc:
-        print(f"evaluate.py {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    return run_cli(f"evaluate.py {args.command}", lambda _: args.run(args), argv)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ def accumulation(settings: dict, world_size: int) -> int:
         return int(trainer.get("accumulate_grad_batches", 1))
     per_pass = data.get("micro_batch_size", 1) * world_size
     if gbs % per_pass:
-        raise ValueError(f"data.global_batch_size={gbs} is not a multiple of micro_batch_size x "
+        from core.recipe import RecipeError
+        raise RecipeError(f"data.global_batch_size={gbs} is not a multiple of micro_batch_size x "
                          f"world size = {per_pass}")
     return gbs // per_pass

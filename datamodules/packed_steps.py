@@ -21,6 +21,9 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from core.errors import DataError
+
+from .resumable import ResumableSteps
 from .packing import blank_batch, collate_packed, equalize_rank_batches, pack_examples
 
 
@@ -44,7 +47,7 @@ def best_fit_decreasing(lengths: Sequence[int], max_len: int,
     order = range(len(lengths)) if order is None else order
     too_long = [i for i in order if lengths[i] > max_len]
     if too_long:
-        raise ValueError(f"{len(too_long)} example(s) are longer than packing.max_tokens={max_len} "
+        raise DataError(f"{len(too_long)} example(s) are longer than packing.max_tokens={max_len} "
                          f"(e.g. example {too_long[0]} has {lengths[too_long[0]]} tokens); raise "
                          "max_tokens to at least data.max_length")
     bins: list[list[int]] = []
@@ -65,7 +68,7 @@ def best_fit_decreasing(lengths: Sequence[int], max_len: int,
     return bins
 
 
-class PackedStepSampler:
+class PackedStepSampler(ResumableSteps):
     """Batch sampler: yields this rank's `PackedKey`s of one optimizer step at a time.
 
     `len()` is the number of optimizer steps per epoch, the same on every rank and every epoch.
@@ -124,7 +127,7 @@ class PackedStepSampler:
             steps.append([chunk[r::self.world] for r in range(self.world)])
         return steps
 
-    def __iter__(self):
+    def _steps(self):
         for step in self.plan():
             yield [PackedKey(i, m, r, filler)
                    for m, mb in enumerate(step[self.rank])

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from core.instantiate import instantiate
+from core.recipe import RecipeError
 from .causal_lm import register_zero_micro_step_hook, sharded_build_context
 from .span_loss import (SPAN_KINDS, SpanLossSums, dense_token_losses, forward_hidden,
                         reduce_span_losses, shift_labels, span_loss_sums)
@@ -154,10 +155,20 @@ class SpanLMModule(L.LightningModule):
         cfg = dict(self.optimizer_cfg)
         wd = cfg.pop("weight_decay", 0.0)
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = instantiate(cfg, groups)
-        scheduler = instantiate(self.scheduler_cfg, optimizer,
-                                total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
+        optimizer = _build("optimizer", cfg, groups)
+        scheduler = _build("scheduler", self.scheduler_cfg, optimizer,
+                           total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _build(section: str, node: Mapping, *args, **kwargs):
+    """A bad optimizer / scheduler value (lr=fast) is the recipe's fault: say which section."""
+    try:
+        return instantiate(node, *args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        values = ", ".join(f"{k}={v!r}" for k, v in node.items() if k != "_target_")
+        raise RecipeError(f"{section} ({node.get('_target_')}: {values}): {exc}; fix the value under "
+                          f"{section}: or stages.<stage>.{section}:") from exc
 
 
 class _no_backward_sync:

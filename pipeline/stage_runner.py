@@ -12,22 +12,31 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
 from core.atomic_files import write_json_atomic, write_text_atomic
+from core.errors import ProjectError
+from core.secrets import redacted_argv
 from core.instantiate import instantiate
-from core.recipe import redact, stage_order, to_yaml
+from core.recipe import RecipeError, redact, stage_order, to_yaml
 from core.stage_config import export_dir, resolve_init, stage_dir, stage_settings
+from pipeline.checkpoints import AppendingCSVLogger, AtomicCheckpointIO, ResumeCSV, pick_resume_checkpoint
+from pipeline.preflight import preflight
 from pipeline.sharded_export import export_dtype, export_stage, resumable_checkpoint
 from pipeline.stage_setup import build_datamodule, launch_rank, load_tokenizer
 from pipeline.strategy_checks import check_stage
+
+
+class StageInterrupted(ProjectError):
+    exit_code = 130
 
 
 def enabled_stages(recipe: dict) -> list[str]:
@@ -42,18 +51,17 @@ def build_loggers(recipe: dict, settings: dict, sdir: Path):
     cfg = recipe.get("logger", {})
     loggers = []
     if cfg.get("csv", {}).get("enabled", True):
-        loggers.append(CSVLogger(str(sdir), name="logs", version=""))
+        loggers.append(AppendingCSVLogger(str(sdir), name="logs", version=""))
     wb = cfg.get("wandb", {})
     if wb.get("enabled", True):
         mode = os.environ.get("WANDB_MODE", wb.get("mode", "offline"))
         (sdir / "wandb").mkdir(parents=True, exist_ok=True)
+        names = redact({"name": f"{recipe['run']['name']}/{settings['name']}", "tags": wb.get("tags", []),
+                        "group": recipe["run"].get("group") or recipe["run"]["name"]})
         logger = WandbLogger(project=wb.get("project", "alpha-umi-glpft"), entity=wb.get("entity"),
-                             name=f"{recipe['run']['name']}/{settings['name']}",
-                             group=recipe["run"].get("group") or recipe["run"]["name"],
-                             job_type=settings["role"], tags=wb.get("tags", []), save_dir=str(sdir),
-                             mode=mode, log_model=wb.get("log_model", False),
-                             id=_wandb_id(sdir), resume="allow")
-        logger.log_hyperparams({"recipe": redact(recipe), "stage": redact(settings)})
+                             name=names["name"], group=names["group"], job_type=settings["role"],
+                             tags=names["tags"], save_dir=str(sdir), mode=mode,
+                             log_model=wb.get("log_model", False), id=_wandb_id(sdir), resume="allow")
         loggers.append(logger)
     return loggers
 
@@ -84,9 +92,9 @@ def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
     callbacks = [ModelCheckpoint(dirpath=str(sdir / "checkpoints"), save_last=True, save_top_k=0,
                                  every_n_train_steps=ckpt.get("every_n_train_steps", 50),
                                  save_weights_only=ckpt.get("save_weights_only", False)),
-                 build_throughput_callback(recipe.get("telemetry"))]
+                 build_throughput_callback(recipe.get("telemetry")), ResumeCSV()]
     return L.Trainer(strategy=strategy, logger=build_loggers(recipe, settings, sdir), callbacks=callbacks,
-                     use_distributed_sampler=False, accumulate_grad_batches=1,
+                     plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, accumulate_grad_batches=1,
                      enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
                      default_root_dir=str(sdir), **kwargs)
 
@@ -108,13 +116,20 @@ def run_stage(recipe: dict, name: str) -> dict:
     module = SpanLMModule(model=model_cfg, optimizer=settings["optimizer"], scheduler=settings["scheduler"],
                           loss=settings.get("loss"), vocab_size=len(tokenizer),
                           gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
+    if launch_rank() == 0:  # bad data stops here, before a W&B run exists
+        dm.prepare_data()
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            with redacted_argv():  # W&B records the command line when the run starts (here)
+                lg.log_hyperparams({"recipe": redact(recipe), "stage": redact(settings)})
     last = sdir / "checkpoints" / "last.ckpt"
-    resume = resumable_checkpoint(last)  # a file, or a directory (DeepSpeed / sharded FSDP)
+    # a file (falling back to its previous copy if it is corrupt), or a directory (DeepSpeed / sharded FSDP)
+    resume = pick_resume_checkpoint(last, resumable_checkpoint)
     if resume:
         print(f"[{name}] resuming from {resume}")
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
     if trainer.interrupted:  # never export or mark done a stage that did not finish
-        raise RuntimeError(f"stage {name} was interrupted; rerun to resume from {last}")
+        raise StageInterrupted(f"stage {name} was interrupted; rerun the same command to resume from {last}")
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
@@ -130,21 +145,29 @@ def run_stage(recipe: dict, name: str) -> dict:
 def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     """Run every enabled stage in dependency order, skipping finished ones; return those run."""
     names = enabled_stages(recipe)
+    if only is not None and only not in names:
+        raise RecipeError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
+    preflight(recipe, [n for n in ([only] if only else names) if not is_done(recipe, n)])
     run_dir = Path(recipe["run"]["dir"])
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if launch_rank() == 0:  # what this run was trained with (evaluation reads it)
         write_text_atomic(run_dir / "recipe.yaml", to_yaml(redact(recipe)))
     if only is not None:
-        if only not in names:
-            raise ValueError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
         names = [only]
     ran = []
-    for name in names:
-        if is_done(recipe, name):
-            print(f"[{name}] already finished ({stage_dir(recipe, name) / 'DONE.json'}); skipping")
-            continue
-        run_stage(recipe, name)
-        ran.append(name)
+    try:
+        for name in names:
+            if is_done(recipe, name):
+                print(f"[{name}] already finished ({stage_dir(recipe, name) / 'DONE.json'}); skipping")
+                continue
+            run_stage(recipe, name)
+            ran.append(name)
+    except ProjectError as exc:
+        if fresh and not ran and launch_rank() == 0 and not isinstance(exc, StageInterrupted) \
+                and not any(run_dir.rglob("*.ckpt*")):
+            shutil.rmtree(run_dir, ignore_errors=True)  # bad input before any training: leave nothing
+        raise
     if only is None:
         run_evaluation(recipe)
     return ran

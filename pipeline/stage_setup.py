@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from core.instantiate import instantiate
+from core.recipe import RecipeError
 from core.stage_config import accumulation
 from prompting.bpe_tokenizer import train_bpe_tokenizer
 
@@ -45,7 +46,7 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
             tok = AutoTokenizer.from_pretrained(path)
         else:
             if "train_bpe" not in tok_cfg:
-                raise ValueError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
+                raise RecipeError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
                                  "or tokenizer.train_bpe")
             dm = build_datamodule(recipe, settings, tokenizer=None)
             tok = train_bpe_tokenizer(dm.corpus_texts(), out_dir=path, **tok_cfg["train_bpe"])

@@ -55,6 +55,7 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from core.atomic_files import write_text_atomic
+from core.errors import ProjectError
 from core.recipe import RecipeError, load_recipe, redact, stage_order
 from core.repo_paths import REPO_ROOT
 from core.stage_config import resolve_init, stage_dir, stage_settings
@@ -70,7 +71,7 @@ INDEX_NAME = "sweep.json"
 NOT_TRAINING_KEYS = ("logger", "telemetry", "evaluate", "run.group", "run.name", "data.num_workers")
 
 
-class SweepError(ValueError):
+class SweepError(ProjectError, ValueError):
     """A bad sweep spec or command line; the message names the key and the file."""
 
 
