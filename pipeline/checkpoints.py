@@ -59,30 +59,30 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def pick_resume_checkpoint(last: Path, resumable) -> str | None:
+def pick_resume_checkpoint(last: Path, resumable, repair: bool = True) -> str | None:
     """`last` if it is whole, else its previous copy (with a warning), else None (the stage starts
-    over, with a warning). A bad file is renamed to `<name>.corrupt` so it never blocks a rerun.
+    over, with a warning). With `repair` (rank 0 only: every rank makes the same choice, one moves
+    files) a bad file is renamed to `<name>.corrupt`, so it never blocks a rerun.
     `resumable(path)` is the strategy-aware check for directories (DeepSpeed, sharded FSDP)."""
     last = Path(last)
     if last.is_dir():
         return resumable(last)
-    candidates = [last, last.with_name(last.name + PREV_SUFFIX)]
-    for i, path in enumerate(candidates):
+    bad_seen = False
+    for i, path in enumerate([last, last.with_name(last.name + PREV_SUFFIX)]):
         if not path.is_file():
             continue
         problem = checkpoint_problem(path)
         if problem is None:
             if i > 0:
-                target = last  # resume from it under the usual name
-                os.replace(path, target)
-                warnings.warn(f"{last}: resuming from the previous checkpoint ({path.name}), the "
-                              "last one could not be read", stacklevel=2)
-                return str(target)
+                warnings.warn(f"{last}: resuming from the previous checkpoint ({path.name}) instead",
+                              stacklevel=2)
             return str(path)
-        bad = path.with_name(path.name + ".corrupt")
-        os.replace(path, bad)
-        warnings.warn(f"{path}: {problem}; moved to {bad.name}", stacklevel=2)
-    if any(p.with_name(p.name + ".corrupt").exists() for p in candidates):
+        bad_seen = True
+        if repair:
+            bad = path.with_name(path.name + ".corrupt")
+            os.replace(path, bad)
+            warnings.warn(f"{path}: {problem}; moved to {bad.name}", stacklevel=2)
+    if bad_seen and repair:
         warnings.warn(f"{last.parent}: no readable checkpoint left; the stage starts over", stacklevel=2)
     return None
 

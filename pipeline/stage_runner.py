@@ -124,7 +124,7 @@ def run_stage(recipe: dict, name: str) -> dict:
                 lg.log_hyperparams({"recipe": redact(recipe), "stage": redact(settings)})
     last = sdir / "checkpoints" / "last.ckpt"
     # a file (falling back to its previous copy if it is corrupt), or a directory (DeepSpeed / sharded FSDP)
-    resume = pick_resume_checkpoint(last, resumable_checkpoint)
+    resume = pick_resume_checkpoint(last, resumable_checkpoint, repair=launch_rank() == 0)
     if resume:
         print(f"[{name}] resuming from {resume}")
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
@@ -135,7 +135,7 @@ def run_stage(recipe: dict, name: str) -> dict:
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
     export_stage(trainer, module, tokenizer, export_dir(recipe, name), dtype=export_dtype(settings))
     if trainer.is_global_zero:
-        write_json_atomic(sdir / "DONE.json", summary)
+        write_json_atomic(sdir / "DONE.json", redact(summary))
     for lg in trainer.loggers:
         if isinstance(lg, WandbLogger):
             lg.experiment.finish()
