@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import random
-import warnings
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -252,11 +252,10 @@ class ToolUseDataModule(L.LightningDataModule):
         if self.micro_batch_size <= fitted:
             return self.micro_batch_size
         trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.is_global_zero:
-            warnings.warn(f"data.micro_batch_size={self.micro_batch_size} is larger than the {split} "
-                          f"split allows ({n_rows} sequences, {accumulate} micro-batch(es) per step on "
-                          f"{world} device(s)); using {fitted}: the same steps without filler rows",
-                          stacklevel=2)
+        if split == "train" and (trainer is None or trainer.is_global_zero):  # validation: no steps to keep
+            print(f"[data] warning: data.micro_batch_size={self.micro_batch_size} is larger than the "
+                  f"{split} split allows ({n_rows} sequences, {accumulate} micro-batch(es) per step on "
+                  f"{world} device(s)); using {fitted}: the same steps without filler rows", file=sys.stderr)
         return fitted
 
     # The training loader's position, saved in every checkpoint through the DataModule's state (the

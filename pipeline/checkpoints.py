@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
+import sys
 import zipfile
 from pathlib import Path
 
@@ -74,17 +74,20 @@ def pick_resume_checkpoint(last: Path, resumable, repair: bool = True) -> str | 
         problem = checkpoint_problem(path)
         if problem is None:
             if i > 0:
-                warnings.warn(f"{last}: resuming from the previous checkpoint ({path.name}) instead",
-                              stacklevel=2)
+                _warn(f"{last}: resuming from the previous checkpoint ({path.name}) instead")
             return str(path)
         bad_seen = True
         if repair:
             bad = path.with_name(path.name + ".corrupt")
             os.replace(path, bad)
-            warnings.warn(f"{path}: {problem}; moved to {bad.name}", stacklevel=2)
+            _warn(f"{path}: {problem}; moved to {bad.name}")
     if bad_seen and repair:
-        warnings.warn(f"{last.parent}: no readable checkpoint left; the stage starts over", stacklevel=2)
+        _warn(f"{last.parent}: no readable checkpoint left; the stage starts over")
     return None
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 class _AppendingWriter(ExperimentWriter):

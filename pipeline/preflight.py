@@ -120,6 +120,13 @@ def check_free_space(recipe: dict, stages: list[str], run_dir: Path) -> None:
     base = _existing_ancestor(run_dir)
     free = shutil.disk_usage(base).free
     if need > free:
-        raise RunDirError(f"run.dir {run_dir}: {free / 2**30:.1f} GiB free on its disk, the checkpoints "
-                          f"and exports of {', '.join(stages)} need about {need / 2**30:.1f} GiB; free "
-                          "space, choose another run.dir, or set run.check_disk_space=false")
+        raise RunDirError(f"run.dir {run_dir}: {_size(free)} free on its disk, the checkpoints and exports "
+                          f"of {', '.join(stages)} need about {_size(need)}; free space, choose another "
+                          "run.dir, or set run.check_disk_space=false")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

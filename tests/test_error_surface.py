@@ -2,7 +2,6 @@
 exit code 2, no traceback (unless --debug), nothing left behind."""
 import json
 import time
-import warnings
 
 import pytest
 
@@ -124,15 +123,13 @@ def test_skip_counts_are_printed_on_the_console(tmp_path, bpe_tokenizer, capsys)
     assert f"[data] {path}: skipped 1 record(s) (empty_target: 1), loaded 2" in out
 
 
-def test_micro_batch_larger_than_the_data_is_clamped_with_a_warning(tmp_path, bpe_tokenizer):
+def test_micro_batch_larger_than_the_data_is_clamped_with_a_warning(tmp_path, bpe_tokenizer, capsys):
     dm = _datamodule(tmp_path, bpe_tokenizer, "data.micro_batch_size=5000")
     dm.prepare_data()
     n = len(dm.splits["train"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loader = dm.train_dataloader()
-    assert any(f"data.micro_batch_size=5000 is larger than the train split allows ({n} sequences"
-               in str(w.message) for w in caught)
+    loader = dm.train_dataloader()
+    assert (f"[data] warning: data.micro_batch_size=5000 is larger than the train split allows ({n} sequences"
+            in capsys.readouterr().err)
     steps = list(loader)
     assert len(steps) == 1 and sum(len(mb["input_ids"]) for mb in steps[0]) == n  # no filler rows
 
@@ -161,7 +158,7 @@ def test_unwritable_or_full_run_dir_is_one_line_naming_the_path(tmp_path, capsys
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     run_dir = tmp_path / "full"
     rc, lines = _train([f"run.dir={run_dir}", *ONE_STAGE], capsys)
-    assert rc == 2 and str(run_dir) in lines[-1] and "GiB free" in lines[-1]
+    assert rc == 2 and str(run_dir) in lines[-1] and "1000 bytes free" in lines[-1]
     assert "run.check_disk_space=false" in lines[-1] and not run_dir.exists()
 
 
@@ -180,3 +177,25 @@ def test_llm_and_os_errors_are_one_line(capsys):
     assert capsys.readouterr().err.strip().startswith(
         "evaluate.py steps: error: /nonexistent/dir/file.json: No such file or directory")
     assert issubclass(TrajectoryError, ProjectError) and issubclass(RecipeError, ProjectError)
+
+
+def test_preview_simulator_sweep_and_evaluate_share_the_surface(tmp_path, capsys):
+    from pipeline import preview
+    from simulators.__main__ import main as simulate
+    import evaluate
+    import sweep
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert preview.main([str(QUICKSTART), "--role", "planner", f"run.dir={tmp_path / 'run'}",
+                         f"data.sources=[{{path: {empty}, format: canonical}}]"]) == 2
+    assert capsys.readouterr().err.strip().startswith(
+        "python -m pipeline.preview: error: role planner: no training examples")
+    assert simulate([str(REPO / "recipes" / "simulator" / "toolalpaca.yaml"), "llm.api_key=abc"]) == 2
+    assert capsys.readouterr().err.strip().startswith("python -m simulators: error: simulator.llm.api_key")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\xff\xfe\n")
+    assert evaluate.main(["steps", "--references", str(bad), "--out", str(tmp_path / "s.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evaluate.py steps: error:") and str(bad) in err and len(err.splitlines()) <= 2
+    assert sweep.main([str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.strip().startswith("sweep.py: error:")
