@@ -68,6 +68,3 @@ def run_cli(prog: str, main: Callable[[list[str]], int], argv: Sequence[str] | N
     except OSError as exc:  # unreadable input, unwritable output, full disk, refused connection
         print(f"{prog}: error: {format_error(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
