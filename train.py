@@ -2,6 +2,7 @@
 
     python train.py recipes/quickstart.yaml
     python train.py recipes/quickstart.yaml stages.planner.trainer.max_epochs=3
+    python train.py recipes/quickstart.yaml optimizer._target_=torch.optim.SGD '~optimizer.betas' '~optimizer.eps'
     python train.py recipes/llama2_7b_toolbench.yaml recipes/ablations/single_llm.yaml
     python train.py recipes/quickstart.yaml --stage planner
     python train.py recipes/quickstart.yaml --print-config
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from core.errors import run_cli
-from core.recipe import RECIPES_ROOT, RecipeError, load_recipe, redact, to_yaml
+from core.recipe import RECIPES_ROOT, RecipeError, load_recipe, redact, split_args, to_yaml
 
 FRAGMENT_DIRS = ("model", "data", "template", "trainer", "optim", "logger", "strategy", "stages",
                  "simulator", "ablations", "launch")
@@ -46,15 +47,14 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("args", nargs="*", help="recipe YAML files (merged in order), then key=value overrides")
+    parser.add_argument("args", nargs="*", help="recipe YAML files (merged in order), then key=value overrides (~key removes a key)")
     parser.add_argument("--stage", help="run only this stage (its init_from stage must be finished)")
     parser.add_argument("--print-config", action="store_true", help="print the composed recipe and exit")
     parser.add_argument("--validate", action="store_true",
                         help="validate the given recipe, or every shipped recipe if none is given, and exit")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ALPHA_UMI_DEBUG=1)")
     ns = parser.parse_intermixed_args(argv)
-    files = [a for a in ns.args if "=" not in a]
-    overrides = [a for a in ns.args if "=" in a]
+    files, overrides = split_args(ns.args)
     if ns.validate and not files:
         return validate_all()
     recipe = load_recipe(files, overrides)

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-ROLES = ("backbone", "planner", "caller", "summarizer")
+from core.vocabulary import IGNORE_INDEX, TRAINED_ROLES as ROLES  # noqa: E402 (after the path)
 
 
 def quickstart_recipe(work_dir: Path, overrides=()) -> dict:
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             n = sum(len(s) for s in splits.values())
             train = splits["train"]
             tokens = sum(len(x) for x in train["input_ids"]) if len(train) else 0
-            sup = sum(sum(1 for l in x if l != -100) for x in train["labels"]) if len(train) else 0
+            sup = sum(sum(1 for l in x if l != IGNORE_INDEX) for x in train["labels"]) if len(train) else 0
             counts[role, layout] = (len(train), tokens, sup)
             rows.append((role, layout, stats["train"]["trajectories"] + stats["val"]["trajectories"], n,
                          statistics.median(cold), statistics.median(cached)))

@@ -143,16 +143,14 @@ def build_model(args, vocab: int):
 
 
 def _best_cuda_attn() -> str:
-    try:
-        import flash_attn  # noqa: F401
-        return "flash_attention_2"
-    except ImportError:
-        return "sdpa"
+    import importlib.util
+    return "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
 
 
 def steps_for(variant, examples, args, pad_id):
     """A generator of steps (lists of micro-batches) for variants a and b, cycling epochs."""
     import torch
+    from core.vocabulary import IGNORE_INDEX
     from datamodules.packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
     from datamodules.tool_use_datamodule import Rows, StepBatchSampler, StepCollator
     lengths = [len(e["input_ids"]) for e in examples]
@@ -168,7 +166,7 @@ def steps_for(variant, examples, args, pad_id):
             out = []
             for b in inner(items):
                 pad = args.max_length - b["input_ids"].shape[1]
-                fills = {"input_ids": pad_id, "labels": -100, "span_kinds": 0, "attention_mask": 0}
+                fills = {"input_ids": pad_id, "labels": IGNORE_INDEX, "span_kinds": 0, "attention_mask": 0}
                 out.append({k: torch.nn.functional.pad(v, (0, pad), value=fills[k]) for k, v in b.items()})
             return out
     epoch = 0
@@ -186,6 +184,7 @@ def to_device(batch, device):
 
 def worker_repo(variant, args, data) -> dict:
     import torch
+    from core.vocabulary import IGNORE_INDEX
     from lightning_modules.span_lm_module import SpanLMModule
     from lightning_modules.throughput import batch_token_counts
     model = build_model(args, data["vocab"])
@@ -201,7 +200,7 @@ def worker_repo(variant, args, data) -> dict:
     def one_step(count: bool):
         micro = next(steps)
         # As SpanLMModule.training_step: token losses summed, divided by the step's supervised tokens.
-        n_step = sum((b["labels"][:, 1:] != -100).sum() for b in micro).float().clamp(min=1)
+        n_step = sum((b["labels"][:, 1:] != IGNORE_INDEX).sum() for b in micro).float().clamp(min=1)
         for b in micro:
             b = to_device(b, args.device)
             sums = module.span_sums(b)
@@ -234,10 +233,11 @@ def worker_trl(args, data) -> dict:
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
+    from core.vocabulary import IGNORE_INDEX
     from lightning_modules.throughput import batch_token_counts
     tok = AutoTokenizer.from_pretrained(data["tokenizer"])
     ds = Dataset.from_list([{"input_ids": e["input_ids"],
-                             "completion_mask": [int(l != -100) for l in e["labels"]]}
+                             "completion_mask": [int(l != IGNORE_INDEX) for l in e["labels"]]}
                             for e in data["examples"]])
     model = build_model(args, data["vocab"])
     totals = {"total": 0, "nonpad": 0, "supervised": 0, "sum_sq_lens": 0, "examples": 0}
@@ -304,8 +304,9 @@ def _finish(args, model, totals, seconds, baseline) -> dict:
 
 
 def main(argv=None) -> int:
+    from core.vocabulary import TRAINED_ROLES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--role", default="caller", choices=["backbone", "planner", "caller", "summarizer"])
+    ap.add_argument("--role", default="caller", choices=list(TRAINED_ROLES))
     ap.add_argument("--layout", default="per_step", choices=["folded", "per_step"])
     ap.add_argument("--max-length", type=int, default=1536, help="data max_length = packed row length")
     ap.add_argument("--rows", type=int, default=2, help="rows (a) / examples (b, c) per micro-batch")

@@ -8,6 +8,7 @@ path and its file.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from core.errors import ProjectError
 from core.secrets import redact  # noqa: F401  (the one redaction; imported from here by callers)
+from .build_sites import check_nodes
+from .stage_values import check_stage_values, vocabulary_defs
 
 RECIPES_ROOT = Path(__file__).resolve().parents[1] / "recipes"
 SCHEMA_PATH = Path(__file__).with_name("recipe_schema.json")
@@ -76,12 +79,33 @@ def compose(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> tuple
             raise RecipeError(f"recipe file not found: {path}")
         cfg = OmegaConf.merge(cfg, _load_file(path.resolve(), provenance))
     for item in overrides:
+        if item.startswith("~"):
+            _delete(cfg, item[1:], provenance)
+            continue
         if "=" not in item:
-            raise RecipeError(f"command line: override '{item}' is not of the form key=value")
+            raise RecipeError(f"command line: override '{item}' is not of the form key=value or ~key")
         dot = OmegaConf.from_dotlist([item])
         _record(dot, "command line", provenance)
         cfg = OmegaConf.merge(cfg, dot)
     return cfg, provenance
+
+
+def _delete(cfg: DictConfig, key: str, provenance: dict):
+    """`~key` on the command line (Hydra's syntax) removes a key the recipe files set, e.g. the
+    AdamW `betas` when a stage swaps in another optimizer."""
+    parent_path, _, last = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_path) if parent_path else cfg
+    if not last or not isinstance(parent, DictConfig) or last not in parent:
+        raise RecipeError(f"command line: cannot remove '~{key}': the recipe has no key '{key}'")
+    del parent[last]
+    for path in [p for p in provenance if p == key or p.startswith(key + ".")]:
+        del provenance[path]
+
+
+def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Command-line words: (recipe files, overrides `key=value` / `~key`)."""
+    is_override = [("=" in a or a.startswith("~")) for a in args]
+    return ([a for a, o in zip(args, is_override) if not o], [a for a, o in zip(args, is_override) if o])
 
 
 def origin_of(path: str, provenance: dict) -> str:
@@ -100,13 +124,23 @@ def validate(cfg: DictConfig, provenance: dict) -> dict:
         data = OmegaConf.to_container(cfg, resolve=True)
     except Exception as exc:
         raise RecipeError(f"recipe: cannot resolve interpolation: {exc}") from None
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        lines = [_explain(e, provenance) for e in errors[:10]]
-        raise RecipeError("invalid recipe:\n  " + "\n  ".join(lines))
+    errors = sorted(_validator().iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    lines = [_explain(e, provenance) for e in errors]
+    if not errors:  # the sections have the shape the signature check walks
+        lines += check_nodes(data, lambda path: origin_of(path, provenance))
+        lines += check_stage_values(data, lambda path: origin_of(path, provenance))
+    if lines:
+        raise RecipeError("invalid recipe:\n  " + "\n  ".join(lines[:10]))
     _check_stage_graph(data, provenance)
     return data
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    """The schema, with the names it shares with the code filled in from core/vocabulary.py."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    schema["$defs"].update(vocabulary_defs())
+    return jsonschema.Draft202012Validator(schema)
 
 
 def _explain(err: jsonschema.ValidationError, provenance: dict) -> str:
@@ -124,7 +158,7 @@ def _explain(err: jsonschema.ValidationError, provenance: dict) -> str:
 
 
 def _check_stage_graph(data: dict, provenance: dict):
-    stages = {n: s for n, s in data["stages"].items() if s.get("enabled", True)}
+    stages = _enabled(data["stages"])
     for name, stage in stages.items():
         src = stage.get("init_from")
         if isinstance(src, str) and src.startswith("stage:"):
@@ -133,6 +167,15 @@ def _check_stage_graph(data: dict, provenance: dict):
                 raise RecipeError(f"key 'stages.{name}.init_from': stage '{dep}' is not an enabled stage "
                                   f"(from {origin_of(f'stages.{name}.init_from', provenance)})")
     stage_order(stages)
+
+
+def _enabled(stages: dict) -> dict:
+    return {n: s for n, s in stages.items() if s.get("enabled", True)}
+
+
+def enabled_stages(recipe: dict) -> list[str]:
+    """The names of a recipe's enabled stages, in dependency order."""
+    return stage_order(_enabled(recipe["stages"]))
 
 
 def stage_order(stages: dict) -> list[str]:

@@ -1,7 +1,7 @@
 """Packed optimizer steps: a batch sampler and collator that train on packed rows.
 
 Each epoch, the examples are packed with best-fit-decreasing into rows of at most `max_tokens`
-tokens (the same algorithm as `packing.pack_examples`, run on lengths only), the rows are grouped
+tokens (`packing.best_fit_decreasing`, the packer of `packing.pack_examples`), the rows are grouped
 into micro-batches of `rows_per_micro_batch` rows of similar length, and the micro-batches into
 optimizer steps of `accumulate` micro-batches per rank. The micro-batch list is padded with blanked
 copies of real micro-batches (`packing.equalize_rank_batches`) to a multiple of
@@ -14,17 +14,16 @@ this rank's share of one step as a list of `PackedKey`s, which `PackedRows` turn
 """
 from __future__ import annotations
 
-import bisect
 import math
 import random
 from typing import NamedTuple, Sequence
 
 import torch
 
-from core.errors import DataError
+from .packing import (best_fit_decreasing, blank_batch, collate_packed, equalize_rank_batches,
+                      pack_examples)
 
 from .resumable import ResumableSteps
-from .packing import blank_batch, collate_packed, equalize_rank_batches, pack_examples
 
 
 class PackedKey(NamedTuple):
@@ -33,39 +32,6 @@ class PackedKey(NamedTuple):
     micro: int
     row: int
     filler: bool = False
-
-
-def best_fit_decreasing(lengths: Sequence[int], max_len: int,
-                        order: Sequence[int] | None = None) -> list[list[int]]:
-    """Bins of example indices, as `pack_examples` would pack them (lengths only, no copying).
-
-    Longest first, ties in `order` (default: index order); each example goes into the open bin with
-    the least free space that still fits it. The number of bins does not depend on `order`.
-    """
-    if max_len <= 0:
-        raise ValueError(f"max_len must be positive, got {max_len}")
-    order = range(len(lengths)) if order is None else order
-    too_long = [i for i in order if lengths[i] > max_len]
-    if too_long:
-        raise DataError(f"{len(too_long)} example(s) are longer than packing.max_tokens={max_len} "
-                         f"(e.g. example {too_long[0]} has {lengths[too_long[0]]} tokens); raise "
-                         "max_tokens to at least data.max_length")
-    bins: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # sorted (free space, bin id)
-    for i in sorted(order, key=lambda i: -lengths[i]):  # stable: ties keep `order`
-        n = lengths[i]
-        if n == 0:
-            raise ValueError(f"example {i} is empty")
-        pos = bisect.bisect_left(free, (n, -1))
-        if pos == len(free):
-            bins.append([i])
-            space, b = max_len - n, len(bins) - 1
-        else:
-            space, b = free.pop(pos)
-            bins[b].append(i)
-            space -= n
-        bisect.insort(free, (space, b))
-    return bins
 
 
 class PackedStepSampler(ResumableSteps):

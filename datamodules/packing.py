@@ -1,4 +1,6 @@
-"""Sequence packing, padding collators, length bucketing and per-rank batch equalisation.
+"""Sequence packing (best-fit-decreasing), the packed-row collator and per-rank batch equalisation.
+
+The padded (unpacked) path is the DataModule's own (`tool_use_datamodule.pad_batch`).
 
 An example is a dict with `input_ids`, `labels` (aligned with input_ids, -100 = unsupervised) and
 `span_kinds` (0 none, 1 thought, 2 action, 3 answer). A packed row concatenates whole examples;
@@ -16,38 +18,48 @@ import torch
 from core.vocabulary import IGNORE_INDEX
 
 
-def pack_examples(examples: Sequence[dict], max_len: int, seed: int | None = None) -> list[dict]:
-    """Best-fit-decreasing packing of whole examples into rows of at most `max_len` tokens.
+def best_fit_decreasing(lengths: Sequence[int], max_len: int,
+                        order: Sequence[int] | None = None) -> list[list[int]]:
+    """Best-fit-decreasing bins of example indices, from lengths alone.
 
-    Longest examples are placed first (ties in input order), each into the open row whose free space
-    is smallest but still sufficient. The label (and span kind) of each example's first token is
-    cleared: nothing before it belongs to the same example, so it is never a valid target, and
-    clearing it means a plain left shift of the row's labels never asks the last position of one
-    example to predict the first token of the next. With `seed`, the row order is shuffled.
+    Longest first, ties in `order` (default: index order); each example goes into the open bin with
+    the least free space that still fits it. The number of bins does not depend on `order`.
     """
     if max_len <= 0:
         raise ValueError(f"max_len must be positive, got {max_len}")
-    lengths = [len(ex["input_ids"]) for ex in examples]
-    for i, n in enumerate(lengths):
-        if n > max_len:
-            raise ValueError(f"example {i} has {n} tokens, more than max_len={max_len}; "
-                             "truncate or split it before packing")
-        if n == 0:
-            raise ValueError(f"example {i} is empty")
-
+    order = range(len(lengths)) if order is None else order
+    too_long = [i for i in order if lengths[i] > max_len]
+    if too_long:
+        raise ValueError(f"{len(too_long)} example(s) are longer than a packed row of max_tokens={max_len} "
+                         f"(e.g. example {too_long[0]} has {lengths[too_long[0]]} tokens); raise "
+                         "data.packing.max_tokens to at least data.max_length")
     bins: list[list[int]] = []
     free: list[tuple[int, int]] = []  # sorted (free space, bin id)
-    for i in sorted(range(len(examples)), key=lambda i: -lengths[i]):
-        pos = bisect.bisect_left(free, (lengths[i], -1))
+    for i in sorted(order, key=lambda i: -lengths[i]):  # stable: ties keep `order`
+        n = lengths[i]
+        if n == 0:
+            raise ValueError(f"example {i} is empty")
+        pos = bisect.bisect_left(free, (n, -1))
         if pos == len(free):
             bins.append([i])
-            space, b = max_len - lengths[i], len(bins) - 1
+            space, b = max_len - n, len(bins) - 1
         else:
             space, b = free.pop(pos)
             bins[b].append(i)
-            space -= lengths[i]
+            space -= n
         bisect.insort(free, (space, b))
+    return bins
 
+
+def pack_examples(examples: Sequence[dict], max_len: int, seed: int | None = None) -> list[dict]:
+    """Whole examples packed into rows of at most `max_len` tokens (`best_fit_decreasing`).
+
+    The label (and span kind) of each example's first token is cleared: nothing before it belongs to
+    the same example, so it is never a valid target, and clearing it means a plain left shift of the
+    row's labels never asks the last position of one example to predict the first token of the
+    next. With `seed`, the row order is shuffled.
+    """
+    bins = best_fit_decreasing([len(ex["input_ids"]) for ex in examples], max_len)
     rows = [_make_row([examples[i] for i in ids], ids) for ids in bins]
     if seed is not None:
         random.Random(seed).shuffle(rows)
@@ -102,56 +114,6 @@ def collate_packed(rows: Sequence[dict], pad_id: int, pad_to: int | None = None)
     return batch
 
 
-def collate_padded(examples: Sequence[dict], pad_id: int, pad_to_multiple_of: int | None = None,
-                   padding_side: str = "right") -> dict:
-    """Dynamic padding to the longest example (rounded up to `pad_to_multiple_of`).
-
-    `position_ids` count only real tokens, so left padding gets the same positions as right padding.
-    """
-    if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-    width = max(len(ex["input_ids"]) for ex in examples)
-    if pad_to_multiple_of:
-        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-    out = {k: [] for k in ("input_ids", "attention_mask", "labels", "span_kinds", "position_ids")}
-    for ex in examples:
-        n = len(ex["input_ids"])
-        pad = width - n
-        fields = {
-            "input_ids": (list(ex["input_ids"]), pad_id),
-            "attention_mask": ([1] * n, 0),
-            "labels": (list(ex["labels"]), IGNORE_INDEX),
-            "span_kinds": ([0] * n if ex.get("span_kinds") is None else list(ex["span_kinds"]), 0),
-            "position_ids": (list(range(n)), 0),
-        }
-        for k, (vals, fill) in fields.items():
-            out[k].append(vals + [fill] * pad if padding_side == "right" else [fill] * pad + vals)
-    return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
-
-
-def length_bucketed_order(lengths: Sequence[int], batch_size: int, seed: int,
-                          bucket_batches: int = 50) -> list[list[int]]:
-    """Batches of example indices whose lengths are similar, for the padded path.
-
-    Indices are shuffled, cut into buckets of `bucket_batches * batch_size`, sorted by length
-    inside each bucket and split into batches; the batch order is then shuffled, so batches are
-    length-homogeneous yet the epoch stays random. The last batch may be smaller.
-    """
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    bucket = batch_size * bucket_batches
-    batches = []
-    for start in range(0, len(order), bucket):
-        chunk = sorted(order[start:start + bucket], key=lambda i: -lengths[i])
-        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
-    # Keep a partial batch last so every other batch has `batch_size` items.
-    full = [b for b in batches if len(b) == batch_size]
-    rest = [i for b in batches if len(b) < batch_size for i in b]
-    rng.shuffle(full)
-    return full + [rest[j:j + batch_size] for j in range(0, len(rest), batch_size)]
-
-
 def blank_batch(batch):
     """A copy of a row, example, collated batch or list of those with no supervised token.
 
@@ -182,11 +144,3 @@ def equalize_rank_batches(batches: Sequence, world_size: int,
         return batches
     short = -len(batches) % world_size
     return batches + [blank(batches[i % len(batches)]) for i in range(short)]
-
-
-def shard_for_rank(items: Sequence, rank: int, world_size: int,
-                   blank: Callable = blank_batch) -> list:
-    """This rank's strided share of `items` after `equalize_rank_batches`; equal lengths."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    return equalize_rank_batches(items, world_size, blank)[rank::world_size]

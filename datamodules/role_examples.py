@@ -11,11 +11,12 @@ Two layouts:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Literal, Mapping, get_args
 
 from prompting.prompt_template import EOS, ROLES, TARGET_TURNS, PromptTemplate, Segment, TemplateError
 
-LAYOUTS = ("per_step", "folded")
+Layout = Literal["folded", "per_step"]
+LAYOUTS = get_args(Layout)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import math
 import random
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence, get_args
 
 import lightning as L
 import torch
@@ -21,7 +21,7 @@ from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
 
 from prompting.prompt_template import PromptTemplate
-from .role_examples import role_examples
+from .role_examples import Layout, role_examples
 from prompting.segment_encoder import SegmentEncoder
 from core.vocabulary import IGNORE_INDEX, MULTITASK, TURN_ROLES
 from .data_report import no_examples_message, skip_lines
@@ -32,7 +32,10 @@ from core.errors import DataError
 from core.repo_paths import resolve_data_path
 
 CACHE_VERSION = 1
-PARTS = ("all", "global", "local")
+# Which instructions a stage trains on: all, or one of two disjoint halves (stage 1 "global",
+# stage 2 "local": the paper's "without reuse" ablation).
+InstructionPart = Literal["all", "global", "local"]
+PARTS = get_args(InstructionPart)
 
 
 def stable_fraction(key: str, salt: str) -> float:
@@ -58,9 +61,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 class ToolUseDataModule(L.LightningDataModule):
     def __init__(self, sources: Sequence[Mapping], role: str, template: Mapping, tokenizer=None,
-                 layout: str = "folded", max_length: int = 4096, micro_batch_size: int = 4,
+                 layout: Layout = "folded", max_length: int = 4096, micro_batch_size: int = 4,
                  accumulate_grad_batches: int = 1, val_fraction: float = 0.1,
-                 instruction_part: str = "all", data_fraction: float = 1.0,
+                 instruction_part: InstructionPart = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
                  cache_dir: str = ".cache/datasets", num_workers: int = 0,
                  packing: dict | None = None):

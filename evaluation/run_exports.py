@@ -53,8 +53,8 @@ def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
     stages = (recipe or {}).get("stages") or {}
     if stages:
         try:
-            from core.recipe import stage_order
-            names = stage_order({n: s for n, s in stages.items() if s.get("enabled", True)})
+            from core.recipe import enabled_stages
+            names = enabled_stages({"stages": stages})
         except Exception:  # noqa: BLE001 - a partial recipe: keep the file order
             names = [n for n, s in stages.items() if s.get("enabled", True)]
         for name in names:  # a later stage of the same role wins

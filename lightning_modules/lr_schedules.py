@@ -19,7 +19,3 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_ratio: float = 0.0,
 
     return LambdaLR(optimizer, factor)
 
-
-def constant_with_warmup(optimizer, total_steps: int, warmup_ratio: float = 0.0) -> LambdaLR:
-    warmup = int(math.ceil(warmup_ratio * total_steps))
-    return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)

@@ -14,17 +14,17 @@ from typing import Mapping
 import lightning as L
 import torch
 
-from core.instantiate import instantiate
-from core.recipe import RecipeError
+from core.build_sites import MODEL, OPTIMIZER, SCHEDULER
+from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from .causal_lm import register_zero_micro_step_hook, sharded_build_context
-from .span_loss import (SPAN_KINDS, SpanLossSums, dense_token_losses, forward_hidden,
+from .span_loss import (SpanLossSums, dense_token_losses, forward_hidden,
                         reduce_span_losses, shift_labels, span_loss_sums)
 
 
 class SpanLMModule(L.LightningModule):
     def __init__(self, model: Mapping, optimizer: Mapping, scheduler: Mapping,
                  loss: Mapping | None = None, gradient_clip_val: float | None = 1.0,
-                 vocab_size: int | None = None):
+                 vocab_size: int | None = None, special_token_ids: Mapping | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.model_cfg = dict(model)
@@ -35,6 +35,7 @@ class SpanLMModule(L.LightningModule):
         self.recompute = loss.get("recompute_chunks", False)
         self.gradient_clip_val = gradient_clip_val
         self.vocab_size = vocab_size
+        self.special_token_ids = dict(special_token_ids or {})
         self.model = None
         self._val = None
         self._t_last = None
@@ -46,7 +47,8 @@ class SpanLMModule(L.LightningModule):
             # ZeRO-3: inside deepspeed.zero.Init; transformers must know so weights really load.
             strategy = self._trainer.strategy if self._trainer is not None else None
             with sharded_build_context(strategy):
-                self.model = instantiate(self.model_cfg, vocab_size=self.vocab_size)
+                self.model = MODEL.build(self.model_cfg, vocab_size=self.vocab_size,
+                                         special_token_ids=self.special_token_ids)
             register_zero_micro_step_hook(self.model, strategy)  # DeepSpeed: a micro-step per micro-batch
             self.model.train()  # from_pretrained returns eval mode
 
@@ -56,14 +58,14 @@ class SpanLMModule(L.LightningModule):
         labels, kinds = shift_labels(batch["labels"], batch["span_kinds"])
         hidden = forward_hidden(self.model, batch)
         losses = dense_token_losses(self.model.get_output_embeddings()(hidden), labels)
-        return reduce_span_losses(losses, kinds, len(SPAN_KINDS), mask=labels != -100)
+        return reduce_span_losses(losses, kinds, len(SPAN_KINDS), mask=labels != IGNORE_INDEX)
 
     # ----- training --------------------------------------------------------------------------
     def training_step(self, micro_batches, batch_idx):
         micro_batches = micro_batches if isinstance(micro_batches, list) else [micro_batches]
         opt, sched = self.optimizers(), self.lr_schedulers()
         strategy = self.trainer.strategy
-        local = sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches).float()
+        local = sum((b["labels"][:, 1:] != IGNORE_INDEX).sum() for b in micro_batches).float()
         n_step = strategy.reduce(local.clone(), reduce_op="sum")
         # Gradients are averaged over devices by DDP/FSDP/DeepSpeed, so scale by the world size.
         scale = self.trainer.world_size / n_step.clamp(min=1)
@@ -152,23 +154,12 @@ class SpanLMModule(L.LightningModule):
             if p.requires_grad:
                 ndim = len(getattr(p, "ds_shape", p.shape))  # ZeRO-3 partitions are flat
                 (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
-        cfg = dict(self.optimizer_cfg)
-        wd = cfg.pop("weight_decay", 0.0)
+        wd = self.optimizer_cfg.get("weight_decay", 0.0)
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = _build("optimizer", cfg, groups)
-        scheduler = _build("scheduler", self.scheduler_cfg, optimizer,
-                           total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
+        optimizer = OPTIMIZER.build(self.optimizer_cfg, groups)
+        scheduler = SCHEDULER.build(self.scheduler_cfg, optimizer,
+                                    total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def _build(section: str, node: Mapping, *args, **kwargs):
-    """A bad optimizer / scheduler value (lr=fast) is the recipe's fault: say which section."""
-    try:
-        return instantiate(node, *args, **kwargs)
-    except (TypeError, ValueError) as exc:
-        values = ", ".join(f"{k}={v!r}" for k, v in node.items() if k != "_target_")
-        raise RecipeError(f"{section} ({node.get('_target_')}: {values}): {exc}; fix the value under "
-                          f"{section}: or stages.<stage>.{section}:") from exc
 
 
 class _no_backward_sync:

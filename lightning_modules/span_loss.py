@@ -16,11 +16,9 @@ from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from lightning_modules.packed_attention import packed_attention_kwargs
 
 
-
 class SpanLossSums(NamedTuple):
     """Sums and counts over supervised tokens; divide by a *global* count to normalise a step."""
     loss_sum: torch.Tensor     # scalar, float32, carries the graph
-    count: torch.Tensor        # scalar, float32
     kind_sums: torch.Tensor    # [num_kinds], float32, carries the graph
     kind_counts: torch.Tensor  # [num_kinds], float32
 
@@ -100,13 +98,7 @@ def reduce_span_losses(token_losses: torch.Tensor, kinds: torch.Tensor, num_kind
     kinds = kinds.reshape(-1).long()
     kind_sums = token_losses.new_zeros(num_kinds).index_add(0, kinds, token_losses)
     kind_counts = torch.bincount(kinds, minlength=num_kinds).float()
-    return SpanLossSums(token_losses.sum(), kind_counts.sum(), kind_sums, kind_counts)
-
-
-def kind_means(sums: SpanLossSums, names=SPAN_KINDS) -> dict[str, torch.Tensor]:
-    """Mean loss per named span kind with at least one token (for logging)."""
-    return {name: sums.kind_sums[i].detach() / sums.kind_counts[i]
-            for i, name in enumerate(names) if sums.kind_counts[i] > 0}
+    return SpanLossSums(token_losses.sum(), kind_sums, kind_counts)
 
 
 def _decoder(model):

@@ -61,11 +61,11 @@ def _main(argv) -> int:
     parser.add_argument("--split", default="train", choices=("train", "val"))
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ALPHA_UMI_DEBUG=1)")
     ns = parser.parse_intermixed_args(argv)
-    from core.recipe import load_recipe
+    from core.recipe import load_recipe, split_args
     from core.stage_config import resolve_init, stage_settings
     from pipeline.stage_setup import build_datamodule, load_tokenizer
-    files = [a for a in ns.args if "=" not in a]
-    overrides = [a for a in ns.args if "=" in a] + ([f"data.layout={ns.layout}"] if ns.layout else [])
+    files, overrides = split_args(ns.args)
+    overrides += [f"data.layout={ns.layout}"] if ns.layout else []
     recipe = load_recipe(files, overrides)
     stage = next((n for n, s in recipe["stages"].items() if s["role"] == ns.role), None)
     if stage is None:

@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     """python -m pipeline.sharded_export RECIPE.yaml [more.yaml] [key=value] --stage NAME [--out DIR]"""
     import argparse
 
-    from core.recipe import load_recipe
+    from core.recipe import load_recipe, split_args
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("args", nargs="*", help="recipe files, then key=value overrides (as for train.py)")
     parser.add_argument("--stage", required=True)
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="default: <run.dir>/<stage>/consolidated")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: the stage's export dtype")
     ns = parser.parse_intermixed_args(argv)
-    recipe = load_recipe([a for a in ns.args if "=" not in a], [a for a in ns.args if "=" in a])
+    recipe = load_recipe(*split_args(ns.args))
     out = consolidate_stage(recipe, ns.stage, ns.out, ns.dtype, ns.checkpoint)
     print(f"wrote {out}")
     return 0

@@ -23,13 +23,14 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
 from core.atomic_files import write_json_atomic, write_text_atomic
+from core.build_sites import STRATEGY, TRAINER
 from core.errors import ProjectError
+from core.recipe import RecipeError, enabled_stages, redact, to_yaml
 from core.secrets import redacted_argv
-from core.instantiate import instantiate
-from core.recipe import RecipeError, redact, stage_order, to_yaml
 from core.stage_config import export_dir, resolve_init, stage_dir, stage_settings
 from pipeline.checkpoints import AppendingCSVLogger, AtomicCheckpointIO, ResumeCSV, pick_resume_checkpoint
 from pipeline.preflight import preflight
+from pipeline.serving import make_servable
 from pipeline.sharded_export import export_dtype, export_stage, resumable_checkpoint
 from pipeline.stage_setup import build_datamodule, launch_rank, load_tokenizer
 from pipeline.strategy_checks import check_stage
@@ -37,10 +38,6 @@ from pipeline.strategy_checks import check_stage
 
 class StageInterrupted(ProjectError):
     exit_code = 130
-
-
-def enabled_stages(recipe: dict) -> list[str]:
-    return stage_order({n: s for n, s in recipe["stages"].items() if s.get("enabled", True)})
 
 
 def is_done(recipe: dict, name: str) -> bool:
@@ -83,20 +80,19 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 
 
 def build_trainer(recipe: dict, settings: dict, sdir: Path) -> L.Trainer:
-    kwargs = dict(settings["trainer"])
-    kwargs.pop("accumulate_grad_batches", None)  # the module accumulates (exact token normalisation)
-    kwargs.pop("gradient_clip_val", None)  # the module clips (manual optimization)
     strategy = recipe.get("strategy", "auto")
-    strategy = instantiate(strategy) if isinstance(strategy, dict) else strategy
+    strategy = STRATEGY.build(strategy) if isinstance(strategy, dict) else strategy
     ckpt = settings.get("checkpoint", {})
     callbacks = [ModelCheckpoint(dirpath=str(sdir / "checkpoints"), save_last=True, save_top_k=0,
                                  every_n_train_steps=ckpt.get("every_n_train_steps", 50),
                                  save_weights_only=ckpt.get("save_weights_only", False)),
                  build_throughput_callback(recipe.get("telemetry")), ResumeCSV()]
-    return L.Trainer(strategy=strategy, logger=build_loggers(recipe, settings, sdir), callbacks=callbacks,
-                     plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, accumulate_grad_batches=1,
-                     enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
-                     default_root_dir=str(sdir), **kwargs)
+    # The module accumulates (exact token normalisation) and clips (manual optimization) itself.
+    return TRAINER.build(settings["trainer"], strategy=strategy, logger=build_loggers(recipe, settings, sdir),
+                         callbacks=callbacks, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+                         accumulate_grad_batches=1,
+                         enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
+                         default_root_dir=str(sdir))
 
 
 def run_stage(recipe: dict, name: str) -> dict:
@@ -111,10 +107,10 @@ def run_stage(recipe: dict, name: str) -> dict:
     tokenizer = load_tokenizer(recipe, settings, init_path)
     trainer = build_trainer(recipe, settings, sdir)
     dm = build_datamodule(recipe, settings, tokenizer, trainer.world_size)
-    model_cfg = {**settings["model"], "init_from": init_path,
-                 "special_token_ids": {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}}
-    module = SpanLMModule(model=model_cfg, optimizer=settings["optimizer"], scheduler=settings["scheduler"],
-                          loss=settings.get("loss"), vocab_size=len(tokenizer),
+    module = SpanLMModule(model={**settings["model"], "init_from": init_path}, optimizer=settings["optimizer"],
+                          scheduler=settings["scheduler"], loss=settings.get("loss"), vocab_size=len(tokenizer),
+                          special_token_ids={k: getattr(tokenizer, k)
+                                             for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
                           gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
     if launch_rank() == 0:  # bad data stops here, before a W&B run exists
         dm.prepare_data()
@@ -133,6 +129,8 @@ def run_stage(recipe: dict, name: str) -> dict:
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+    make_servable(module.model, tokenizer, max_length=settings["data"].get("max_length"),
+                  chat_template=(recipe.get("tokenizer") or {}).get("chat_template"))
     export_stage(trainer, module, tokenizer, export_dir(recipe, name), dtype=export_dtype(settings))
     if trainer.is_global_zero:
         write_json_atomic(sdir / "DONE.json", redact(summary))

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from core.instantiate import instantiate
+from core.build_sites import DATA, TOKENIZER
 from core.recipe import RecipeError
 from core.stage_config import accumulation
-from prompting.bpe_tokenizer import train_bpe_tokenizer
 
 
 def launch_rank() -> int:
@@ -49,7 +48,7 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
                 raise RecipeError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
                                  "or tokenizer.train_bpe")
             dm = build_datamodule(recipe, settings, tokenizer=None)
-            tok = train_bpe_tokenizer(dm.corpus_texts(), out_dir=path, **tok_cfg["train_bpe"])
+            tok = TOKENIZER.build(tok_cfg["train_bpe"], dm.corpus_texts(), out_dir=path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -57,15 +56,12 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
 
 def build_datamodule(recipe: dict, settings: dict, tokenizer, world_size: int = 1):
     data = dict(settings["data"])
-    data.pop("global_batch_size", None)
-    data["sources"] = resolve_simulated_sources(data.get("sources") or [], data.pop("simulator_dir", None),
+    data["sources"] = resolve_simulated_sources(data.get("sources") or [], data.get("simulator_dir"),
                                                 data.get("cache_dir", ".cache/datasets"))
     data.setdefault("seed", recipe["run"].get("seed", 42))
-    return instantiate(data, role=settings["role"], template=recipe["template"], tokenizer=tokenizer,
-                       accumulate_grad_batches=accumulation(settings, world_size),
-                       add_bos=recipe.get("tokenizer", {}).get("add_bos", True))
-
-
+    return DATA.build(data, role=settings["role"], template=recipe["template"], tokenizer=tokenizer,
+                      accumulate_grad_batches=accumulation(settings, world_size),
+                      add_bos=recipe.get("tokenizer", {}).get("add_bos", True))
 
 
 def resolve_simulated_sources(sources: list, simulator_dir: str | None, cache_dir: str) -> list:

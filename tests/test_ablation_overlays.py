@@ -8,9 +8,8 @@ import pytest
 
 from conftest import REPO
 from evaluation.static_inference import find_exports, resolve_mode
-from core.recipe import load_recipe
+from core.recipe import enabled_stages, load_recipe
 from core.stage_config import export_dir, resolve_init, stage_settings
-from pipeline.stage_runner import enabled_stages
 
 BASES = {"quickstart": REPO / "recipes/quickstart.yaml", "7b": REPO / "recipes/llama2_7b_toolbench.yaml"}
 BASE_MODEL = {"quickstart": None, "7b": "meta-llama/Llama-2-7b-hf"}  # model.init_from of the base

@@ -3,7 +3,6 @@ import json
 
 import pytest
 from lightning.fabric.utilities.data import _set_sampler_epoch
-from torch.utils.data import DataLoader
 
 from conftest import CHAINS, load_template
 from datamodules.tool_use_datamodule import StepBatchSampler, ToolUseDataModule

@@ -6,9 +6,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from datamodules.packed_steps import (
-    PackedKey, PackedRows, PackedStepCollator, PackedStepSampler, best_fit_decreasing)
-from datamodules.packing import pack_examples
+from datamodules.packed_steps import PackedKey, PackedRows, PackedStepCollator, PackedStepSampler
+from datamodules.packing import best_fit_decreasing, pack_examples
 from datamodules.tool_use_datamodule import pad_batch
 from lightning_modules.packed_attention import segment_ids
 from lightning_modules.span_lm_module import SpanLMModule

@@ -3,9 +3,8 @@ import torch
 from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
-from datamodules.packing import (
-    blank_batch, collate_packed, collate_padded, equalize_rank_batches, length_bucketed_order,
-    pack_examples, shard_for_rank)
+from datamodules.packing import blank_batch, collate_packed, equalize_rank_batches, pack_examples
+from datamodules.tool_use_datamodule import pad_batch
 from lightning_modules.packed_attention import block_causal_mask, packed_attention_kwargs
 from lightning_modules.span_loss import (
     dense_token_losses, forward_hidden, reduce_span_losses, shift_labels, span_loss_sums)
@@ -79,42 +78,14 @@ def test_collate_packed_shapes_and_cu_seqlens():
     assert wide["input_ids"].shape == (3, 12) and wide["seq_lens"][0] == [7, 3, 2]
 
 
-def test_collate_padded_sides():
-    exs = _examples([3, 5])
-    right = collate_padded(exs, pad_id=9, pad_to_multiple_of=4)
-    assert right["input_ids"].shape == (2, 8)
-    assert right["attention_mask"][0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
-    assert right["input_ids"][0, 3:].tolist() == [9] * 5
-    assert right["labels"][0, 3:].tolist() == [-100] * 5
-    left = collate_padded(exs, pad_id=9, padding_side="left")
-    assert left["input_ids"].shape == (2, 5)
-    assert left["input_ids"][0].tolist() == [9, 9] + exs[0]["input_ids"]
-    assert left["position_ids"][0].tolist() == [0, 0, 0, 1, 2]
-    assert left["labels"][0, :2].tolist() == [-100, -100]
-
-
-def test_length_bucketed_order():
-    lengths = [(i * 37) % 100 + 1 for i in range(203)]
-    batches = length_bucketed_order(lengths, batch_size=8, seed=0, bucket_batches=5)
-    assert sorted(i for b in batches for i in b) == list(range(203))
-    assert all(len(b) == 8 for b in batches[:-1]) and 0 < len(batches[-1]) <= 8
-    assert batches == length_bucketed_order(lengths, batch_size=8, seed=0, bucket_batches=5)
-    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches[:-1])
-    assert spread / (len(batches) - 1) < 25  # random batches of 8 would spread ~75
-
-
-def test_equalize_and_shard_for_rank():
+def test_equalize_rank_batches():
     rows = pack_examples(_examples([4] * 7), max_len=4)
     batches = [[r] for r in rows]  # 7 batches of one row
     padded = equalize_rank_batches(batches, world_size=3)
     assert len(padded) == 9 and padded[:7] == batches
     for filler in padded[7:]:
         assert all(l == -100 for l in filler[0]["labels"]) and not any(filler[0]["span_kinds"])
-    shards = [shard_for_rank(batches, r, 3) for r in range(3)]
-    assert [len(s) for s in shards] == [3, 3, 3]
-    real = [b for s in shards for b in s if any(l != -100 for l in b[0]["labels"])]
-    assert sorted(b[0]["example_ids"] for b in real) == [[i] for i in range(7)]
-    assert len(shard_for_rank(batches, 0, 7)) == 1
+    assert equalize_rank_batches(batches, world_size=7) == batches
     collated = blank_batch(collate_packed(rows[:2], pad_id=0))
     assert (collated["labels"] == -100).all() and (collated["span_kinds"] == 0).all()
 
@@ -195,7 +166,7 @@ def test_packed_matches_unpacked(impl):
 
     if impl != "varlen_reference":
         packed = span_loss_sums(model, batch, chunk_size=5)
-        unpacked = [span_loss_sums(ref_model, collate_padded([ex], pad_id=0)) for ex in exs]
+        unpacked = [span_loss_sums(ref_model, pad_batch([ex], pad_id=0)) for ex in exs]
         tol = dict(atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(packed.loss_sum, sum(u.loss_sum for u in unpacked), **tol)
         torch.testing.assert_close(packed.kind_counts, sum(u.kind_counts for u in unpacked))
