@@ -10,6 +10,7 @@ TEST is a test set in the α-UMi conversation form, canonical trajectories (JSON
 Each subcommand is one entry of COMMANDS: (help, add_arguments, run); inference subcommands
 (`static`: teacher-forced over a steps file, `agent`: one live episode, `episodes`: a whole test
 set live, judged) are added there.
+Bad input stops with one or two lines and exit code 2; --debug (or ALPHA_UMI_DEBUG=1) shows the traceback.
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ import json
 import sys
 from collections import Counter
 
-from trajectories.trajectory import TrajectoryError
 from core.atomic_files import write_text_atomic
-from evaluation import EvaluationError
+from core.errors import run_cli
 from evaluation.gentool.run import add_gentool_args
 from evaluation.agent_cli import add_agent_args, run_agent_cli
 from evaluation.episodes_cli import add_episodes_args, run_episodes_cli
@@ -84,7 +84,6 @@ def run_table(args) -> int:
 
 
 def run_gentool(args) -> int:
-    from evaluation.gentool.table import scenario_table
     from evaluation.run_exports import load_run_recipe
     from pipeline.gentool_evaluation import evaluate_gentool_recipe
     recipe = load_run_recipe(args.run_dir, args.recipe)
@@ -122,12 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (EvaluationError, TrajectoryError, OSError, ValueError) as exc:
-        print(f"evaluate.py {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    return run_cli(f"evaluate.py {args.command}", lambda _: args.run(args), argv)
 
 
 if __name__ == "__main__":

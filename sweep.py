@@ -21,10 +21,14 @@ import os
 import sys
 import time
 
-from core.recipe import RecipeError
+from core.errors import run_cli
 
 
 def main(argv=None) -> int:
+    return run_cli("sweep.py", _main, argv)
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="sweep spec YAML (recipes/sweeps/*.yaml)")
     parser.add_argument("args", nargs="*", help="sweep.KEY=VALUE, recipe KEY=VALUE overrides, recipe overlays")
@@ -35,23 +39,20 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="list the variants, their run directories and status")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first variant that fails")
     parser.add_argument("--no-wandb", action="store_true", help="no W&B run for the report")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ALPHA_UMI_DEBUG=1)")
     ns = parser.parse_intermixed_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from pipeline.sweeps import SweepError, list_variants, load_sweep, run_sweep, split_args
+    from pipeline.sweeps import list_variants, load_sweep, run_sweep, split_args
     spec_ov, recipe_ov, files = split_args(ns.args)
-    try:
-        sweep = load_sweep(ns.spec, spec_ov + recipe_ov, files)
-        if ns.no_wandb:
-            sweep.report["wandb"]["enabled"] = False
-        if ns.list:
-            print(list_variants(sweep))
-            return 0
-        t0 = time.perf_counter()
-        rc = run_sweep(sweep, only=ns.only, report_only=ns.report_only, fail_fast=ns.fail_fast,
-                       log=lambda m: print(m, flush=True))
-    except (SweepError, RecipeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    sweep = load_sweep(ns.spec, spec_ov + recipe_ov, files)
+    if ns.no_wandb:
+        sweep.report["wandb"]["enabled"] = False
+    if ns.list:
+        print(list_variants(sweep))
+        return 0
+    t0 = time.perf_counter()
+    rc = run_sweep(sweep, only=ns.only, report_only=ns.report_only, fail_fast=ns.fail_fast,
+                   log=lambda m: print(m, flush=True))
     from pipeline.sweeps import load_index
     from evaluation.results_table import results_table
     index = load_index(sweep)

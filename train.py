@@ -7,6 +7,9 @@
     python train.py recipes/quickstart.yaml --stage planner
     python train.py recipes/quickstart.yaml --print-config
     python train.py --validate            # every shipped recipe, nothing trained
+
+A bad recipe, data file or run directory stops with one or two lines and exit code 2; --debug
+(or ALPHA_UMI_DEBUG=1) shows the traceback.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.errors import run_cli
 from core.recipe import RECIPES_ROOT, RecipeError, load_recipe, redact, split_args, to_yaml
 
 FRAGMENT_DIRS = ("model", "data", "template", "trainer", "optim", "logger", "strategy", "stages",
@@ -38,25 +42,28 @@ def validate_all() -> int:
 
 
 def main(argv=None) -> int:
+    return run_cli("train.py", _main, argv)
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="*", help="recipe YAML files (merged in order), then key=value overrides (~key removes a key)")
     parser.add_argument("--stage", help="run only this stage (its init_from stage must be finished)")
     parser.add_argument("--print-config", action="store_true", help="print the composed recipe and exit")
     parser.add_argument("--validate", action="store_true",
                         help="validate the given recipe, or every shipped recipe if none is given, and exit")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ALPHA_UMI_DEBUG=1)")
     ns = parser.parse_intermixed_args(argv)
     files, overrides = split_args(ns.args)
     if ns.validate and not files:
         return validate_all()
-    try:
-        recipe = load_recipe(files, overrides)
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(files, overrides)
     if ns.print_config:
         print(to_yaml(redact(recipe)))
         return 0
     if ns.validate:
+        from pipeline.preflight import check_model_configs
+        check_model_configs(recipe)
         print("ok")
         return 0
     from pipeline.run_summary import quiet_third_party, run_summary

@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 
-from fakes.agent_script import agent_reply  # noqa: E402
 
 from evaluation.agent_loop import task_of  # noqa: E402
 from evaluation.episodes import EpisodeRunner  # noqa: E402

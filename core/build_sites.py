@@ -53,7 +53,7 @@ SCHEDULER = BuildSite("scheduler", "lightning_modules.span_lm_module.SpanLMModul
                       positional=1, injected=("total_steps",))
 # The module accumulates and clips itself (manual optimization), so the trainer gets neither.
 TRAINER = BuildSite("trainer", "pipeline.stage_runner.build_trainer",
-                    injected=("strategy", "logger", "callbacks", "use_distributed_sampler",
+                    injected=("strategy", "logger", "callbacks", "plugins", "use_distributed_sampler",
                               "accumulate_grad_batches", "enable_progress_bar", "default_root_dir"),
                     consumed=("accumulate_grad_batches", "gradient_clip_val"),
                     default_target="lightning.pytorch.Trainer")

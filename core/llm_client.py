@@ -24,11 +24,14 @@ from dataclasses import dataclass
 import openai
 from openai import AsyncOpenAI
 
+from core.errors import ProjectError
+
 RETRY_STATUSES = {408, 409, 429}
 
 
-class LLMError(RuntimeError):
+class LLMError(ProjectError, RuntimeError):
     """A request that failed for good (retries exhausted, or an error not worth retrying)."""
+    exit_code = 1  # the endpoint failed, not the input
 
 
 @dataclass

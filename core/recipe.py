@@ -17,15 +17,16 @@ from typing import Sequence
 import jsonschema
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from core.errors import ProjectError
+from core.secrets import redact  # noqa: F401  (the one redaction; imported from here by callers)
 from .build_sites import check_nodes
 from .stage_values import check_stage_values, vocabulary_defs
 
 RECIPES_ROOT = Path(__file__).resolve().parents[1] / "recipes"
 SCHEMA_PATH = Path(__file__).with_name("recipe_schema.json")
-SECRET_WORDS = ("key", "token", "secret", "password")
 
 
-class RecipeError(ValueError):
+class RecipeError(ProjectError, ValueError):
     pass
 
 
@@ -229,16 +230,6 @@ def evaluate_defaults() -> dict:
 def load_recipe(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict:
     cfg, provenance = compose(files, overrides)
     return validate(cfg, provenance)
-
-
-def redact(data, _key: str = ""):
-    """A copy safe to log: values under keys that look like secrets are replaced."""
-    if isinstance(data, dict):
-        return {k: ("***" if any(w in k.lower() for w in SECRET_WORDS) and not k.endswith("_env")
-                    and isinstance(v, str) else redact(v, k)) for k, v in data.items()}
-    if isinstance(data, list):
-        return [redact(v) for v in data]
-    return data
 
 
 def to_yaml(data: dict) -> str:

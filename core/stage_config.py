@@ -5,6 +5,12 @@ import copy
 
 from core.run_dir import RunDir
 
+from core.errors import ProjectError
+
+
+class BatchSizeError(ProjectError, ValueError):
+    """data.global_batch_size that the micro-batches and devices cannot make up."""
+
 SECTIONS = ("model", "data", "trainer", "optimizer", "scheduler", "loss", "checkpoint")
 
 
@@ -41,6 +47,6 @@ def accumulation(settings: dict, world_size: int) -> int:
         return int(trainer.get("accumulate_grad_batches", 1))
     per_pass = data.get("micro_batch_size", 1) * world_size
     if gbs % per_pass:
-        raise ValueError(f"data.global_batch_size={gbs} is not a multiple of micro_batch_size x "
+        raise BatchSizeError(f"data.global_batch_size={gbs} is not a multiple of micro_batch_size x "
                          f"world size = {per_pass}")
     return gbs // per_pass

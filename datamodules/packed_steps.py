@@ -23,6 +23,8 @@ import torch
 from .packing import (best_fit_decreasing, blank_batch, collate_packed, equalize_rank_batches,
                       pack_examples)
 
+from .resumable import ResumableSteps
+
 
 class PackedKey(NamedTuple):
     """One example's place in a step: its index, micro-batch and row within the step, filler flag."""
@@ -32,7 +34,7 @@ class PackedKey(NamedTuple):
     filler: bool = False
 
 
-class PackedStepSampler:
+class PackedStepSampler(ResumableSteps):
     """Batch sampler: yields this rank's `PackedKey`s of one optimizer step at a time.
 
     `len()` is the number of optimizer steps per epoch, the same on every rank and every epoch.
@@ -91,7 +93,7 @@ class PackedStepSampler:
             steps.append([chunk[r::self.world] for r in range(self.world)])
         return steps
 
-    def __iter__(self):
+    def _steps(self):
         for step in self.plan():
             yield [PackedKey(i, m, r, filler)
                    for m, mb in enumerate(step[self.rank])

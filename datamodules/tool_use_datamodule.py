@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 from pathlib import Path
 from typing import Literal, Mapping, Sequence, get_args
 
@@ -26,9 +27,12 @@ from .role_examples import Layout, role_examples
 from .selection_examples import selection_role_examples, selection_texts
 from prompting.segment_encoder import SegmentEncoder
 from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, MULTITASK, TURN_ROLES
+from .data_report import no_examples_message, skip_lines
+from .resumable import ResumableSteps, StepLoader
 from .span_tokenization import EncodeStats, encode_example
 from .step_context import ContextBudget
 from trajectories.sources import load_trajectories
+from core.errors import DataError
 from core.repo_paths import resolve_data_path
 
 CACHE_VERSION = 2
@@ -70,7 +74,7 @@ class ToolUseDataModule(L.LightningDataModule):
                  context_reserve: int | None = None):
         super().__init__()
         if instruction_part not in PARTS:
-            raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
+            raise DataError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
         self.sources = [dict(s) for s in sources]
         self.role, self.layout = role, layout
         # "multitask": one model on the union of the three role datasets (a Single-LLM ablation)
@@ -98,12 +102,12 @@ class ToolUseDataModule(L.LightningDataModule):
         packing = dict(packing or {})
         unknown = set(packing) - {"enabled", "max_tokens", "rows_per_micro_batch"}
         if unknown:
-            raise ValueError(f"data.packing: unknown key(s) {sorted(unknown)}")
+            raise DataError(f"data.packing: unknown key(s) {sorted(unknown)}")
         self.packing = packing.get("enabled", False)
         self.pack_max_tokens = packing.get("max_tokens") or max_length
         self.pack_rows = packing.get("rows_per_micro_batch", 1)
         if self.pack_max_tokens < max_length:
-            raise ValueError(f"data.packing.max_tokens={self.pack_max_tokens} is shorter than "
+            raise DataError(f"data.packing.max_tokens={self.pack_max_tokens} is shorter than "
                              f"data.max_length={max_length}: some examples would not fit a row")
         self.stats: dict = {}
         self.splits: dict[str, Dataset] = {}
@@ -113,7 +117,7 @@ class ToolUseDataModule(L.LightningDataModule):
         out = []
         for src in self.sources:
             if "path" not in src:
-                raise ValueError(f"data source {src}: no path (a simulator source is built by the stage "
+                raise DataError(f"data source {src}: no path (a simulator source is built by the stage "
                                  "runner, pipeline.stage_setup.build_datamodule)")
             out.append((src, resolve_data_path(src["path"])))
         return out
@@ -166,7 +170,10 @@ class ToolUseDataModule(L.LightningDataModule):
     def corpus_texts(self) -> list[str]:
         """Rendered text of every role's view of the training data (to train a BPE tokenizer)."""
         texts = []
-        for traj in self.load_split_trajectories()["train"]:
+        trajectories = self.load_split_trajectories()["train"]
+        if not trajectories:
+            self.check_training_examples(0)
+        for traj in trajectories:
             if is_selection_record(traj):
                 texts += selection_texts(self.selection_template, traj)
                 continue
@@ -204,6 +211,7 @@ class ToolUseDataModule(L.LightningDataModule):
                     for row in encode_example(ex, enc, self.budget, stats)]
             self.stats[name] = stats.as_dict() | {"trajectories": len(trajs)}
             out[name] = rows
+        self.check_training_examples(len(out["train"]))  # before anything is cached
         tmp = root.with_name(root.name + ".tmp")
         for name, rows in out.items():
             # An empty split is stored as a file of its own: `datasets` cannot reload empty tables.
@@ -226,14 +234,27 @@ class ToolUseDataModule(L.LightningDataModule):
 
     def prepare_data(self):
         # Rank 0 builds the cache and keeps what it built; setup() on the other ranks reads it.
+        if self.splits.get("val") is not None:  # already prepared (the stage runner checks first)
+            return
         self.splits = self.build_splits()
+        self.check_training_examples(len(self.splits["train"]))
+        self.report_skips()
 
     def setup(self, stage=None):
         if not self.splits:
             self.splits = self.build_splits()
-            if len(self.splits["train"]) == 0:
-                raise ValueError(f"role {self.role}: no training examples after reformatting "
-                                 f"(stats: {json.dumps(self.stats.get('train'))})")
+            self.check_training_examples(len(self.splits["train"]))
+
+    def check_training_examples(self, n_train: int):
+        if n_train == 0:
+            raise DataError(no_examples_message(self.role, self.stats))
+
+    def report_skips(self):
+        """Skipped records and dropped examples on the console (they are also in DONE.json)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.is_global_zero:
+            for line in skip_lines(self.role, self.stats):
+                print(line)
 
     # ----- loaders ----------------------------------------------------------------------------
     def _rank(self):
@@ -245,10 +266,12 @@ class ToolUseDataModule(L.LightningDataModule):
         ds = self.splits["train"]
         if self.packing:
             return self._packed_loader(ds, self.accumulate, rank, world, shuffle=True)
-        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], self.micro_batch_size,
+        micro = self.fitted_micro_batch(len(ds), self.accumulate, world, "train")
+        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], micro,
                                    self.accumulate, rank, world, self.seed, self.group_by_length)
-        return DataLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=StepCollator(self.pad_id, self.micro_batch_size))
+        return self._resumed(StepLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
+                                        collate_fn=StepCollator(self.pad_id, micro),
+                                        steps_trained=self._steps_trained))
 
     def val_dataloader(self):
         rank, world = self._rank()
@@ -257,17 +280,57 @@ class ToolUseDataModule(L.LightningDataModule):
             return []
         if self.packing:
             return self._packed_loader(ds, 1, rank, world, shuffle=False)
-        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], self.micro_batch_size, 1,
+        micro = self.fitted_micro_batch(len(ds), 1, world, "val")
+        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], micro, 1,
                                    rank, world, self.seed, group_by_length=True, shuffle=False)
         return DataLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=StepCollator(self.pad_id, self.micro_batch_size))
+                          collate_fn=StepCollator(self.pad_id, micro))
+
+    def fitted_micro_batch(self, n_rows: int, accumulate: int, world: int, split: str) -> int:
+        """micro_batch_size, or less when one step would hold more rows than the split has: the
+        rest would be filler copies (zero loss), so the smaller micro-batch trains the same step
+        without them (a micro-batch of 5000 on 20 examples would otherwise allocate 5000 rows)."""
+        fitted = max(1, math.ceil(n_rows / (accumulate * world)))
+        if self.micro_batch_size <= fitted:
+            return self.micro_batch_size
+        trainer = getattr(self, "trainer", None)
+        if split == "train" and (trainer is None or trainer.is_global_zero):  # validation: no steps to keep
+            print(f"[data] warning: data.micro_batch_size={self.micro_batch_size} is larger than the "
+                  f"{split} split allows ({n_rows} sequences, {accumulate} micro-batch(es) per step on "
+                  f"{world} device(s)); using {fitted}: the same steps without filler rows", file=sys.stderr)
+        return fitted
+
+    # The training loader's position, saved in every checkpoint through the DataModule's state (the
+    # loader's own state, which Lightning also saves, is restored only if the loader is built after
+    # the checkpoint is loaded; it is built earlier, to count the scheduler's steps).
+    def state_dict(self) -> dict:
+        loader = getattr(self, "_train_loader", None)
+        return {"train_loader": loader.state_dict()} if loader is not None and self.trainer else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._loader_state = state.get("train_loader")
+
+    def _resumed(self, loader: StepLoader) -> StepLoader:
+        if getattr(self, "_loader_state", None):
+            loader.load_state_dict(self._loader_state)
+            self._loader_state = None
+        self._train_loader = loader
+        return loader
+
+    def _steps_trained(self) -> int:
+        """Optimizer steps finished in the current epoch (the loader's position in a checkpoint)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _packed_loader(self, ds, accumulate, rank, world, shuffle):
         from .packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
         sampler = PackedStepSampler([len(x) for x in ds["input_ids"]], self.pack_max_tokens,
                                     self.pack_rows, accumulate, rank, world, self.seed, shuffle=shuffle)
-        return DataLoader(PackedRows(ds), batch_sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=PackedStepCollator(self.pad_id))
+        if not shuffle:
+            return DataLoader(PackedRows(ds), batch_sampler=sampler, num_workers=self.num_workers,
+                              collate_fn=PackedStepCollator(self.pad_id))
+        return self._resumed(StepLoader(PackedRows(ds), batch_sampler=sampler, num_workers=self.num_workers,
+                                        collate_fn=PackedStepCollator(self.pad_id),
+                                        steps_trained=self._steps_trained))
 
     @property
     def pad_id(self) -> int:
@@ -275,7 +338,7 @@ class ToolUseDataModule(L.LightningDataModule):
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
-class StepBatchSampler:
+class StepBatchSampler(ResumableSteps):
     """Yields, for this rank, the example indices of one optimizer step at a time
     (micro_batch_size x accumulate of them). Every rank gets the same number of steps; a short
     step is filled with -1, which the collator turns into a fully masked (zero-loss) example."""
@@ -299,7 +362,7 @@ class StepBatchSampler:
         per_step = self.micro * self.accumulate * self.world
         return math.ceil(len(self.lengths) / per_step)
 
-    def __iter__(self):
+    def _steps(self):
         order = list(range(len(self.lengths)))
         if self.shuffle:
             random.Random(self.seed + self.epoch).shuffle(order)

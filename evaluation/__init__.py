@@ -3,6 +3,8 @@
 table."""
 from __future__ import annotations
 
+from core.errors import ProjectError
 
-class EvaluationError(ValueError):
+
+class EvaluationError(ProjectError, ValueError):
     """Bad evaluation input; the message names the file (and line) at fault."""

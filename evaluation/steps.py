@@ -63,13 +63,17 @@ def load_steps(path, anomalies: Counter | None = None) -> list[dict]:
 
 
 def _records(path: Path):
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            return list(enumerate(json.loads(text)))
-        except json.JSONDecodeError as exc:
-            raise EvaluationError(f"{path}: invalid JSON: {exc}") from None
-    return [(i, rec) for i, (_, rec) in enumerate(read_jsonl(path))]
+    raw = path.read_bytes()
+    if not raw.lstrip().startswith(b"["):
+        return [(i, rec) for i, (_, rec) in enumerate(read_jsonl(path))]  # names a bad line
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EvaluationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return list(enumerate(json.loads(text)))
+    except json.JSONDecodeError as exc:
+        raise EvaluationError(f"{path}: invalid JSON: {exc}") from None
 
 
 def trajectory_steps(traj: dict, prefix: str, step_turns: set | None = None,

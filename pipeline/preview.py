@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.errors import run_cli
 from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, TRAINED_ROLES
 
 KIND_MARK = {1: "T", 2: "A", 3: "S"}
@@ -48,12 +49,17 @@ def mark_supervised(row: dict, tokenizer, color: bool = False) -> str:
 
 
 def main(argv=None) -> int:
+    return run_cli("python -m pipeline.preview", _main, argv)
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="+", help="recipe files, then key=value overrides")
     parser.add_argument("--role", required=True, choices=TRAINED_ROLES + GENTOOL_ROLES)
     parser.add_argument("--layout", choices=("folded", "per_step"))
     parser.add_argument("-n", type=int, default=2, help="number of examples to print")
     parser.add_argument("--split", default="train", choices=("train", "val"))
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ALPHA_UMI_DEBUG=1)")
     ns = parser.parse_intermixed_args(argv)
     from core.recipe import load_recipe, split_args
     from core.stage_config import resolve_init, stage_settings

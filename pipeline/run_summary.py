@@ -9,18 +9,16 @@ progress bars stay."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import warnings
 from pathlib import Path
 
-from core.stage_config import export_dir, stage_dir
+from core.run_dir import RunDir
 
 METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
            ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
-EVAL_FILES = (("metrics.json", "test"), ("metrics_held_in.json", "held-in"),
-              ("metrics_ood.json", "out-of-domain"))
+EVAL_SETS = (("", "test"), ("_held_in", "held-in"), ("_ood", "out-of-domain"))  # metrics file suffixes
 
 
 def quiet_third_party() -> None:
@@ -60,26 +58,22 @@ def _num(x, fmt="{:.2f}") -> str:
 
 
 def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
-    run_dir = Path(recipe["run"]["dir"])
-    lines = [f"== run {recipe['run']['name']} ({run_dir}) =="]
+    run = RunDir.of(recipe)
+    lines = [f"== run {recipe['run']['name']} ({run.path}) =="]
     skipped = [s for s in stages if s not in ran]
     lines.append(f"stages run: {', '.join(ran) or 'none'}"
                  + (f"; skipped (already finished): {', '.join(skipped)}" if skipped else ""))
     for name in stages:
-        loss = stage_losses(stage_dir(recipe, name) / "logs" / "metrics.csv")
-        export = export_dir(recipe, name)
+        stage = run.stage(name)
+        loss = stage_losses(stage.csv_log)
         lines.append(f"  {name:<11} loss {_num(loss['first'], '{:.3f}')} -> "
                      f"{_num(loss['last'], '{:.3f}')}  supervised tokens {loss['supervised_tokens']:,}"
-                     f"  export {export if (Path(export) / 'config.json').is_file() else '(none)'}")
-    eval_dir = Path((recipe.get("evaluate") or {}).get("out_dir") or run_dir / "eval")
-    rows = []
-    for file, name in EVAL_FILES:
-        path = eval_dir / file
-        if path.is_file():
-            m = json.loads(path.read_text())
-            rows.append((name, m))
+                     f"  export {stage.export if stage.has_export() else '(none)'}")
+    eval_dir = run.eval((recipe.get("evaluate") or {}).get("out_dir"))
+    rows = [(name, eval_dir.read_metrics(suffix)) for suffix, name in EVAL_SETS
+            if eval_dir.metrics_file(suffix).is_file()]
     if rows:
-        lines.append(f"evaluation ({eval_dir}):")
+        lines.append(f"evaluation ({eval_dir.path}):")
         head = f"  {'set':<14}{'steps':>6}" + "".join(f"{label:>10}" for _, label in METRICS)
         lines += [head + "   plans: reference -> predicted (call/finish/give_up/none)"]
         for name, m in rows:
@@ -94,5 +88,5 @@ def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
     wandb = (recipe.get("logger") or {}).get("wandb") or {}
     mode = os.environ.get("WANDB_MODE", wandb.get("mode", "offline"))
     if wandb.get("enabled", True) and mode == "offline":
-        lines.append(f"W&B (offline): wandb sync {run_dir}/*/wandb/offline-run-*")
+        lines.append(f"W&B (offline): wandb sync {run.path}/*/wandb/offline-run-*")
     return "\n".join(lines)

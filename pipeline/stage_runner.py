@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
 from core.build_sites import STRATEGY, TRAINER
-from core.recipe import enabled_stages, redact, to_yaml
+from core.errors import ProjectError
+from core.recipe import RecipeError, enabled_stages, redact, to_yaml
 from core.run_dir import RunDir, StageDir, now
+from core.secrets import redacted_argv
 from core.stage_config import resolve_init, stage_settings
+from pipeline.checkpoints import AppendingCSVLogger, AtomicCheckpointIO, ResumeCSV, pick_resume_checkpoint
+from pipeline.preflight import preflight
 from pipeline.serving import make_servable
 from pipeline.sharded_export import export_dtype, export_stage, resumable_checkpoint
 from pipeline.stage_setup import build_datamodule, launch_rank, load_tokenizer
 from pipeline.strategy_checks import check_stage
+
+
+class StageInterrupted(ProjectError):
+    exit_code = 130
 
 
 def is_done(recipe: dict, name: str) -> bool:
@@ -35,18 +44,17 @@ def build_loggers(recipe: dict, settings: dict, sdir: StageDir):
     cfg = recipe.get("logger", {})
     loggers = []
     if cfg.get("csv", {}).get("enabled", True):
-        loggers.append(CSVLogger(str(sdir.logs.parent), name=sdir.logs.name, version=""))
+        loggers.append(AppendingCSVLogger(str(sdir.logs.parent), name=sdir.logs.name, version=""))
     wb = cfg.get("wandb", {})
     if wb.get("enabled", True):
         mode = os.environ.get("WANDB_MODE", wb.get("mode", "offline"))
         sdir.wandb.mkdir(parents=True, exist_ok=True)
+        names = redact({"name": f"{recipe['run']['name']}/{settings['name']}", "tags": wb.get("tags", []),
+                        "group": recipe["run"].get("group") or recipe["run"]["name"]})
         logger = WandbLogger(project=wb.get("project", "alpha-umi-glpft"), entity=wb.get("entity"),
-                             name=f"{recipe['run']['name']}/{settings['name']}",
-                             group=recipe["run"].get("group") or recipe["run"]["name"],
-                             job_type=settings["role"], tags=wb.get("tags", []), save_dir=str(sdir.wandb.parent),
-                             mode=mode, log_model=wb.get("log_model", False),
-                             id=_wandb_run_id(sdir), resume="allow")
-        logger.log_hyperparams({"recipe": redact(recipe), "stage": redact(settings)})
+                             name=names["name"], group=names["group"], job_type=settings["role"],
+                             tags=names["tags"], save_dir=str(sdir.wandb.parent), mode=mode,
+                             log_model=wb.get("log_model", False), id=_wandb_run_id(sdir), resume="allow")
         loggers.append(logger)
     return loggers
 
@@ -74,10 +82,11 @@ def build_trainer(recipe: dict, settings: dict, sdir: StageDir) -> L.Trainer:
     callbacks = [ModelCheckpoint(dirpath=str(sdir.checkpoints), save_last=True, save_top_k=0,
                                  every_n_train_steps=ckpt.get("every_n_train_steps", 50),
                                  save_weights_only=ckpt.get("save_weights_only", False)),
-                 build_throughput_callback(recipe.get("telemetry"))]
+                 build_throughput_callback(recipe.get("telemetry")), ResumeCSV()]
     # The module accumulates (exact token normalisation) and clips (manual optimization) itself.
     return TRAINER.build(settings["trainer"], strategy=strategy, logger=build_loggers(recipe, settings, sdir),
-                         callbacks=callbacks, use_distributed_sampler=False, accumulate_grad_batches=1,
+                         callbacks=callbacks, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+                         accumulate_grad_batches=1,
                          enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
                          default_root_dir=str(sdir.path))
 
@@ -100,13 +109,20 @@ def run_stage(recipe: dict, name: str) -> dict:
                           special_token_ids={k: getattr(tokenizer, k)
                                              for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
                           gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
+    if launch_rank() == 0:  # bad data stops here, before a W&B run exists
+        dm.prepare_data()
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            with redacted_argv():  # W&B records the command line when the run starts (here)
+                lg.log_hyperparams({"recipe": redact(recipe), "stage": redact(settings)})
     last = sdir.last_checkpoint
-    resume = resumable_checkpoint(last)  # a file, or a directory (DeepSpeed / sharded FSDP)
+    # a file (falling back to its previous copy if it is corrupt), or a directory (DeepSpeed / sharded FSDP)
+    resume = pick_resume_checkpoint(last, resumable_checkpoint, repair=launch_rank() == 0)
     if resume:
         print(f"[{name}] resuming from {resume}")
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
     if trainer.interrupted:  # never export or mark done a stage that did not finish
-        raise RuntimeError(f"stage {name} was interrupted; rerun to resume from {last}")
+        raise StageInterrupted(f"stage {name} was interrupted; rerun the same command to resume from {last}")
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
@@ -114,7 +130,7 @@ def run_stage(recipe: dict, name: str) -> dict:
                   chat_template=(recipe.get("tokenizer") or {}).get("chat_template"))
     export_stage(trainer, module, tokenizer, sdir.export, dtype=export_dtype(settings))
     if trainer.is_global_zero:
-        sdir.write_done(summary, started=started)
+        sdir.write_done(redact(summary), started=started)
     for lg in trainer.loggers:
         if isinstance(lg, WandbLogger):
             lg.experiment.finish()
@@ -124,21 +140,29 @@ def run_stage(recipe: dict, name: str) -> dict:
 def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     """Run every enabled stage in dependency order, skipping finished ones; return those run."""
     names = enabled_stages(recipe)
+    if only is not None and only not in names:
+        raise RecipeError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
+    preflight(recipe, [n for n in ([only] if only else names) if not is_done(recipe, n)])
     run_dir = RunDir.of(recipe)
+    fresh = not run_dir.path.exists()
     run_dir.path.mkdir(parents=True, exist_ok=True)
     if launch_rank() == 0:  # what this run was trained with (evaluation reads it)
         run_dir.save_recipe(to_yaml(redact(recipe)))
     if only is not None:
-        if only not in names:
-            raise ValueError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
         names = [only]
     ran = []
-    for name in names:
-        if is_done(recipe, name):
-            print(f"[{name}] already finished ({run_dir.stage(name).done_file}); skipping")
-            continue
-        run_stage(recipe, name)
-        ran.append(name)
+    try:
+        for name in names:
+            if is_done(recipe, name):
+                print(f"[{name}] already finished ({run_dir.stage(name).done_file}); skipping")
+                continue
+            run_stage(recipe, name)
+            ran.append(name)
+    except ProjectError as exc:
+        if fresh and not ran and launch_rank() == 0 and not isinstance(exc, StageInterrupted) \
+                and not any(run_dir.path.rglob("*.ckpt*")):
+            shutil.rmtree(run_dir.path, ignore_errors=True)  # bad input before any training: leave nothing
+        raise
     if only is None:
         run_evaluation(recipe)
     return ran

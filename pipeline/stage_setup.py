@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from core.build_sites import DATA, TOKENIZER
+from core.recipe import RecipeError
 from core.run_dir import RunDir
 from core.stage_config import accumulation
 
@@ -45,7 +46,7 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
             tok = AutoTokenizer.from_pretrained(path)
         else:
             if "train_bpe" not in tok_cfg:
-                raise ValueError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
+                raise RecipeError("tokenizer: no checkpoint to take it from; set tokenizer.from_pretrained "
                                  "or tokenizer.train_bpe")
             dm = build_datamodule(recipe, settings, tokenizer=None)
             tok = TOKENIZER.build(tok_cfg["train_bpe"], dm.corpus_texts(), out_dir=path)

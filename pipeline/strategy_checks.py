@@ -22,11 +22,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from core.errors import ProjectError
 from core.instantiate import locate
 from core.stage_config import accumulation
 
 
-class StrategyError(ValueError):
+class StrategyError(ProjectError, ValueError):
     pass
 
 

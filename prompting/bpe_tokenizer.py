@@ -5,20 +5,28 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path,
-                        min_frequency: int = 2) -> PreTrainedTokenizerFast:
+                        min_frequency: int = 2, max_token_chars: int = 64) -> PreTrainedTokenizerFast:
     """Train, save with `save_pretrained` into `out_dir`, and return the HF tokenizer.
-    Byte-level, so any text encodes and decodes back exactly."""
+    Byte-level, so any text encodes and decodes back exactly.
+
+    Pre-tokens (words, runs of punctuation) longer than `max_token_chars` are cut into pieces of
+    that length: BPE training is quadratic in the length of a pre-token, so one long space-free
+    string (a base64 blob in an observation) would otherwise dominate training time and put
+    enormous tokens in the vocabulary."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+        pre_tokenizers.Split(Regex(f".{{1,{int(max_token_chars)}}}"), behavior="isolated")])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  max_token_length=max_token_chars,
                                   special_tokens=list(SPECIAL.values()),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)

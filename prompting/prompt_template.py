@@ -12,6 +12,7 @@ import string
 from dataclasses import dataclass
 from typing import Mapping
 
+from core.errors import ProjectError
 from core.vocabulary import TRAINED_ROLES as ROLES, TRAJECTORY_TURNS, TURN_ROLES
 
 # Which span kind each template field belongs to; literal text takes the kind of the field after it.
@@ -31,7 +32,7 @@ class Segment:
     turn: int | None = None   # index of that turn in the trajectory's turns
 
 
-class TemplateError(ValueError):
+class TemplateError(ProjectError, ValueError):
     pass
 
 

@@ -2,18 +2,26 @@
 
 Reads the recipe (its `simulator:` node, else the whole file), applies the dot-list overrides
 (relative to that node: llm.model=..., instructions_per_api=2) and writes the corpus under
-<output.dir>/simulator-<settings hash>/. Prints the corpus path and a summary.
+<output.dir>/simulator-<settings hash>/. Prints the corpus path and a summary. Bad settings or specs
+stop with one or two lines and exit code 2 (an LLM endpoint that fails for good: 1); --debug (or
+ALPHA_UMI_DEBUG=1) shows the traceback.
 """
 import json
 import logging
 import sys
 from pathlib import Path
 
+from core.errors import run_cli
+
 from .corpus import build_corpus, corpus_kind, run_dir_for
 from .settings import load_settings
 
 
 def main(argv: list[str]) -> int:
+    return run_cli("python -m simulators", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2

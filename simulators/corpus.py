@@ -27,7 +27,7 @@ from .episode import Episode, Instance, plan_instances
 from core.llm_client import LLMClient, LLMError
 from .openapi_toolset import (SpecError, read_spec_file, spec_files, toolset_from_spec,
                               toolset_from_toolalpaca)
-from .settings import load_settings, settings_hash
+from .settings import SettingsError, load_settings, settings_hash
 from .spec_generation import toolset_from_description
 
 log = logging.getLogger(__name__)
@@ -110,11 +110,11 @@ async def load_toolsets(settings, llm: LLMClient, run_dir: Path, invalid: list[d
                     raise
                 invalid.append({"source": src["name"], "problems": [f"{p}: {m}" for p, m in exc.problems]})
         else:
-            raise ValueError(f"simulator.sources: unknown type {kind!r} (toolalpaca|openapi|description)")
+            raise SettingsError(f"simulator.sources: unknown type {kind!r} (toolalpaca|openapi|description)")
     seen: dict[str, str] = {}
     for ts in toolsets:  # instance ids hash the API name, so names must be unique
         if ts.name in seen:
-            raise ValueError(f"two APIs named {ts.name!r}: {seen[ts.name]} and {ts.source}")
+            raise SettingsError(f"two APIs named {ts.name!r}: {seen[ts.name]} and {ts.source}")
         seen[ts.name] = ts.source
     return toolsets
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from core.errors import ProjectError
+
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 LOCATIONS = ("query", "path", "header", "cookie")
 
 
-class SpecError(ValueError):
+class SpecError(ProjectError, ValueError):
     """An invalid spec: names the file or API and, for every problem, the JSON path."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):

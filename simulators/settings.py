@@ -11,12 +11,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from core.errors import ProjectError
+
 DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "simulator" / "toolalpaca.yaml"
 # Keys that change how a run goes, not what it produces, are left out of the settings hash
 # (the endpoint too: the model name says what answers, wherever it is served).
 NOT_HASHED = ("base", "type", "output", "llm.base_url", "llm.api_key_env", "llm.concurrency", "llm.timeout_s",
               "llm.max_retries", "llm.backoff_base_s", "llm.backoff_max_s", "llm.jitter")
 SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization")
+
+
+class SettingsError(ProjectError, ValueError):
+    """Bad simulator settings; names the key."""
 
 
 def read_recipe(path: str | Path) -> DictConfig:
@@ -45,7 +51,7 @@ def _refuse_secrets(node, where="simulator"):
         for key, value in node.items():
             lowered = str(key).lower()
             if any(w in lowered for w in SECRET_WORDS) and not lowered.endswith("_env"):
-                raise ValueError(f"{where}.{key}: secrets do not belong in settings; put the key in "
+                raise SettingsError(f"{where}.{key}: secrets do not belong in settings; put the key in "
                                  f"the environment variable named by llm.api_key_env")
             _refuse_secrets(value, f"{where}.{key}")
 

@@ -4,9 +4,10 @@ dialogs through the real inference path (template rendering, the one context bud
 generation stopping, output parsing) in α-UMi, single-LLM and multitask mode, and replay one
 whole episode. A failure points at a difference between training and inference.
 ~10 minutes of CPU: marked slow, run by .ci/run."""
-import json
 
 import pytest
+
+from core.run_dir import RunDir
 
 from conftest import REPO
 from core.recipe import load_recipe
@@ -40,7 +41,7 @@ def memorized_run(tmp_path_factory):
 
 def test_alpha_umi_mode_memorizes(memorized_run):
     _, run_dir = memorized_run
-    m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    m = RunDir(run_dir).eval().read_metrics()
     assert m["inference"]["mode"] == "alpha_umi"
     # generation lengths default to the longest training target of each role
     decoding = m["inference"]["decoding"]
@@ -79,6 +80,6 @@ def test_multitask_mode_memorizes(tmp_path):
     run_dir = tmp_path / "multitask"
     recipe = load_recipe([QUICKSTART, *MULTITASK], QUIET + [f"run.dir={run_dir}"])
     assert run_recipe(recipe) == ["multitask"]
-    m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    m = RunDir(run_dir).eval().read_metrics()
     assert m["inference"]["mode"] == "alpha_umi"  # the multitask export serves all three roles
     assert_memorized(m, "multitask")

@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 
 import jsonschema
 
+from core.errors import ProjectError
 from core.vocabulary import TRAJECTORY_TURNS
 
 from core.atomic_files import atomic_open
@@ -21,7 +22,7 @@ SCHEMA_PATH = Path(__file__).with_name("trajectory_schema.json")
 ROLES = TRAJECTORY_TURNS
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(ProjectError, ValueError):
     """A malformed record: names the file, the record index and the offending field."""
 
     def __init__(self, message: str, *, file: str | os.PathLike | None = None,
@@ -81,7 +82,8 @@ def _branch_role(err, sub) -> str | None:
 
 def check_turn_order(record: dict, *, file=None, index=None) -> None:
     """A caller answers a planner's `call`; a summarizer answers a `conclusion`; an observation
-    answers a caller; called tools must be among the offered ones; nothing follows a give-up."""
+    answers a caller; called tools must be among the offered ones; nothing follows a give-up;
+    a summarizer's answer is not empty."""
     tool_names = {t["name"] for t in record["tools"]}
     prev = None
     for i, turn in enumerate(record["turns"]):
@@ -103,6 +105,11 @@ def check_turn_order(record: dict, *, file=None, index=None) -> None:
         elif role == "summarizer" and not (prev and prev["role"] == "planner"
                                            and prev["decision"] == "conclusion"):
             fail("a summarizer turn must follow a planner turn whose decision is 'conclusion'")
+        if role == "summarizer" and not turn["answer"].strip():
+            # (an empty planner thought is kept: the planner's decision is still its target)
+            field = f"turns[{i}].answer"
+            fail("empty summarizer answer (training on it teaches the summarizer to answer nothing); "
+                 "fill it in or set on_error: skip")
         if prev is not None and prev["role"] == "planner" and prev["decision"] == "call" \
                 and role != "caller":
             fail("a planner's 'call' decision must be followed by a caller turn")
@@ -114,10 +121,15 @@ def check_turn_order(record: dict, *, file=None, index=None) -> None:
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line index, record) from a JSONL file; a bad line raises with file and line."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh):
-            if not line.strip():
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh):
+            if not raw.strip():
                 continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TrajectoryError(f"line {lineno + 1} is not UTF-8 text ({exc.reason} at byte "
+                                      f"{exc.start})", file=path, index=lineno) from None
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:

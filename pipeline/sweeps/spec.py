@@ -11,6 +11,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from core.errors import ProjectError
 from core.recipe import SCHEMA_PATH as RECIPE_SCHEMA_PATH
 from core.recipe import RecipeError, key_error, load_recipe, origin_of, record_origins, schema_errors
 from core.repo_paths import REPO_ROOT
@@ -19,7 +20,7 @@ SCHEMA_PATH = Path(__file__).with_name("sweep_schema.json")
 SPEC_DEFAULTS = {"out": "runs/sweeps/${sweep.name}", "runs_dir": "${sweep.out}/runs"}
 
 
-class SweepError(ValueError):
+class SweepError(ProjectError, ValueError):
     """A bad sweep spec or command line; the message names the key and the file."""
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from core.repo_paths import resolve_data_path
 from trajectories.sources import load_trajectories

@@ -52,12 +52,14 @@ class LoadResult:
 
 def load_trajectories(path, format: str = "auto", on_error: str = "raise") -> LoadResult:
     if format not in SOURCE_FORMATS:
-        raise ValueError(f"unknown source format {format!r} (expected one of {SOURCE_FORMATS})")
+        raise TrajectoryError(f"unknown source format {format!r} (expected one of {', '.join(SOURCE_FORMATS)})", file=path)
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        raise TrajectoryError(f"on_error must be 'raise' or 'skip', not {on_error!r}", file=path)
     path = Path(path)
     files = _files(path)
     preloaded = {}
+    if all(_is_blank(f) for f in files):
+        return LoadResult(path=path, format=format)  # no records: the caller says what that means
     if format == "auto":
         format, preloaded = _detect(files[0])
     result = LoadResult(path=path, format=format)
@@ -108,6 +110,11 @@ def _detect(file: Path) -> tuple[str, dict]:
                 return fmt, ({} if fmt in ("canonical", "selection") else {file: data})
     raise fail("unknown_format", "cannot detect the source format (expected a record with one of "
                f"the keys {', '.join(key for key, _ in _DETECT_KEYS)})", file=file)
+
+
+def _is_blank(file: Path) -> bool:
+    with open(file, "rb") as fh:
+        return not fh.read(1 << 16).strip() and not fh.read(1)
 
 
 def _first_line(file: Path):

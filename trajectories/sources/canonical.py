@@ -31,6 +31,8 @@ def reason_of(err: TrajectoryError) -> str:
         return "unknown_tool"
     if "follow" in err.reason:
         return "turn_order"
+    if err.reason.startswith("empty "):
+        return "empty_target"
     return "invalid_record"
 
 
@@ -90,14 +92,21 @@ def assemble(*, source: str, file, index: int, tools: list, instruction: str, tu
 # ---- canonical JSONL ---------------------------------------------------------------------------
 
 def jsonl_records(file):
-    """Yield a build() per non-blank line; build() parses and validates it."""
-    with open(file, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh):
-            if line.strip():
-                yield partial(_parse_line, line, file, lineno)
+    """Yield a build() per non-blank line; build() decodes, parses and validates it (so a line that
+    is not UTF-8 is one bad record, which on_error='skip' skips)."""
+    with open(file, "rb") as fh:
+        for lineno, raw in enumerate(fh):
+            if raw.strip():
+                yield partial(_parse_line, raw, file, lineno)
 
 
-def _parse_line(line: str, file, lineno: int) -> dict:
+def _parse_line(raw: bytes, file, lineno: int) -> dict:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail("invalid_encoding", f"line {lineno + 1} is not UTF-8 text ({exc.reason} at byte "
+                   f"{exc.start}); re-encode the file as UTF-8 or set on_error: skip",
+                   file=file, index=lineno) from None
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
