@@ -10,22 +10,20 @@ import hashlib
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import lightning as L
 import torch
-import datasets
 from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
 
-from prompting.prompt_template import PromptTemplate
-from .role_examples import role_examples
-from prompting.segment_encoder import SegmentEncoder
-from core.vocabulary import IGNORE_INDEX, MULTITASK, TURN_ROLES
-from .span_tokenization import EncodeStats, encode_example
-from trajectories.sources import load_trajectories
 from core.repo_paths import resolve_data_path
+from core.vocabulary import IGNORE_INDEX, MULTITASK, TURN_ROLES
+from prompting.prompt_template import PromptTemplate
+from trajectories.sources import LoadResult, iter_trajectories
+from .split_writer import write_splits
 
 CACHE_VERSION = 1
 PARTS = ("all", "global", "local")
@@ -42,7 +40,9 @@ def file_digest(path: str | Path) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
     for p in files:
-        h.update(p.read_bytes())
+        with open(p, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -59,7 +59,7 @@ class ToolUseDataModule(L.LightningDataModule):
                  instruction_part: str = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
                  cache_dir: str = ".cache/datasets", num_workers: int = 0,
-                 packing: dict | None = None):
+                 num_proc: int | None = None, packing: dict | None = None):
         super().__init__()
         if instruction_part not in PARTS:
             raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
@@ -76,6 +76,7 @@ class ToolUseDataModule(L.LightningDataModule):
         self.data_fraction, self.group_by_length = data_fraction, group_by_length
         self.add_bos, self.seed = add_bos, seed
         self.cache_dir, self.num_workers = Path(cache_dir), num_workers
+        self.num_proc = num_proc  # processes that tokenize when the cache is built
         # Packing: {enabled, max_tokens (null: max_length), rows_per_micro_batch}; see packed_steps.
         packing = dict(packing or {})
         unknown = set(packing) - {"enabled", "max_tokens", "rows_per_micro_batch"}
@@ -104,36 +105,46 @@ class ToolUseDataModule(L.LightningDataModule):
         """Train/val split by a hash of each trajectory id; the stage's instruction part and data
         fraction are taken from the training split only."""
         splits = {"train": [], "val": []}
+        for name, traj in self.iter_split_trajectories():
+            splits[name].append(traj)
+        return splits
+
+    def iter_split_trajectories(self):
+        """(split name, trajectory) for every kept trajectory, streamed from the sources in order;
+        per-source counts go to `self.stats["sources"]`."""
         self.stats["sources"] = []
         for src, path in self.source_paths():
-            res = load_trajectories(path, format=src.get("format", "auto"),
-                                    on_error=src.get("on_error", "raise"))
-            self.stats["sources"].append({"path": str(path), "loaded": len(res.trajectories),
+            res = LoadResult(path=path, format=src.get("format", "auto"))
+            loaded = 0
+            for traj in iter_trajectories(path, res.format, src.get("on_error", "raise"), res):
+                loaded += 1
+                name = self._split_of(traj)
+                if name is not None:
+                    yield name, traj
+            self.stats["sources"].append({"path": str(path), "loaded": loaded,
                                           "skipped": res.skipped, "skip_reasons": dict(res.skip_reasons)})
-            for traj in res.trajectories:
-                if traj.get("meta", {}).get("reference_only") and "caller" not in self.roles:
-                    continue  # golden call sequences have no thoughts or answers: caller data only
-                is_val = stable_fraction(traj["id"], f"val{self.seed}") < self.val_fraction
-                splits["val" if is_val else "train"].append(traj)
-        train = splits["train"]
+
+    def _split_of(self, traj: dict) -> str | None:
+        if traj.get("meta", {}).get("reference_only") and "caller" not in self.roles:
+            return None  # golden call sequences have no thoughts or answers: caller data only
+        if stable_fraction(traj["id"], f"val{self.seed}") < self.val_fraction:
+            return "val"
         if self.instruction_part != "all":
             # Without reuse, stage 1 ("global") and stage 2 ("local") see disjoint instructions.
             want_global = self.instruction_part == "global"
-            train = [t for t in train if (stable_fraction(t["instruction"], f"part{self.seed}") < 0.5)
-                     == want_global]
-        if self.data_fraction < 1.0:
-            train = [t for t in train if stable_fraction(t["id"], f"frac{self.seed}") < self.data_fraction]
-        splits["train"] = train
-        return splits
+            if (stable_fraction(traj["instruction"], f"part{self.seed}") < 0.5) != want_global:
+                return None
+        if self.data_fraction < 1.0 and stable_fraction(traj["id"], f"frac{self.seed}") >= self.data_fraction:
+            return None
+        return "train"
 
-    def corpus_texts(self) -> list[str]:
+    def corpus_texts(self):
         """Rendered text of every role's view of the training data (to train a BPE tokenizer)."""
-        texts = []
-        for traj in self.load_split_trajectories()["train"]:
-            for seg in self.template.render_history("backbone", traj):
-                if seg.text:
-                    texts.append(seg.text)
-        return texts
+        for name, traj in self.iter_split_trajectories():
+            if name == "train":
+                for seg in self.template.render_history("backbone", traj):
+                    if seg.text:
+                        yield seg.text
 
     # ----- tokenized splits --------------------------------------------------------------------
     def cache_key(self) -> str:
@@ -151,28 +162,17 @@ class ToolUseDataModule(L.LightningDataModule):
         if (root / "stats.json").exists():
             self.stats = json.loads((root / "stats.json").read_text())
             return self._load_cached(root)
-        enc = SegmentEncoder(self.tokenizer, add_bos=self.add_bos)
-        datasets.disable_progress_bars()
-        out = {}
-        for name, trajs in self.load_split_trajectories().items():
-            stats = EncodeStats()
-            rows = [row for traj in trajs for role in self.roles
-                    if role == "caller" or not traj.get("meta", {}).get("reference_only")
-                    for ex in role_examples(self.template, traj, role, self.layout)
-                    for row in encode_example(ex, enc, self.max_length, stats)]
-            self.stats[name] = stats.as_dict() | {"trajectories": len(trajs)}
-            out[name] = rows
         tmp = root.with_name(root.name + ".tmp")
-        for name, rows in out.items():
-            # An empty split is stored as a file of its own: `datasets` cannot reload empty tables.
-            if rows:
-                Dataset.from_list(rows).save_to_disk(str(tmp / name))
-            else:
-                tmp.mkdir(parents=True, exist_ok=True)
-                (tmp / f"{name}.empty").touch()
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left by an interrupted build
+        tmp.mkdir(parents=True)
+        self.stats = {}
+        split_stats = write_splits(tmp, self.iter_split_trajectories, self.template, self.tokenizer,
+                                   self.roles, self.layout, self.max_length, self.add_bos,
+                                   self.num_proc)
+        self.stats.update(split_stats)
         (tmp / "stats.json").write_text(json.dumps(self.stats, indent=1))
         if root.exists():
-            import shutil
             shutil.rmtree(root)
         tmp.rename(root)
         return self._load_cached(root)
