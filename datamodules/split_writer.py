@@ -37,7 +37,8 @@ def write_splits(tmp: Path, split_trajectories: Callable[[], Iterable[tuple[str,
                  template: PromptTemplate, tokenizer, roles: tuple[str, ...], layout: str,
                  max_length: int, add_bos: bool, num_proc: int | None,
                  split_names=("train", "val")) -> dict:
-    """Writes `tmp/<split>` (or `tmp/<split>.empty`) and returns {split: encode stats}."""
+    """Writes each split's Arrow files under `tmp/<split>/` with their order in
+    `tmp/<split>/files.json` (or `tmp/<split>.empty`) and returns {split: encode stats}."""
     datasets.disable_progress_bars()
     work = tmp / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -55,6 +56,8 @@ def write_splits(tmp: Path, split_trajectories: Callable[[], Iterable[tuple[str,
                                    batched=True, batch_size=1000, keep_in_memory=True)
         stats_dir = work / f"stats-{name}"
         stats_dir.mkdir()
+        out_dir = tmp / name
+        out_dir.mkdir()
         rows = part.map(
             encode_batch, batched=True, batch_size=MAP_BATCH, with_indices=True,
             remove_columns=part.column_names, features=ROW_FEATURES,
@@ -62,14 +65,17 @@ def write_splits(tmp: Path, split_trajectories: Callable[[], Iterable[tuple[str,
             fn_kwargs={"template": template, "encoder": SegmentEncoder(tokenizer, add_bos=add_bos),
                        "roles": roles, "layout": layout, "max_length": max_length,
                        "stats_dir": str(stats_dir)},
-            writer_batch_size=WRITER_BATCH, cache_file_name=str(work / f"rows-{name}.arrow"),
+            writer_batch_size=WRITER_BATCH, cache_file_name=str(out_dir / "rows.arrow"),
             load_from_cache_file=False,
             new_fingerprint=f"rows-{name}")
         stats[name] = _sum_stats(stats_dir).as_dict() | {"trajectories": len(part)}
-        # An empty split is stored as a file of its own: `datasets` cannot reload empty tables.
+        # The map's own output files are the cache (memory-mapped when loaded; no copy). An empty
+        # split is stored as a file of its own: `datasets` cannot reload empty tables.
         if len(rows):
-            rows.save_to_disk(str(tmp / name))
+            files = [Path(f["filename"]).name for f in rows.cache_files]
+            (out_dir / "files.json").write_text(json.dumps(files))
         else:
+            shutil.rmtree(out_dir)
             (tmp / f"{name}.empty").touch()
         del rows, part
     del trajectories
@@ -109,3 +115,10 @@ def _sum_stats(stats_dir: Path) -> EncodeStats:
             setattr(total, key, getattr(total, key) + part[key])
         total.dropped.update(part["dropped"])
     return total
+
+
+def load_split(path: Path) -> Dataset:
+    """A split written by `write_splits`, memory-mapped."""
+    files = json.loads((path / "files.json").read_text())
+    parts = [Dataset.from_file(str(path / f)) for f in files]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)

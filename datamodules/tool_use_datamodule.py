@@ -16,17 +16,18 @@ from typing import Mapping, Sequence
 
 import lightning as L
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from core.repo_paths import resolve_data_path
 from core.vocabulary import IGNORE_INDEX, MULTITASK, TURN_ROLES
 from prompting.prompt_template import PromptTemplate
 from trajectories.sources import LoadResult, iter_trajectories
-from .split_writer import write_splits
+from .split_writer import load_split, write_splits
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a split is the Arrow files its map wrote (split_writer)
 PARTS = ("all", "global", "local")
+BATCH_UNITS = ("examples", "rows")
 
 
 def stable_fraction(key: str, salt: str) -> float:
@@ -59,7 +60,8 @@ class ToolUseDataModule(L.LightningDataModule):
                  instruction_part: str = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
                  cache_dir: str = ".cache/datasets", num_workers: int = 0,
-                 num_proc: int | None = None, packing: dict | None = None):
+                 num_proc: int | None = None, packing: dict | None = None,
+                 batch_unit: str = "examples"):
         super().__init__()
         if instruction_part not in PARTS:
             raise ValueError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
@@ -88,6 +90,11 @@ class ToolUseDataModule(L.LightningDataModule):
         if self.pack_max_tokens < max_length:
             raise ValueError(f"data.packing.max_tokens={self.pack_max_tokens} is shorter than "
                              f"data.max_length={max_length}: some examples would not fit a row")
+        # What global_batch_size (micro_batch_size x accumulation x world size) counts when packing:
+        # "examples" (default: as without packing, as in the paper) or "rows" (packed rows).
+        if batch_unit not in BATCH_UNITS:
+            raise ValueError(f"data.batch_unit: {batch_unit!r} is not one of {BATCH_UNITS}")
+        self.batch_unit = batch_unit
         self.stats: dict = {}
         self.splits: dict[str, Dataset] = {}
 
@@ -179,7 +186,7 @@ class ToolUseDataModule(L.LightningDataModule):
 
     @staticmethod
     def _load_cached(root: Path) -> dict:
-        return {name: [] if (root / f"{name}.empty").exists() else load_from_disk(str(root / name))
+        return {name: [] if (root / f"{name}.empty").exists() else load_split(root / name)
                 for name in ("train", "val")}
 
     def prepare_data(self):
@@ -222,8 +229,10 @@ class ToolUseDataModule(L.LightningDataModule):
 
     def _packed_loader(self, ds, accumulate, rank, world, shuffle):
         from .packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
+        per_step = self.micro_batch_size * accumulate * world if self.batch_unit == "examples" else None
         sampler = PackedStepSampler([len(x) for x in ds["input_ids"]], self.pack_max_tokens,
-                                    self.pack_rows, accumulate, rank, world, self.seed, shuffle=shuffle)
+                                    self.pack_rows, accumulate, rank, world, self.seed, shuffle=shuffle,
+                                    examples_per_step=per_step)
         return DataLoader(PackedRows(ds), batch_sampler=sampler, num_workers=self.num_workers,
                           collate_fn=PackedStepCollator(self.pad_id))
 
@@ -289,7 +298,12 @@ class StepCollator:
         self.pad_id, self.micro = pad_id, micro_batch_size
 
     def __call__(self, rows):
-        return [pad_batch(rows[i:i + self.micro], self.pad_id) for i in range(0, len(rows), self.micro)]
+        out = []
+        for i in range(0, len(rows), self.micro):
+            batch = pad_batch(rows[i:i + self.micro], self.pad_id)
+            batch["num_examples"] = sum(not r.get("filler") for r in rows[i:i + self.micro])
+            out.append(batch)
+        return out
 
 
 def pad_batch(rows, pad_id: int) -> dict:
