@@ -3,10 +3,12 @@
     python evaluate.py steps --references TEST --out steps.jsonl
     python evaluate.py score --references TEST --predictions preds.jsonl [--out metrics.json]
     python evaluate.py table RUN_OR_METRICS... [--names ...] [--out table.md] [--wandb]
+    python evaluate.py episodes recipes/eval/toolalpaca_simulated.yaml --run RUN [key=value ...]
 
 TEST is a test set in the α-UMi conversation form, canonical trajectories (JSONL) or a steps file.
 Each subcommand is one entry of COMMANDS: (help, add_arguments, run); inference subcommands
-(`static`: teacher-forced over a steps file, `agent`: full episodes) are added there.
+(`static`: teacher-forced over a steps file, `agent`: one live episode, `episodes`: a whole test
+set live, judged) are added there.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import sys
 from trajectories.trajectory import TrajectoryError
 from core.atomic_files import write_text_atomic
 from evaluation import EvaluationError
-from evaluation.agent_loop import add_agent_args, run_agent_cli
+from evaluation.agent_cli import add_agent_args, run_agent_cli
+from evaluation.episodes_cli import add_episodes_args, run_episodes_cli
 from evaluation.metrics import load_predictions, score
 from evaluation.results_table import load_runs, log_wandb, results_table
 from evaluation.static_inference import add_static_args, run_static_cli
@@ -81,6 +84,8 @@ COMMANDS = {
                add_static_args, run_static_cli),
     "agent": ("one live episode of a run (planner -> caller -> tool -> ...), tools replayed",
               add_agent_args, run_agent_cli),
+    "episodes": ("the agent on every instruction of a test set (simulated, http or replayed tools), "
+                 "judged: Proc. / Ans. or a pass rate", add_episodes_args, run_episodes_cli),
 }
 
 

@@ -1,9 +1,15 @@
-"""An OpenAI-compatible chat client with a concurrency cap, a per-request deadline and counted
-retries (exponential backoff with jitter) on 429, 5xx, timeouts and malformed replies.
+"""The one OpenAI-compatible client of the project (simulator agents, endpoint roles, the judge):
+chat (`/chat/completions`) and text (`/completions`) requests with a concurrency cap, a
+per-request deadline and counted retries (exponential backoff with jitter) on 429, 5xx, timeouts,
+connection errors and malformed replies.
 
 The openai client's own retries are off (max_retries=0) so every retry is ours, and counted.
 The API key is read from the environment variable the settings name; it is never stored
-elsewhere, logged or written out.
+elsewhere, logged or written out. With `require_key: false` (local servers: vLLM, `transformers
+serve`) an unset variable sends a placeholder instead of stopping.
+
+Synchronous callers (the agent loop's roles and executors, from worker threads) run coroutines
+with `run_sync`, on one background event loop that every client of the process shares.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import threading
 from collections import Counter
 from dataclasses import dataclass
 
@@ -39,7 +46,9 @@ class LLMClient:
         env = cfg.get("api_key_env") or "OPENAI_API_KEY"
         key = os.environ.get(env)
         if not key:
-            raise LLMError(f"no API key: set the environment variable {env}")
+            if cfg.get("require_key", True):
+                raise LLMError(f"no API key: set the environment variable {env}")
+            key = "EMPTY"  # local servers ignore it
         self.timeout = float(cfg["timeout_s"])
         self.max_retries = int(cfg["max_retries"])
         self.client = AsyncOpenAI(api_key=key, base_url=cfg["base_url"], max_retries=0,
@@ -58,14 +67,31 @@ class LLMClient:
                   self.cfg.get("max_tokens_field") or "max_tokens": int(max_tokens or self.cfg["max_tokens"])}
         if seed is not None and self.cfg.get("send_seed", False):
             kwargs["seed"] = int(seed)
+        return await self._request("/chat/completions", kwargs, _reply)
+
+    async def complete(self, prompt: str, *, max_tokens: int | None = None,
+                       temperature: float | None = None, top_p: float | None = None,
+                       stop: list[str] | None = None) -> Reply:
+        """A text completion of `prompt` (the legacy `/completions` API that serves trained
+        exports: the prompt is rendered exactly as in training, no chat template involved)."""
+        body = {"model": self.cfg["model"], "prompt": prompt,
+                "max_tokens": int(max_tokens or self.cfg["max_tokens"]),
+                "temperature": self.cfg["temperature"] if temperature is None else temperature}
+        if top_p is not None:
+            body["top_p"] = top_p
+        if stop:
+            body["stop"] = list(stop)
+        return await self._request("/completions", body, _text_reply)
+
+    async def _request(self, path: str, body: dict, parse) -> Reply:
         retries = 0
         while True:
             retry_after = None
             try:
                 async with self.semaphore:
                     self.stats["calls"] += 1
-                    resp = await asyncio.wait_for(self._create(kwargs), self.timeout)
-                reply = _reply(resp)
+                    resp = await asyncio.wait_for(self._create(path, body), self.timeout)
+                reply = parse(resp)
                 if reply is not None:
                     reply.retries = retries
                     self.stats["prompt_tokens"] += reply.prompt_tokens
@@ -92,12 +118,12 @@ class LLMClient:
             self.stats["retries"] += 1
             await asyncio.sleep(self.backoff(retries, retry_after))
 
-    async def _create(self, body: dict) -> dict:
-        # POST /chat/completions through the client's documented `post` (auth, base URL, error
+    async def _create(self, path: str, body: dict) -> dict:
+        # POST through the client's documented `post` (auth, base URL, error
         # types as in `chat.completions.create`), minus create()'s walk over the typed params and
         # its pydantic reply model: together ~1.3 ms of CPU a call, which is most of the budget
         # with 16 calls in flight on a fast local server.
-        return json.loads(await self.client.post("/chat/completions", body=body, cast_to=str))
+        return json.loads(await self.client.post(path, body=body, cast_to=str))
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         base, cap = float(self.cfg["backoff_base_s"]), float(self.cfg["backoff_max_s"])
@@ -122,8 +148,43 @@ def _reply(resp: dict) -> Reply | None:
     return Reply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
 
+def _text_reply(resp: dict) -> Reply | None:
+    """The first choice's text of a `/completions` reply, or None when it is not one."""
+    try:
+        text = resp["choices"][0]["text"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(text, str):
+        return None
+    usage = resp.get("usage") or {}
+    return Reply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
 def _retry_after(exc) -> float | None:
     try:
         return float(exc.response.headers.get("retry-after"))
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+# ----- one background event loop for synchronous callers ----------------------------------------
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_LOCK = threading.Lock()
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process's shared event loop, running on a daemon thread (started on first use)."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="llm-client-loop", daemon=True).start()
+            _LOOP = loop
+        return _LOOP
+
+
+def run_sync(coro, timeout: float | None = None):
+    """Run a coroutine on the background loop and wait for its result (from any thread but the
+    loop's own). Clients used this way stay on that one loop, so their connection pools and
+    semaphores are shared by every calling thread."""
+    return asyncio.run_coroutine_threadsafe(coro, background_loop()).result(timeout)

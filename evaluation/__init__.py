@@ -1,4 +1,6 @@
-"""Static (step-level) evaluation: step extraction, the paper's metrics and the results table."""
+"""Evaluation: step-level (step extraction, the paper's metrics, teacher-forced inference), live
+(roles, team, tool executors, the agent loop, whole test sets judged by an LLM) and the results
+table."""
 from __future__ import annotations
 
 

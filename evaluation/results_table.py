@@ -15,6 +15,8 @@ from . import EvaluationError
 METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
            ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
 GROUPS = (("in_domain", "ID"), ("out_of_domain", "OOD"))
+# Whole-episode metrics (evaluate.py episodes: RUN/eval/episodes/*/metrics.json), after the step ones.
+EPISODE_METRICS = (("proc", "Proc."), ("ans", "Ans."), ("both", "Proc.&Ans."), ("pass_rate", "Pass rate"))
 BLANK = "–"
 
 
@@ -26,11 +28,12 @@ def load_run(spec: str, name: str | None = None) -> dict:
     if path.is_dir():
         folder = path if (path / "metrics.json").exists() else path / "eval"
         ind, ood = folder / "metrics.json", folder / "metrics_ood.json"
-        if not ind.exists() and not ood.exists():
-            raise EvaluationError(f"{path}: no eval/metrics.json or eval/metrics_ood.json in it")
         default = (path.parent if path.name == "eval" else path).resolve().name
+        episodes = {k: v for f in sorted(folder.glob("episodes/*/metrics.json")) for k, v in _read(f).items()}
+        if not ind.exists() and not ood.exists() and not episodes:
+            raise EvaluationError(f"{path}: no eval/metrics.json or eval/metrics_ood.json in it")
         return {"name": name or default, "in_domain": _read(ind) if ind.exists() else None,
-                "out_of_domain": _read(ood) if ood.exists() else None}
+                "out_of_domain": _read(ood) if ood.exists() else None, "episodes": episodes}
     if not path.exists():
         raise EvaluationError(f"{path}: no such metrics file or run directory")
     default = path.stem
@@ -56,19 +59,30 @@ def load_runs(specs: list[str], names: list[str] | None = None) -> list[dict]:
 
 
 def table_data(rows: list[dict]) -> tuple[list[str], list[list]]:
-    """Column names and rows of values (None: blank); OOD columns only if some row has them."""
+    """Column names and rows of values (None: blank); OOD columns only if some row has them, and
+    each episode metric (Proc., Ans., ...) only if some row has it."""
     groups = [g for g in GROUPS if g[0] == "in_domain" or any(r.get(g[0]) for r in rows)]
     grouped = len(groups) > 1
     columns = ["Run"] + [f"{label} ({tag})" if grouped else label
                          for _, tag in groups for _, label in METRICS]
+    episodes = [(m, label) for m, label in EPISODE_METRICS
+                if any(_episode_value(r, m) is not None for r in rows)]
+    columns += [label for _, label in episodes]
     data = []
     for row in rows:
         values = [row["name"]]
         for key, _ in groups:
             metrics = row.get(key) or {}
             values += [metrics.get(m) for m, _ in METRICS]
+        values += [_episode_value(row, m) for m, _ in episodes]
         data.append(values)
     return columns, data
+
+
+def _episode_value(row: dict, metric: str):
+    """From the run's episode metrics, or from a metrics file given directly."""
+    value = (row.get("episodes") or {}).get(metric)
+    return value if value is not None else (row.get("in_domain") or {}).get(metric)
 
 
 def results_table(rows: list[dict]) -> str:

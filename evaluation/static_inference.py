@@ -33,7 +33,7 @@ from core.atomic_files import write_text_atomic
 
 from . import EvaluationError
 
-from .agent_loop import Team, build_team
+from .team import Team, build_team
 from .run_exports import add_run_args, find_exports, load_run_recipe, resolve_mode, role_map
 from .metrics import score
 from .steps import load_steps

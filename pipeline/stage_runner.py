@@ -25,6 +25,7 @@ from core.atomic_files import write_json_atomic, write_text_atomic
 from core.instantiate import instantiate
 from core.recipe import redact, stage_order, to_yaml
 from core.stage_config import export_dir, resolve_init, stage_dir, stage_settings
+from pipeline.serving import make_servable
 from pipeline.sharded_export import export_dtype, export_stage, resumable_checkpoint
 from pipeline.stage_setup import build_datamodule, launch_rank, load_tokenizer
 from pipeline.strategy_checks import check_stage
@@ -118,6 +119,8 @@ def run_stage(recipe: dict, name: str) -> dict:
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+    make_servable(module.model, tokenizer, max_length=settings["data"].get("max_length"),
+                  chat_template=(recipe.get("tokenizer") or {}).get("chat_template"))
     export_stage(trainer, module, tokenizer, export_dir(recipe, name), dtype=export_dtype(settings))
     if trainer.is_global_zero:
         write_json_atomic(sdir / "DONE.json", summary)

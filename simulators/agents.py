@@ -5,14 +5,13 @@ Every agent adds what it costs and what went wrong to a `counters` Counter (per 
 """
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 
 from omegaconf import OmegaConf
 
 from .call_validation import check_call, http_error
-from core.llm_client import LLMClient
+from core.llm_client import LLMClient, run_sync
 from .openapi_toolset import Toolset
 from .prompts import (ParseError, Step, describe_tools, parse_assistant_reply, parse_executor_reply,
                       parse_instruction, render)
@@ -100,7 +99,6 @@ class SimulatedToolExecutor:
         self.prompts, self.cfg, self.validation = settings["prompts"], settings["executor"], settings["validation"]
         self.counters: Counter = Counter()
         self.history: list[str] = []
-        self._loop = None
 
     @classmethod
     def from_settings(cls, settings, toolset: Toolset) -> "SimulatedToolExecutor":
@@ -111,16 +109,12 @@ class SimulatedToolExecutor:
         self.history = []
 
     def execute(self, name: str, arguments: str) -> dict:
-        """Synchronous form, on a private event loop (call `aexecute` from async code)."""
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(self.aexecute(name, arguments))
+        """Synchronous form (from any thread), on the LLM client's shared background loop; call
+        `aexecute` from async code."""
+        return run_sync(self.aexecute(name, arguments))
 
     def close(self):
-        if self._loop is not None:
-            self._loop.run_until_complete(self.llm.aclose())
-            self._loop.close()
-            self._loop = None
+        run_sync(self.llm.aclose())
 
     async def aexecute(self, name: str, arguments: str, counters: Counter | None = None,
                        seed=None) -> dict:

@@ -12,8 +12,10 @@ from test_static_inference import DEV, REPO, build_tiny_run, load_template
 from prompting.prompt_template import PromptTemplate
 from trajectories.sources import load_trajectories
 from trajectories.trajectory import validate_trajectory
-from evaluation.agent_loop import (EndpointRole, ReplayExecutor, Team, build_team, run_episode,
-                                   task_of)
+from evaluation.agent_loop import run_episode, task_of
+from evaluation.executors import ReplayExecutor
+from evaluation.roles import EndpointRole
+from evaluation.team import Team, build_team
 from evaluation.static_inference import find_exports
 
 CHAINS = REPO / "data/toolbench/train_sample_chains.json"
@@ -244,7 +246,7 @@ def test_endpoint_roles_run_an_episode(chains, tpl, monkeypatch):
     with CompletionsServer(gold_reply(tpl, gold)) as server:
         roles = [EndpointRole(server.base_url, f"m-{r}", prompt_role=r, eos_text="</s>",
                               api_key_env="TEST_ENDPOINT_KEY", max_new_tokens=64, max_retries=0,
-                              timeout=10) for r in ("planner", "caller", "summarizer")]
+                              timeout_s=10) for r in ("planner", "caller", "summarizer")]
         traj = run_episode(Team(tpl, *roles), task_of(gold), ReplayExecutor(gold), max_steps=8)
     assert _norm(traj["turns"]) == _norm(gold["turns"])
     assert traj["meta"]["termination"] == "answer"

@@ -54,3 +54,21 @@ def test_wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     log_wandb(load_runs([str(run), str(b)]), project="test")
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_episode_columns_sit_next_to_the_step_metrics(tmp_path):
+    run, b = _files(tmp_path)
+    (run / "eval/episodes/toolalpaca_simulated").mkdir(parents=True)
+    (run / "eval/episodes/toolalpaca_simulated/metrics.json").write_text(
+        json.dumps({"proc": 61.0, "ans": 55.5, "both": 50.0, "episodes": 100}))
+    (run / "eval/episodes/toolbench_pass_rate").mkdir(parents=True)
+    (run / "eval/episodes/toolbench_pass_rate/metrics.json").write_text(json.dumps({"pass_rate": 42.0}))
+    lines = results_table(load_runs([str(run), str(b)], ["ours", "base"])).splitlines()
+    assert lines[0].endswith("| Rouge-L (OOD) | Proc. | Ans. | Proc.&Ans. | Pass rate |")
+    assert lines[2].endswith("| 55.00 | – | 61.00 | 55.50 | 50.00 | 42.00 |")
+    assert lines[3].endswith("| – | – | – | – | – |")
+    # a run with episode metrics only
+    only = tmp_path / "only"
+    (only / "eval/episodes/x").mkdir(parents=True)
+    (only / "eval/episodes/x/metrics.json").write_text(json.dumps({"proc": 10.0}))
+    assert results_table(load_runs([str(only)])).splitlines()[2] == "| only | – | – | – | – | – | 10.00 |"

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from prompting.prompt_template import EOS, PromptTemplate, Segment
 from prompting.segment_encoder import SegmentEncoder
 from evaluation import EvaluationError
-from evaluation.agent_loop import LocalRole, Team
+from evaluation.roles import LocalRole
+from evaluation.team import Team
 from evaluation.generation import encode_prompt, generate, load_model
 from evaluation.metrics import load_predictions
 from evaluation.static_inference import (evaluate_run, find_exports, predict_steps, resolve_mode,

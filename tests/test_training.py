@@ -47,6 +47,18 @@ def test_all_four_stages_leave_loadable_checkpoints(quickstart_run):
     assert (run_dir / "recipe.yaml").is_file()
 
 
+def test_exports_carry_what_a_server_needs(quickstart_run):
+    from transformers import GenerationConfig
+    _, run_dir, ran = quickstart_run
+    for stage in ran:
+        tok = AutoTokenizer.from_pretrained(run_dir / stage / "hf")
+        gen = GenerationConfig.from_pretrained(run_dir / stage / "hf")
+        assert tok.model_max_length == 768  # data.max_length
+        assert gen.eos_token_id == tok.eos_token_id and gen.pad_token_id == tok.pad_token_id
+        assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                       add_generation_prompt=True) == "<s>User: hi\nAssistant: "
+
+
 def test_quickstart_checkpoints_go_through_static_evaluation(quickstart_run):
     _, run_dir, _ = quickstart_run
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())

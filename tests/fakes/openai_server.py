@@ -1,6 +1,7 @@
-"""A scripted OpenAI-compatible chat server on 127.0.0.1, for tests and benches.
+"""A scripted OpenAI-compatible server on 127.0.0.1, for tests and benches.
 
-POST /v1/chat/completions answers with the first rule that matches the request. A rule is a dict:
+POST /v1/chat/completions and POST /v1/completions (text: the prompt counts as the one and last
+message) answer with the first rule that matches the request. A rule is a dict:
   match: str | list[str]  every string must occur in the request's messages (any role)
   last: str               must occur in the last message
   reply: str | callable   the assistant's text (a callable gets the request body)
@@ -86,7 +87,7 @@ class FakeOpenAIServer:
         self.stop()
 
     def pick(self, body: dict) -> dict | None:
-        messages = body.get("messages") or [{}]
+        messages = body.get("messages") or [{"content": body.get("prompt", "")}]
         everything = "\n".join(str(m.get("content", "")) for m in messages)
         last = str(messages[-1].get("content", ""))
         self.requests.append(body)
@@ -124,8 +125,9 @@ class FakeOpenAIServer:
             writer.close()
 
     async def _answer(self, path: str, body: dict) -> tuple[int, object, dict]:
-        if not path.endswith("/chat/completions"):
+        if not path.endswith("/completions"):
             return 404, {"error": {"message": "not found"}}, {}
+        text_api = not path.endswith("/chat/completions")
         if len(self.requests) >= self.max_requests:
             self.loop.call_soon(self.loop.stop)
             return 503, {"error": {"message": "fake server: request budget spent"}}, {}
@@ -141,7 +143,8 @@ class FakeOpenAIServer:
         if rule.get("malformed"):
             return 200, {"id": "chatcmpl-fake", "object": "chat.completion"}, {}
         reply = rule.get("reply", "")
-        return 200, _completion(reply(body) if callable(reply) else reply, body), {}
+        text = reply(body) if callable(reply) else reply
+        return 200, (_text_completion(text, body) if text_api else _completion(text, body)), {}
 
 
 def _completion(text: str, body: dict) -> dict:
@@ -151,6 +154,15 @@ def _completion(text: str, body: dict) -> dict:
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
+def _text_completion(text: str, body: dict) -> dict:
+    prompt_tokens, completion_tokens = len(str(body.get("prompt", "")).split()), len(text.split())
+    return {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}}
 

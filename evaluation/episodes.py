@@ -1,0 +1,246 @@
+"""Whole test sets, live: every task becomes one episode; many episodes are in flight at once.
+
+The runner keeps `in_flight` episodes going. Each episode (agent_loop.episode_steps) waits on one
+request at a time; requests for the same role are sent together as one batch, so a local export
+generates for many episodes in one `generate` call, and an endpoint role gets them concurrently.
+Tool calls and judge calls run on worker threads. A role that batches (`serial`: a local model)
+takes the next batch when its current one is done; requests that come meanwhile join it.
+
+Each finished episode is one line of `episodes.jsonl` (the simulator's append-only log: flushed
+and fsynced per line; a torn last line from a kill is dropped and redone), so a rerun skips the
+ids already there. An episode that crashes (a role or executor error after the client's retries)
+is an outcome, `termination: error`, and like `max_steps` it fails in the denominator.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from core.llm_client import run_sync
+
+from .agent_loop import episode_steps, finish, new_trajectory
+from .team import Team
+
+ROLE_OF = {"plan": "planner", "call": "caller", "conclude": "summarizer"}
+
+
+@dataclass
+class _Episode:
+    task: Mapping
+    traj: dict
+    steps: object
+    executor: object
+    started: float
+    request: tuple | None = None
+    role_calls: int = 0
+    record: dict | None = None
+    error: str | None = None
+    counters: Counter = field(default_factory=Counter)
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class EpisodeRunner:
+    def __init__(self, team: Team, make_executor: Callable[[Mapping], object], *, max_steps: int,
+                 in_flight: int, judge=None, references: Mapping[str, Mapping] | None = None,
+                 unjudged: Sequence[str] = ("error",), progress: bool = True,
+                 workers: int | None = None):
+        self.team, self.make_executor = team, make_executor
+        self.max_steps, self.in_flight = int(max_steps), max(1, int(in_flight))
+        self.judge, self.references = judge, references or {}
+        self.unjudged = set(unjudged) | {"error"}
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(max_workers=workers or self.in_flight + 4)
+        self.stats = Counter()
+
+    # ----- the loop ------------------------------------------------------------------------
+    def run(self, tasks: Sequence[Mapping], out: Path) -> list[dict]:
+        """Run every task whose id is not in `out` yet; return all records in `out`."""
+        from simulators.corpus import AppendLog
+        from tqdm import tqdm
+
+        records: dict[str, dict] = {}
+        log = AppendLog(Path(out), lambda r: records.__setitem__(r["id"], r))
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        done = log.load()
+        todo = [t for t in tasks if t["id"] not in done]
+        bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="episode",
+                   disable=not self.progress, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        # one writer thread, in finishing order: the loop does not wait for each line's fsync
+        writer, writes = ThreadPoolExecutor(max_workers=1), []
+
+        def write(rec):
+            writes.append(writer.submit(lambda: (run_sync(log.append(rec)), bar.update(1))))
+        try:
+            self._loop(todo, write)
+        finally:
+            writer.shutdown(wait=True)
+            log.close()
+            bar.close()
+            self.pool.shutdown(wait=True)
+        for done in writes:
+            done.result()  # a failed write (disk full, ...) is an error of the run
+        self.stats["wall_s"] = time.perf_counter() - t0
+        self.stats["episodes_run"] = len(todo)
+        return [records[t["id"]] for t in tasks if t["id"] in records]
+
+    def _loop(self, todo: list[Mapping], write: Callable[[dict], None]) -> None:
+        queue = list(reversed(todo))
+        active: list[_Episode] = []
+        pending: dict[str, list[_Episode]] = {k: [] for k in ROLE_OF}
+        running: dict[Future, tuple[str, list[_Episode]]] = {}
+        busy: set[int] = set()
+        while queue or active:
+            while queue and len(active) < self.in_flight:
+                ep = self._start(queue.pop())
+                active.append(ep)
+                if ep.record is not None:  # no executor for it
+                    self._finish(ep, running, active, write)
+                else:
+                    self._route(ep, pending, running)
+            for kind, eps in pending.items():
+                role = self.team.roles[ROLE_OF[kind]]
+                if eps and not (getattr(role, "serial", False) and id(role) in busy):
+                    busy.add(id(role))
+                    running[self.pool.submit(self._batch, kind, [e.traj for e in eps])] = (kind, eps)
+                    pending[kind] = []
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                kind, eps = running.pop(fut)
+                if kind in ROLE_OF:
+                    busy.discard(id(self.team.roles[ROLE_OF[kind]]))
+                try:
+                    answers = fut.result()
+                except BaseException as exc:  # noqa: BLE001 - counted as the episode's outcome
+                    answers = [_Failed(exc)] * len(eps)
+                for ep, answer in zip(eps, answers):
+                    if kind == "judge":
+                        ep.record["verdict"] = answer if not isinstance(answer, _Failed) else \
+                            {"error": describe(answer.exc)}
+                        self._close(ep, active, write)
+                        continue
+                    if kind in ROLE_OF:
+                        ep.role_calls += 1
+                    self._advance(ep, answer)
+                    if ep.record is not None:
+                        self._finish(ep, running, active, write)
+                    else:
+                        self._route(ep, pending, running)
+
+    def _start(self, task: Mapping) -> _Episode:
+        traj = new_trajectory(task, self.max_steps)
+        ep = _Episode(task, traj, episode_steps(traj), None, time.perf_counter())
+        try:
+            ep.executor = self.make_executor(task)
+            ep.request = next(ep.steps)
+        except Exception as exc:  # noqa: BLE001
+            self._crash(ep, exc)
+        return ep
+
+    def _advance(self, ep: _Episode, answer) -> None:
+        if isinstance(answer, _Failed):
+            self._crash(ep, answer.exc)
+            return
+        try:
+            ep.request = ep.steps.send(answer)
+        except StopIteration as stop:
+            ep.record = self._record(ep, stop.value)
+        except Exception as exc:  # noqa: BLE001 - e.g. a trajectory the schema rejects
+            self._crash(ep, exc)
+
+    def _crash(self, ep: _Episode, exc: BaseException) -> None:
+        ep.steps.close()
+        self.stats["errors"] += 1
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        ep.record = self._record(ep, finish(ep.traj, "error", error=detail))
+
+    def _route(self, ep: _Episode, pending, running) -> None:
+        if ep.record is not None:
+            return
+        kind = ep.request[0]
+        if kind == "tool":
+            fut = self.pool.submit(self._tool, ep.executor, ep.request[1], ep.request[2])
+            running[fut] = ("tool", [ep])
+        else:
+            pending[kind].append(ep)
+
+    def _finish(self, ep: _Episode, running, active, write) -> None:
+        ref = self.references.get(ep.task["id"])
+        if self.judge is not None and ep.record["termination"] not in self.unjudged:
+            running[self.pool.submit(self._judge, ref, ep.record["trajectory"])] = ("judge", [ep])
+        else:
+            self._close(ep, active, write)
+
+    def _close(self, ep: _Episode, active, write) -> None:
+        counters = getattr(ep.executor, "counters", None) or {}
+        ep.record["executor"] = dict(counters)
+        ep.record["llm_calls"] = ep.role_calls + int(counters.get("llm_calls", 0)) + \
+            int((ep.record.get("verdict") or {}).get("llm_calls", 0))
+        ep.record["seconds"] = round(time.perf_counter() - ep.started, 3)
+        closer = getattr(ep.executor, "close", None)
+        if closer is not None:
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        active.remove(ep)
+        self.stats["llm_calls"] += ep.record["llm_calls"]
+        write(ep.record)
+
+    # ----- work on the pool --------------------------------------------------------------------
+    def _batch(self, kind: str, trajs: list[dict]) -> list:
+        method = getattr(self.team, kind)
+        try:
+            return method(trajs)
+        except Exception:  # noqa: BLE001 - find the episode at fault: ask each alone
+            if len(trajs) == 1:
+                raise
+        out = []
+        for traj in trajs:
+            try:
+                out.append(method([traj])[0])
+            except Exception as exc:  # noqa: BLE001
+                out.append(_Failed(exc))
+        return out
+
+    @staticmethod
+    def _tool(executor, name: str, arguments: str) -> list:
+        return [executor.execute(name, arguments)]
+
+    def _judge(self, reference, trajectory) -> list:
+        return [self.judge.verdict(reference, trajectory)]
+
+    @staticmethod
+    def _record(ep: _Episode, traj: dict) -> dict:
+        meta = traj["meta"]
+        return {"id": traj["id"], "api": (ep.task.get("meta") or {}).get("api"),
+                "termination": meta["termination"], "steps": meta["steps"],
+                "error": meta.get("error"), "trajectory": traj, "verdict": None}
+
+
+def summarize(records: Sequence[Mapping], stats: Mapping, n_tasks: int) -> dict:
+    """Outcome counts over all records, and this invocation's throughput."""
+    terms = Counter(r["termination"] for r in records)
+    wall = float(stats.get("wall_s") or 0.0)
+    run = int(stats.get("episodes_run") or 0)
+    return {"tasks": n_tasks, "episodes": len(records), "terminations": dict(sorted(terms.items())),
+            "answered": terms.get("answer", 0), "errors": terms.get("error", 0),
+            "run": {"episodes": run, "wall_s": round(wall, 3),
+                    "episodes_per_s": round(run / wall, 4) if wall else None,
+                    "llm_calls": int(stats.get("llm_calls") or 0),
+                    "llm_calls_per_s": round(stats.get("llm_calls", 0) / wall, 4) if wall else None}}
