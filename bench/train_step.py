@@ -224,7 +224,8 @@ def steps_for(variant, examples, args, pad_id):
             for b in inner(items):
                 pad = args.max_length - b["input_ids"].shape[1]
                 fills = {"input_ids": pad_id, "labels": -100, "span_kinds": 0, "attention_mask": 0}
-                out.append({k: torch.nn.functional.pad(v, (0, pad), value=fills[k]) for k, v in b.items()})
+                out.append({k: torch.nn.functional.pad(v, (0, pad), value=fills[k]) if k in fills else v
+                            for k, v in b.items()})
             return out
     epoch = 0
     while True:

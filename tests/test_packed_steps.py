@@ -209,6 +209,7 @@ def test_quickstart_packed_end_to_end(tmp_path):
     recipe = load_recipe(["recipes/quickstart.yaml"], [
         f"run.dir={tmp_path}", "data.packing.enabled=true", "data.packing.rows_per_micro_batch=2",
         "data.max_length=512", "data.data_fraction=0.5", "tokenizer.train_bpe.vocab_size=512",
+        "data.micro_batch_size=2",  # 2 examples per optimizer step (the examples unit): enough steps
         "stages.planner.enabled=false", "stages.caller.enabled=false",
         "stages.summarizer.enabled=false", "stages.backbone.trainer.max_epochs=1",
         "trainer.limit_val_batches=0", "logger.wandb.enabled=false", "logger.progress_bar=false",
