@@ -1,6 +1,16 @@
 """Data pipeline benchmark: load + reformat + tokenize the shipped data for each role.
 
     python bench/data_pipeline.py [--layouts folded per_step] [--repeats 3] [--work-dir DIR]
+    python bench/data_pipeline.py --scale 2000 20000 62700 [--roles backbone] [--num-proc 1]
+
+`--scale N ...`: paper-scale preparation. N trajectories are synthesised from the 20 shipped
+ToolBench ones (each copy gets a distinct instruction, "... (request i)"), written as one JSON
+array (`alpha_umi_chains`), and one role's splits are built from a cold cache in a fresh
+subprocess per N; printed: seconds, trajectories/s, trajectories/s per process, peak RSS of the
+process (ru_maxrss: it includes the pages of memory-mapped Arrow files the build reads back), its
+peak anonymous RSS (RssAnon sampled every 50 ms: the heap, what really grows with a corpus held in
+Python objects), the peak RSS of its `num_proc` workers, and the slopes between smallest and
+largest N.
 
 For each role (backbone, planner, caller, summarizer) and layout, times
 `ToolUseDataModule.build_splits()` (sources -> canonical trajectories -> role examples -> token
@@ -19,6 +29,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,18 +73,128 @@ def time_build(recipe, role, layout, tokenizer, cache_dir: Path) -> tuple[float,
     return time.perf_counter() - t, {"splits": splits, "stats": dm.stats}
 
 
+def synthesise(n: int, out: Path) -> Path:
+    """N trajectories from the shipped chains with distinct instructions, written one at a time."""
+    import json
+    if out.exists():
+        return out
+    shipped = json.loads((REPO / "data" / "toolbench" / "train_sample_chains.json").read_text())
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("[")
+        for i in range(n):
+            record = json.loads(json.dumps(shipped[i % len(shipped)]))
+            user = next(m for m in record["chains"] if m["role"] == "user")
+            user["content"] = user["content"].replace("\nBegin!", f" (request {i})\nBegin!")
+            fh.write(("," if i else "") + json.dumps(record))
+        fh.write("]")
+    tmp.rename(out)
+    return out
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) / 1024 for l in fh if l.startswith(key + ":"))
+
+
+def scale_worker(path: str, role: str, layout: str, num_proc: int, work: Path) -> dict:
+    """One cold build of one role's splits from `path`; runs in its own process."""
+    import resource
+    recipe = quickstart_recipe(work, [f"data.sources=[{{path: '{path}', format: alpha_umi_chains}}]",
+                                      f"data.num_proc={num_proc}"])
+    tok, _ = prepare_tokenizer(work / "tok", quickstart_recipe(work / "tok"))
+    cache = work / "scale-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    dm = datamodule(recipe, role, layout, tok, cache)
+    rss0 = _status_mb("VmRSS")
+    peak_anon, done = [0.0], threading.Event()
+
+    def sample():  # anonymous memory (the heap), without the memory-mapped Arrow pages
+        while not done.wait(0.05):
+            peak_anon[0] = max(peak_anon[0], _status_mb("RssAnon"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    splits = dm.build_splits()
+    dt = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    n = dm.stats["train"]["trajectories"] + dm.stats["val"]["trajectories"]
+    out = {"seconds": dt, "trajectories": n, "rows": sum(len(s) for s in splits.values()),
+           "rss_before_mb": rss0, "peak_anon_mb": peak_anon[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    shutil.rmtree(cache, ignore_errors=True)
+    return out
+
+
+def run_scale(args, work: Path) -> int:
+    import json
+    import subprocess
+    rows = []
+    prepare_tokenizer(work / "tok", quickstart_recipe(work / "tok"))
+    for n in args.scale:
+        path = synthesise(n, work / f"synthetic-{n}.json")
+        for role in args.roles:
+            cmd = [sys.executable, __file__, "--scale-worker", str(path), "--roles", role,
+                   "--layouts", args.layouts[0], "--num-proc", str(args.num_proc),
+                   "--work-dir", str(work)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+                return 1
+            r = json.loads(lines[-1][7:])
+            rows.append((n, role, path.stat().st_size / 2**20, r))
+            print(f"N={n} {role}: {r}", file=sys.stderr, flush=True)
+    print(f"\nPaper-scale preparation (layout {args.layouts[0]}, quickstart template and BPE, "
+          f"max_length 1536, num_proc {args.num_proc}; one cold build per row, fresh process)\n")
+    print("| trajectories | JSON MB | role | rows | seconds | traj/s | traj/s per process "
+          "| RSS before build MB | peak RSS MB | peak anon RSS MB | workers' peak RSS MB |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, role, mb, r in rows:
+        print(f"| {n:,} | {mb:,.0f} | {role} | {r['rows']:,} | {r['seconds']:.1f} | "
+              f"{n / r['seconds']:,.0f} | {n / r['seconds'] / max(1, args.num_proc):,.0f} | "
+              f"{r['rss_before_mb']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['peak_anon_mb']:,.0f} | "
+              f"{r['workers_peak_rss_mb']:,.0f} |")
+    for role in args.roles:
+        pts = [(n, r["peak_rss_mb"], r["peak_anon_mb"]) for n, rl, _, r in rows if rl == role]
+        if len(pts) > 1:
+            (n0, m0, a0), (n1, m1, a1) = pts[0], pts[-1]
+            print(f"\n{role}: slope per 1,000 trajectories ({n0:,} -> {n1:,}): peak RSS "
+                  f"{(m1 - m0) / (n1 - n0) * 1000:+.1f} MB, peak anonymous RSS "
+                  f"{(a1 - a0) / (n1 - n0) * 1000:+.1f} MB")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layouts", nargs="+", default=["folded", "per_step"])
     ap.add_argument("--roles", nargs="+", default=list(ROLES))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work-dir", default=None, help="keeps the tokenizer between runs (default: a temp dir)")
+    ap.add_argument("--scale", type=int, nargs="+", default=None,
+                    help="synthesise this many trajectories (each N) and time one cold build")
+    ap.add_argument("--num-proc", type=int, default=1, help="--scale: data.num_proc")
+    ap.add_argument("--scale-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.scale_worker:
+        import json
+        res = scale_worker(args.scale_worker, args.roles[0], args.layouts[0], args.num_proc,
+                           Path(args.work_dir))
+        print("RESULT " + json.dumps(res), flush=True)
+        return 0
 
     import datasets
     datasets.disable_progress_bars()
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="bench_data_"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        args.roles = args.roles if args.roles != list(ROLES) else ["backbone"]
+        rc = run_scale(args, work)
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+        return rc
     recipe = quickstart_recipe(work)
     tok, tok_s = prepare_tokenizer(work, recipe)
     # Warm-up (imports, first Arrow write) so the first timed row is not penalised.

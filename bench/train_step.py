@@ -77,15 +77,70 @@ def prepare_examples(args, work: Path) -> Path:
     return out
 
 
-def run_variant(variant: str, args, data: Path) -> dict:
+def run_variant(variant: str, args, data: Path, extra=()) -> dict:
+    argv = [a for a in sys.argv[1:] if a != "--e2e"]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--data", str(data),
-           *sys.argv[1:]]
+           *argv, *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise SystemExit(f"variant {variant} failed (exit {proc.returncode})")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+# ----- end to end: every variant at the settings its users really run ------------------------
+E2E = {
+    "a": ("this repo's default: folded + packed (best-fit rows of max_length, attention within "
+          "each example: sdpa_varlen on CPU, flash varlen on GPU) + sparse loss", "folded"),
+    "b": ("α-UMi release: per-step examples, one per micro-batch, each padded to max_length, "
+          "dense loss", "per_step"),
+    "c": ("TRL SFTTrainer: per-step examples, padded to the batch's longest, completion-only loss, "
+          "as many per micro-batch as fit max_length tokens on average", "per_step"),
+}
+
+
+def run_e2e(args, work: Path) -> int:
+    """One stage's epoch, each variant on its own data layout and micro-batch, at about the same
+    real (non-pad) tokens per micro-batch; the supervised tokens of an epoch are the same
+    targets in every layout, so time per epoch = the epoch's supervised tokens / sup tok/s."""
+    results, meta = {}, {}
+    for v in args.variants:
+        desc, layout = E2E[v]
+        args.layout = layout
+        data = prepare_examples(args, work)
+        exs = json.loads(data.read_text())["examples"]
+        sup = sum(sum(1 for l in e["labels"][1:] if l != -100) for e in exs)
+        mean_len = sum(len(e["input_ids"]) for e in exs) / len(exs)
+        rows = {"a": 1, "b": 1, "c": max(1, round(args.max_length / mean_len))}[v]
+        extra = ["--layout", layout, "--rows", str(rows)]
+        if v == "a" and args.device == "cpu":
+            extra += ["--attn", "sdpa_varlen"]
+        print(f"running ({v}) {desc} ...", file=sys.stderr, flush=True)
+        r = run_variant(v, args, data, extra)
+        r.update(epoch_sup=sup, epoch_s=sup / r["sup_tps"], rows=rows, examples=len(exs),
+                 mean_len=mean_len, layout=layout)
+        results[v] = r
+        meta = r
+    cuda = args.device == "cuda"
+    print(f"\nEnd to end, one stage epoch ({args.device}, model {args.model_size}: "
+          f"{meta['params'] / 1e6:.1f}M params, {meta['dtype']}; role {args.role}; max_length "
+          f"{args.max_length}; accumulate {args.accumulate}; {args.steps} timed steps after 1 warm-up; "
+          "epoch time = the epoch's supervised tokens / supervised tokens per second)\n")
+    mem = "peak alloc MB" if cuda else "train delta MB"
+    key = "peak_mb" if cuda else "delta_mb"
+    print(f"| variant | layout | examples | mean len | per micro-batch | non-pad tok/micro-batch | "
+          f"sup tok/s | pad frac | epoch s | {mem} | speed vs (b) | speed vs (c) | memory vs (c) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for v, r in results.items():
+        vs = lambda o: f"{r['sup_tps'] / results[o]['sup_tps']:.2f}x" if o in results else "n/a"  # noqa: E731
+        memc = f"{r[key] / results['c'][key]:.2f}x" if "c" in results and results["c"][key] else "n/a"
+        nonpad_mb = r["nonpad_tps"] * r["sec_per_step"] / args.accumulate
+        print(f"| ({v}) {E2E[v][0]} | {r['layout']} | {r['examples']} | {r['mean_len']:.0f} | "
+              f"{r['rows']} {'row' if v == 'a' else 'example'}(s) | {nonpad_mb:,.0f} | "
+              f"{r['sup_tps']:,.1f} | {r['pad_fraction']:.2f} | {r['epoch_s']:,.0f} | {r[key]:,.0f} | "
+              f"{vs('b')} | {vs('c')} | {memc} |")
+    return 0
 
 
 def print_table(results: dict, args, meta: dict):
@@ -168,7 +223,8 @@ def steps_for(variant, examples, args, pad_id):
             for b in inner(items):
                 pad = args.max_length - b["input_ids"].shape[1]
                 fills = {"input_ids": pad_id, "labels": IGNORE_INDEX, "span_kinds": 0, "attention_mask": 0}
-                out.append({k: torch.nn.functional.pad(v, (0, pad), value=fills[k]) for k, v in b.items()})
+                out.append({k: torch.nn.functional.pad(v, (0, pad), value=fills[k]) if k in fills else v
+                            for k, v in b.items()})
             return out
     epoch = 0
     while True:
@@ -285,7 +341,7 @@ def _sync(args):
 
 def _finish(args, model, totals, seconds, baseline) -> dict:
     import torch
-    from lightning_modules.throughput import lookup_peak_flops, matmul_params, model_shape, step_flops
+    from lightning_modules.throughput import available_flops, matmul_params, model_shape, step_flops
     n_layers, d_model = model_shape(model)
     flops = step_flops(matmul_params(model), totals["nonpad"], totals["sum_sq_lens"], n_layers, d_model)
     out = {"sec_per_step": seconds / args.steps, "sup_tps": totals["supervised"] / seconds,
@@ -297,7 +353,7 @@ def _finish(args, model, totals, seconds, baseline) -> dict:
            "attn": model.config._attn_implementation, "tflops": flops / seconds / 1e12}
     if args.device == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        peak = lookup_peak_flops(torch.cuda.get_device_name(), "bf16-true")
+        peak = available_flops(torch.device("cuda"), "bf16-true")
         out["mfu"] = flops / seconds / peak if peak else None
     else:
         out["peak_mb"], out["delta_mb"] = peak_rss_mb(), peak_rss_mb() - baseline
@@ -326,6 +382,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1,
                     help="run the variants round-robin this many times; report each one's fastest run")
     ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--e2e", action="store_true",
+                    help="end to end: each variant at its real settings (see E2E); time per epoch")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -348,6 +406,8 @@ def main(argv=None) -> int:
     datasets.disable_progress_bars()
     work = Path(args.work_dir or Path(tempfile.gettempdir()) / "alpha_umi_bench")
     work.mkdir(parents=True, exist_ok=True)
+    if args.e2e:
+        return run_e2e(args, work)
     data = prepare_examples(args, work)
     n_examples = len(json.loads(data.read_text())["examples"])
     results = {}

@@ -8,6 +8,12 @@ copies of real micro-batches (`packing.equalize_rank_batches`) to a multiple of
 `accumulate x world_size`, so every rank runs the same number of steps with the same number of
 micro-batches each, and every example appears exactly once per epoch across all ranks.
 
+With `examples_per_step` set (the `examples` batch unit, the default), an optimizer step is instead
+a fixed number of examples, as without packing: each step's examples (a contiguous slice of the
+epoch's shuffled order) are packed into rows, the rows into micro-batches, and the micro-batches are
+dealt to the ranks, so the number of micro-batches varies from step to step while the examples per
+step (and the number of steps, which the learning-rate schedule counts) do not.
+
 Every rank computes the same plan from the example lengths (no communication); the sampler yields
 this rank's share of one step as a list of `PackedKey`s, which `PackedRows` turns into examples and
 `PackedStepCollator` into a list of `collate_packed` micro-batches (the module accumulates them).
@@ -42,7 +48,7 @@ class PackedStepSampler(ResumableSteps):
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, rows_per_micro_batch: int = 1,
                  accumulate: int = 1, rank: int = 0, world_size: int = 1, seed: int = 42,
-                 shuffle: bool = True):
+                 shuffle: bool = True, examples_per_step: int | None = None):
         if rows_per_micro_batch < 1 or accumulate < 1:
             raise ValueError("rows_per_micro_batch and accumulate must be at least 1")
         if not 0 <= rank < world_size:
@@ -51,6 +57,9 @@ class PackedStepSampler(ResumableSteps):
         self.max_tokens, self.rows = int(max_tokens), int(rows_per_micro_batch)
         self.accumulate, self.rank, self.world = int(accumulate), rank, world_size
         self.seed, self.shuffle = seed, shuffle
+        if examples_per_step is not None and examples_per_step < 1:
+            raise ValueError(f"examples_per_step must be at least 1, got {examples_per_step}")
+        self.examples_per_step = examples_per_step
         self.epoch = 0
         # The row count only depends on the multiset of lengths: compute it once.
         self.num_rows = len(best_fit_decreasing(self.lengths, self.max_tokens)) if self.lengths else 0
@@ -65,6 +74,8 @@ class PackedStepSampler(ResumableSteps):
         return self
 
     def __len__(self) -> int:
+        if self.examples_per_step:
+            return math.ceil(len(self.lengths) / self.examples_per_step)
         micro = math.ceil(self.num_rows / self.rows)
         return math.ceil(micro / (self.accumulate * self.world))
 
@@ -76,6 +87,9 @@ class PackedStepSampler(ResumableSteps):
         order = list(range(len(self.lengths)))
         if self.shuffle:
             rng.shuffle(order)  # different tie-breaks, so different rows, in each epoch
+        if self.examples_per_step:
+            return [self._step_plan(order[s:s + self.examples_per_step])
+                    for s in range(0, len(order), self.examples_per_step)]
         rows = best_fit_decreasing(self.lengths, self.max_tokens, order)
         tokens = lambda row: sum(self.lengths[i] for i in row)  # noqa: E731
         # Rows of similar length share a micro-batch (it is padded to its longest row).
@@ -92,6 +106,16 @@ class PackedStepSampler(ResumableSteps):
             # Dealt round-robin from the heaviest: ranks get similar token counts.
             steps.append([chunk[r::self.world] for r in range(self.world)])
         return steps
+
+    def _step_plan(self, examples: list[int]) -> list[list[list[list[tuple[int, bool]]]]]:
+        """One step of the `examples` unit: these examples packed, dealt to the ranks."""
+        tokens = lambda row: sum(self.lengths[i] for i in row)  # noqa: E731
+        rows = sorted(best_fit_decreasing(self.lengths, self.max_tokens, examples), key=tokens,
+                      reverse=True)
+        micro = [[[(i, False) for i in row] for row in rows[j:j + self.rows]]
+                 for j in range(0, len(rows), self.rows)]
+        micro = equalize_rank_batches(micro, self.world, blank=_blank_plan)
+        return [micro[r::self.world] for r in range(self.world)]  # heaviest first, round-robin
 
     def _steps(self):
         for step in self.plan():
@@ -133,7 +157,8 @@ class PackedStepCollator:
     """Examples of one step (with their `PackedKey`s) -> list of `collate_packed` micro-batches.
 
     Besides `collate_packed`'s keys, each micro-batch has `example_lens`: per row, the lengths of
-    its real examples (the padding segment of `seq_lens` excluded), for token and FLOP counts.
+    its real examples (the padding segment of `seq_lens` excluded), for token and FLOP counts, and
+    `num_examples`: its examples that are not fillers.
     """
 
     def __init__(self, pad_id: int, pad_to: int | None = None):
@@ -153,5 +178,6 @@ class PackedStepCollator:
                 rows.append(blank_batch(row) if exs[0]["key"].filler else row)
             batch = collate_packed(rows, self.pad_id, self.pad_to)
             batch["example_lens"] = [list(r["seq_lens"]) for r in rows]
+            batch["num_examples"] = sum(not ex["key"].filler for r in grouped[m].values() for ex in r)
             batches.append(batch)
         return batches

@@ -10,36 +10,35 @@ import hashlib
 import json
 import math
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Literal, Mapping, Sequence, get_args
 
 import lightning as L
 import torch
-import datasets
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from core.errors import DataError
+from core.repo_paths import resolve_data_path
+from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, MULTITASK, TURN_ROLES
 from prompting.prompt_template import PromptTemplate
 from prompting.selection_template import SelectionTemplate
 from trajectories.selection import is_selection_record
-from .role_examples import Layout, role_examples
-from .selection_examples import selection_role_examples, selection_texts
-from prompting.segment_encoder import SegmentEncoder
-from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, MULTITASK, TURN_ROLES
+from trajectories.sources import LoadResult, iter_trajectories
 from .data_report import no_examples_message, skip_lines
 from .resumable import ResumableSteps, StepLoader
-from .span_tokenization import EncodeStats, encode_example
+from .role_examples import Layout
+from .split_writer import RoleViews, load_split, write_splits
 from .step_context import ContextBudget
-from trajectories.sources import load_trajectories
-from core.errors import DataError
-from core.repo_paths import resolve_data_path
 
-CACHE_VERSION = 2
+CACHE_VERSION = 2  # 2: a split is the Arrow files its map wrote (split_writer)
 # Which instructions a stage trains on: all, or one of two disjoint halves (stage 1 "global",
 # stage 2 "local": the paper's "without reuse" ablation).
 InstructionPart = Literal["all", "global", "local"]
 PARTS = get_args(InstructionPart)
+BATCH_UNITS = ("examples", "rows")
 
 
 def stable_fraction(key: str, salt: str) -> float:
@@ -53,7 +52,9 @@ def file_digest(path: str | Path) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
     for p in files:
-        h.update(p.read_bytes())
+        with open(p, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -70,7 +71,8 @@ class ToolUseDataModule(L.LightningDataModule):
                  instruction_part: InstructionPart = "all", data_fraction: float = 1.0,
                  group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
                  cache_dir: str = ".cache/datasets", num_workers: int = 0,
-                 packing: dict | None = None, trajectory_role: str | None = None,
+                 num_proc: int | None = None, packing: dict | None = None,
+                 batch_unit: str = "examples", trajectory_role: str | None = None,
                  context_reserve: int | None = None):
         super().__init__()
         if instruction_part not in PARTS:
@@ -98,6 +100,7 @@ class ToolUseDataModule(L.LightningDataModule):
         self.data_fraction, self.group_by_length = data_fraction, group_by_length
         self.add_bos, self.seed = add_bos, seed
         self.cache_dir, self.num_workers = Path(cache_dir), num_workers
+        self.num_proc = num_proc  # processes that tokenize when the cache is built
         # Packing: {enabled, max_tokens (null: max_length), rows_per_micro_batch}; see packed_steps.
         packing = dict(packing or {})
         unknown = set(packing) - {"enabled", "max_tokens", "rows_per_micro_batch"}
@@ -109,6 +112,11 @@ class ToolUseDataModule(L.LightningDataModule):
         if self.pack_max_tokens < max_length:
             raise DataError(f"data.packing.max_tokens={self.pack_max_tokens} is shorter than "
                              f"data.max_length={max_length}: some examples would not fit a row")
+        # What global_batch_size (micro_batch_size x accumulation x world size) counts when packing:
+        # "examples" (default: as without packing, as in the paper) or "rows" (packed rows).
+        if batch_unit not in BATCH_UNITS:
+            raise ValueError(f"data.batch_unit: {batch_unit!r} is not one of {BATCH_UNITS}")
+        self.batch_unit = batch_unit
         self.stats: dict = {}
         self.splits: dict[str, Dataset] = {}
 
@@ -126,61 +134,65 @@ class ToolUseDataModule(L.LightningDataModule):
         """Train/val split by a hash of each trajectory id; the stage's instruction part and data
         fraction are taken from the training split only."""
         splits = {"train": [], "val": []}
+        for name, traj in self.iter_split_trajectories():
+            splits[name].append(traj)
+        return splits
+
+    def iter_split_trajectories(self):
+        """(split name, trajectory) for every kept trajectory, streamed from the sources in order;
+        per-source counts go to `self.stats["sources"]`."""
         self.stats["sources"] = []
         for src, path in self.source_paths():
-            res = load_trajectories(path, format=src.get("format", "auto"),
-                                    on_error=src.get("on_error", "raise"))
-            self.stats["sources"].append({"path": str(path), "loaded": len(res.trajectories),
+            res = LoadResult(path=path, format=src.get("format", "auto"))
+            loaded = 0
+            for traj in iter_trajectories(path, res.format, src.get("on_error", "raise"), res):
+                loaded += 1
+                name = self._split_of(traj, path)
+                if name is not None:
+                    yield name, traj
+            self.stats["sources"].append({"path": str(path), "loaded": loaded,
                                           "skipped": res.skipped, "skip_reasons": dict(res.skip_reasons)})
-            for traj in res.trajectories:
-                self._check_record_fits(traj, path)
-                views = (self.trajectory_role,) if self.role in GENTOOL_ROLES else self.roles
-                if traj.get("meta", {}).get("reference_only") and "caller" not in views:
-                    continue  # golden call sequences have no thoughts or answers: caller data only
-                is_val = stable_fraction(traj["id"], f"val{self.seed}") < self.val_fraction
-                splits["val" if is_val else "train"].append(traj)
-        train = splits["train"]
+
+    def _split_of(self, traj: dict, path: Path) -> str | None:
+        self._check_record_fits(traj, path)
+        views = (self.trajectory_role,) if self.role in GENTOOL_ROLES else self.roles
+        if traj.get("meta", {}).get("reference_only") and "caller" not in views:
+            return None  # golden call sequences have no thoughts or answers: caller data only
+        if stable_fraction(traj["id"], f"val{self.seed}") < self.val_fraction:
+            return "val"
         if self.instruction_part != "all":
             # Without reuse, stage 1 ("global") and stage 2 ("local") see disjoint instructions.
             want_global = self.instruction_part == "global"
-            train = [t for t in train if (stable_fraction(t.get("instruction") or t["query"], f"part{self.seed}") < 0.5)
-                     == want_global]
-        if self.data_fraction < 1.0:
-            train = [t for t in train if stable_fraction(t["id"], f"frac{self.seed}") < self.data_fraction]
-        splits["train"] = train
-        return splits
+            instruction = traj.get("instruction") or traj["query"]
+            if (stable_fraction(instruction, f"part{self.seed}") < 0.5) != want_global:
+                return None
+        if self.data_fraction < 1.0 and stable_fraction(traj["id"], f"frac{self.seed}") >= self.data_fraction:
+            return None
+        return "train"
 
     def _check_record_fits(self, record: dict, path: Path) -> None:
         gentool = self.role in GENTOOL_ROLES
         if is_selection_record(record) and not gentool:
-            raise ValueError(f"{path}: holds tool-selection examples, which only GenTool roles "
-                             f"({', '.join(GENTOOL_ROLES)}) train, not role {self.role}")
+            raise DataError(f"{path}: holds tool-selection examples, which only GenTool roles "
+                            f"({', '.join(GENTOOL_ROLES)}) train, not role {self.role}")
         if gentool and not is_selection_record(record) and not self.trajectory_role:
-            raise ValueError(f"{path}: holds trajectories; a GenTool stage ({self.role}) trains them "
-                             "only with data.trajectory_role set (e.g. backbone)")
+            raise DataError(f"{path}: holds trajectories; a GenTool stage ({self.role}) trains them "
+                            "only with data.trajectory_role set (e.g. backbone)")
 
-    def _examples(self, record: dict, role: str) -> list:
-        if is_selection_record(record):
-            return selection_role_examples(self.selection_template, record, role)
-        view = self.trajectory_role if role in GENTOOL_ROLES else role
-        if view != "caller" and record.get("meta", {}).get("reference_only"):
-            return []
-        return role_examples(self.template, record, view, self.layout)
+    def role_views(self) -> RoleViews:
+        return RoleViews(self.template, self.selection_template, self.roles, self.layout,
+                         self.trajectory_role)
 
-    def corpus_texts(self) -> list[str]:
+    def corpus_texts(self):
         """Rendered text of every role's view of the training data (to train a BPE tokenizer)."""
-        texts = []
-        trajectories = self.load_split_trajectories()["train"]
-        if not trajectories:
-            self.check_training_examples(0)
-        for traj in trajectories:
-            if is_selection_record(traj):
-                texts += selection_texts(self.selection_template, traj)
+        n = 0
+        for name, traj in self.iter_split_trajectories():
+            if name != "train":
                 continue
-            for seg in self.template.render_history("backbone", traj):
-                if seg.text:
-                    texts.append(seg.text)
-        return texts
+            n += 1
+            yield from self.role_views().corpus_texts(traj)
+        if not n:
+            self.check_training_examples(0)
 
     # ----- tokenized splits --------------------------------------------------------------------
     def cache_key(self) -> str:
@@ -200,36 +212,26 @@ class ToolUseDataModule(L.LightningDataModule):
         if (root / "stats.json").exists():
             self.stats = json.loads((root / "stats.json").read_text())
             return self._load_cached(root)
-        enc = SegmentEncoder(self.tokenizer, add_bos=self.add_bos)
-        datasets.disable_progress_bars()
-        out = {}
-        for name, trajs in self.load_split_trajectories().items():
-            stats = EncodeStats()
-            rows = [row for traj in trajs for role in self.roles
-                    if role == "caller" or not traj.get("meta", {}).get("reference_only")
-                    for ex in self._examples(traj, role)
-                    for row in encode_example(ex, enc, self.budget, stats)]
-            self.stats[name] = stats.as_dict() | {"trajectories": len(trajs)}
-            out[name] = rows
-        self.check_training_examples(len(out["train"]))  # before anything is cached
         tmp = root.with_name(root.name + ".tmp")
-        for name, rows in out.items():
-            # An empty split is stored as a file of its own: `datasets` cannot reload empty tables.
-            if rows:
-                Dataset.from_list(rows).save_to_disk(str(tmp / name))
-            else:
-                tmp.mkdir(parents=True, exist_ok=True)
-                (tmp / f"{name}.empty").touch()
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left by an interrupted build
+        tmp.mkdir(parents=True)
+        self.stats = {}
+        split_stats = write_splits(tmp, self.iter_split_trajectories, self.role_views(), self.tokenizer,
+                                   self.budget, self.add_bos, self.num_proc)
+        self.stats.update(split_stats)
+        if not split_stats["train"]["sequences"]:  # before anything is cached
+            shutil.rmtree(tmp)
+            self.check_training_examples(0)
         (tmp / "stats.json").write_text(json.dumps(self.stats, indent=1))
         if root.exists():
-            import shutil
             shutil.rmtree(root)
         tmp.rename(root)
         return self._load_cached(root)
 
     @staticmethod
     def _load_cached(root: Path) -> dict:
-        return {name: [] if (root / f"{name}.empty").exists() else load_from_disk(str(root / name))
+        return {name: [] if (root / f"{name}.empty").exists() else load_split(root / name)
                 for name in ("train", "val")}
 
     def prepare_data(self):
@@ -323,8 +325,10 @@ class ToolUseDataModule(L.LightningDataModule):
 
     def _packed_loader(self, ds, accumulate, rank, world, shuffle):
         from .packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
+        per_step = self.micro_batch_size * accumulate * world if self.batch_unit == "examples" else None
         sampler = PackedStepSampler([len(x) for x in ds["input_ids"]], self.pack_max_tokens,
-                                    self.pack_rows, accumulate, rank, world, self.seed, shuffle=shuffle)
+                                    self.pack_rows, accumulate, rank, world, self.seed, shuffle=shuffle,
+                                    examples_per_step=per_step)
         if not shuffle:
             return DataLoader(PackedRows(ds), batch_sampler=sampler, num_workers=self.num_workers,
                               collate_fn=PackedStepCollator(self.pad_id))
@@ -394,7 +398,12 @@ class StepCollator:
         self.pad_id, self.micro = pad_id, micro_batch_size
 
     def __call__(self, rows):
-        return [pad_batch(rows[i:i + self.micro], self.pad_id) for i in range(0, len(rows), self.micro)]
+        out = []
+        for i in range(0, len(rows), self.micro):
+            batch = pad_batch(rows[i:i + self.micro], self.pad_id)
+            batch["num_examples"] = sum(not r.get("filler") for r in rows[i:i + self.micro])
+            out.append(batch)
+        return out
 
 
 def pad_batch(rows, pad_id: int) -> dict:

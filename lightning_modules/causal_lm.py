@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from core.vocabulary import DTYPES
+from . import packed_attention  # noqa: F401  registers attn_implementation "sdpa_varlen"
 
 
 

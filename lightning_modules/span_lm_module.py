@@ -8,7 +8,6 @@ itself (manual optimization).
 """
 from __future__ import annotations
 
-import time
 from typing import Mapping
 
 import lightning as L
@@ -38,7 +37,6 @@ class SpanLMModule(L.LightningModule):
         self.special_token_ids = dict(special_token_ids or {})
         self.model = None
         self._val = None
-        self._t_last = None
 
     # ----- model ---------------------------------------------------------------------------
     def configure_model(self):
@@ -104,25 +102,17 @@ class SpanLMModule(L.LightningModule):
         strategy = self.trainer.strategy
         kind_sums = strategy.reduce(kind_sums, reduce_op="sum")
         kind_counts = strategy.reduce(kind_counts, reduce_op="sum")
+        examples = torch.tensor(float(sum(b.get("num_examples", len(b["input_ids"]))
+                                          for b in micro_batches)), device=self.device)
         logs = {"train/loss": kind_sums.sum() / n_step.clamp(min=1),
                 "train/lr": torch.tensor(self.lr_schedulers().get_last_lr()[0]),
-                "train/supervised_tokens": n_step}
+                "train/supervised_tokens": n_step,  # per optimizer step, all devices
+                "train/examples": strategy.reduce(examples, reduce_op="sum")}
         for i, name in enumerate(SPAN_KINDS[1:], 1):
             if kind_counts[i] > 0:
                 logs[f"train/loss_{name}"] = kind_sums[i] / kind_counts[i]
         if grad_norm is not None:
             logs["train/grad_norm"] = grad_norm
-        now = time.perf_counter()
-        if self._t_last is not None:
-            dt = now - self._t_last
-            # Non-pad tokens: packed batches have no attention_mask; their `example_lens` (per row,
-            # the real examples' lengths) leave out each row's padding tail.
-            tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b
-                         else sum(map(sum, b["example_lens"])) if "example_lens" in b
-                         else int(b["input_ids"].numel()) for b in micro_batches)
-            logs["train/tokens_per_sec"] = torch.tensor(tokens * self.trainer.world_size / dt)
-            logs["train/supervised_tokens_per_sec"] = n_step / dt
-        self._t_last = now
         self.log_dict({k: v.float() if torch.is_tensor(v) else v for k, v in logs.items()},
                       prog_bar=False, on_step=True, on_epoch=False, rank_zero_only=True)
         self.log("loss", logs["train/loss"], prog_bar=True, on_step=True, logger=False)

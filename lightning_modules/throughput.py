@@ -15,8 +15,12 @@ head counts for every token, as in a dense forward, even when the sparse loss sk
 attention term sums over examples, not rows: a packed row of examples of lengths l_i only attends
 within each example, so it costs sum l_i^2, not (sum l_i)^2; a padded row costs its real length^2.
 
-Peak FLOP/s: the `peak_flops` knob (per device, recipe `telemetry.peak_flops`), else a small table
-of dense tensor-core peaks for known GPUs at the trainer's precision; none on CPU (no MFU logged).
+Rates, MFU and the peak come from Lightning (`lightning.fabric.utilities.throughput`): a
+`Throughput` per token count over the window since the last log, and `get_available_flops` for the
+device's peak at the trainer's precision (its table of GPUs; none on CPU, so no MFU there) unless
+the `peak_flops` knob (recipe `telemetry.peak_flops`, per device) is set. What Lightning cannot
+count is added here: the token counts of packed rows and the attention FLOPs of packed examples
+(sum of len^2, not row^2), so FLOPs are passed to it per logging window.
 """
 from __future__ import annotations
 
@@ -24,45 +28,38 @@ import time
 from typing import Mapping
 
 import torch
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch.callbacks import Callback
 
-# Dense (no sparsity) peak FLOP/s per device by matmul precision. Matched in order against
-# torch.cuda.get_device_name(), so more specific names come first.
-PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
-    ("H100 NVL", {"bf16": 835e12, "fp16": 835e12, "tf32": 418e12}),
-    ("H100 PCIe", {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12}),
-    ("GH200", {"bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12}),
-    ("H200", {"bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12}),
-    ("H100", {"bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12}),  # SXM
-    ("B200", {"bf16": 2250e12, "fp16": 2250e12, "tf32": 1100e12}),
-    ("A100", {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12}),
-    ("A800", {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12}),
-    ("L40S", {"bf16": 362e12, "fp16": 362e12, "tf32": 183e12}),
-    ("L4", {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12}),
-    ("A10", {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12}),
-    ("V100", {"fp16": 125e12}),
-]
+# Lightning precision strings -> the dtype whose matmul peak applies
+_PRECISION_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32,
+                     "64": torch.float64, "transformer-engine": torch.bfloat16}
 
 
-def matmul_precision(precision) -> str | None:
-    """'bf16', 'fp16' or 'tf32' for a Lightning precision string; None for true fp32/fp64."""
+def precision_dtype(precision) -> torch.dtype:
     precision = str(precision)
-    if precision.startswith("bf16"):
-        return "bf16"
-    if precision.startswith("16"):
-        return "fp16"
-    if precision.startswith("32") and torch.get_float32_matmul_precision() != "highest":
-        return "tf32"
-    return None
+    for prefix, dtype in _PRECISION_DTYPES.items():
+        if precision.startswith(prefix):
+            return dtype
+    return torch.float32
 
 
-def lookup_peak_flops(device_name: str, precision) -> float | None:
-    """Peak dense FLOP/s of a known GPU at a Lightning precision string, else None."""
-    kind = matmul_precision(precision)
-    for name, peaks in PEAK_FLOPS:
-        if name.lower() in device_name.lower():
-            return peaks.get(kind) if kind else None
-    return None
+# GPUs whose reported name Lightning's table does not match (it knows "H200 SXM1"/"NVL1" only):
+# dense bf16/fp16 peak, per device.
+_NOT_IN_LIGHTNING = {"h200": 989e12}
+
+
+def available_flops(device: torch.device, precision) -> float | None:
+    """Peak dense FLOP/s of the device at a Lightning precision string (Lightning's table), or
+    None when it is not known (CPU, an unlisted GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device).lower()
+    dtype = precision_dtype(precision)
+    for chip, peak in _NOT_IN_LIGHTNING.items():
+        if chip in name and dtype in (torch.bfloat16, torch.float16):
+            return peak
+    return get_available_flops(device, dtype)
 
 
 def matmul_params(model: torch.nn.Module) -> int:
@@ -116,8 +113,9 @@ def batch_token_counts(batch) -> dict:
     example). Otherwise every row is one example as long as the row.
     """
     batches = batch if isinstance(batch, (list, tuple)) else [batch]
-    out = {"total": 0, "nonpad": 0, "supervised": 0, "sum_sq_lens": 0}
+    out = {"total": 0, "nonpad": 0, "supervised": 0, "sum_sq_lens": 0, "examples": 0}
     for b in batches:
+        out["examples"] += b.get("num_examples", b["input_ids"].shape[0])
         ids = b["input_ids"]
         out["total"] += ids.numel()
         if "attention_mask" in b and b["attention_mask"].dim() == 2:
@@ -137,7 +135,7 @@ class ThroughputCallback(Callback):
     """Logs the `perf/*` metrics above every `log_every_n_steps` optimizer steps (default: the
     trainer's) to every logger; `last_metrics` keeps the latest values."""
 
-    KEYS = ("total", "nonpad", "supervised", "sum_sq_lens")
+    KEYS = ("total", "nonpad", "supervised", "sum_sq_lens", "examples")
 
     def __init__(self, log_every_n_steps: int | None = None, peak_flops: float | None = None):
         super().__init__()
@@ -147,23 +145,18 @@ class ThroughputCallback(Callback):
         self.peak_flops: float | None = peak_flops
         self.n_params, self.n_layers, self.d_model = 0, None, None
         self.last_metrics: dict[str, float] = {}
-        self._reset(None)
-
-    # ----- state -------------------------------------------------------------------------------
-    def _reset(self, t0):
-        self._t0, self._paused, self._steps = t0, None, 0
+        self._t0, self._paused, self._train_time = None, None, 0.0
+        self._steps, self._logged_steps = 0, 0
         self._acc = {k: 0 for k in self.KEYS}
-
-    @staticmethod
-    def _now(pl_module) -> float:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        return time.perf_counter()
+        self._cum = {k: 0.0 for k in self.KEYS}
+        self._meter: Throughput | None = None
 
     def setup(self, trainer, pl_module, stage):
-        if self.peak_flops_knob is None and pl_module.device.type == "cuda":
-            self.peak_flops = lookup_peak_flops(torch.cuda.get_device_name(pl_module.device),
-                                                trainer.precision)
+        if self.peak_flops_knob is None:
+            self.peak_flops = available_flops(pl_module.device, trainer.precision)
+        # Lightning's meter over non-pad tokens and FLOPs; a window of 2 updates = the steps since
+        # the last log (counts are already averaged over devices, so world_size=1: per device).
+        self._meter = Throughput(available_flops=self.peak_flops, window_size=2)
 
     def on_train_start(self, trainer, pl_module):
         model = getattr(pl_module, "model", None) or pl_module
@@ -175,9 +168,16 @@ class ThroughputCallback(Callback):
         self.n_layers, self.d_model = model_shape(model)
 
     # ----- timing ------------------------------------------------------------------------------
+    @staticmethod
+    def _now(pl_module) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._t0 is None:
             self._t0 = self._now(pl_module)
+            self._update(0.0, 0.0)  # the window's start
 
     def on_validation_start(self, trainer, pl_module):
         if self._t0 is not None:  # validation inside fit, between training steps
@@ -194,37 +194,54 @@ class ThroughputCallback(Callback):
             self._acc[k] = self._acc[k] + counts[k]
         self._steps += 1
         every = self.log_every_n_steps or trainer.log_every_n_steps or 1
-        if self._steps < every:
+        if self._steps - self._logged_steps < every:
             return
-        now = self._now(pl_module)
-        metrics = self.compute(trainer, pl_module, now - self._t0)
+        metrics = self.compute(trainer, pl_module, self._now(pl_module) - self._t0)
         self.last_metrics = metrics
         step = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "_batches_that_stepped",
                        trainer.global_step)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
-        self._reset(now)
 
     # ----- metrics -----------------------------------------------------------------------------
+    def _update(self, seconds: float, flops: float | None = None):
+        self._meter.update(time=seconds, batches=self._steps, samples=self._steps,
+                           lengths=self._steps + round(self._cum["nonpad"]), flops=flops)
+
     def compute(self, trainer, pl_module, seconds: float) -> dict[str, float]:
+        """Metrics of the window since the last log; `seconds`: training time since the start."""
         acc = torch.tensor([float(self._acc[k]) for k in self.KEYS], dtype=torch.float64,
                            device=pl_module.device)
         world = max(1, trainer.world_size)
         if world > 1:
             acc = trainer.strategy.reduce(acc, reduce_op="sum")
-        total, nonpad, supervised, sum_sq = (acc / world).tolist()  # per device
-        seconds = max(seconds, 1e-9)
-        flops = step_flops(self.n_params, nonpad, sum_sq, self.n_layers, self.d_model)
+        window = dict(zip(self.KEYS, (acc / world).tolist()))  # per device
+        for k in self.KEYS:
+            self._cum[k] += window[k]
+        self._acc = {k: 0 for k in self.KEYS}
+        self._logged_steps = self._steps
+        seconds = max(seconds, self._train_time + 1e-9)
+        self._train_time = seconds
+        flops = step_flops(self.n_params, window["nonpad"], window["sum_sq_lens"], self.n_layers,
+                           self.d_model)
+        self._update(seconds, flops)
+        rates = self._meter.compute()
+        # Lightning's items/s counts non-pad tokens (+1 per step, so that the count always grows);
+        # the other counts are rates over the same window.
+        steps_per_sec = rates["device/batches_per_sec"]
+        nonpad = rates["device/items_per_sec"] - steps_per_sec
+        per_token = nonpad / window["nonpad"] if window["nonpad"] else 0.0
         metrics = {
-            "perf/tokens_per_sec_per_device": total / seconds,
-            "perf/nonpad_tokens_per_sec_per_device": nonpad / seconds,
-            "perf/supervised_tokens_per_sec_per_device": supervised / seconds,
-            "perf/pad_fraction": 1.0 - nonpad / total if total else 0.0,
-            "perf/tflops_per_device": flops / seconds / 1e12,
+            "perf/tokens_per_sec_per_device": window["total"] * per_token,
+            "perf/nonpad_tokens_per_sec_per_device": nonpad,
+            "perf/supervised_tokens_per_sec_per_device": window["supervised"] * per_token,
+            "perf/examples_per_sec_per_device": window["examples"] * per_token,
+            "perf/pad_fraction": 1.0 - window["nonpad"] / window["total"] if window["total"] else 0.0,
+            "perf/tflops_per_device": rates["device/flops_per_sec"] / 1e12,
         }
-        if self.peak_flops:
-            metrics["perf/mfu"] = flops / seconds / self.peak_flops
+        if "device/mfu" in rates:
+            metrics["perf/mfu"] = rates["device/mfu"]
         return metrics
 
 

@@ -21,8 +21,8 @@ def test_second_build_reads_the_cache(bpe_tokenizer, tmp_path, monkeypatch):
     dm.setup()
     first = [r["input_ids"] for r in dm.splits["train"]]
     calls = []
-    import datamodules.tool_use_datamodule as mod
-    monkeypatch.setattr(mod, "role_examples", lambda *a, **k: calls.append(1) or [])
+    import datamodules.split_writer as writer
+    monkeypatch.setattr(writer, "role_examples", lambda *a, **k: calls.append(1) or [])
     again = make_dm(bpe_tokenizer, tmp_path)
     again.setup()
     assert calls == [] and [r["input_ids"] for r in again.splits["train"]] == first
@@ -83,3 +83,35 @@ def test_malformed_source_error_names_the_file(bpe_tokenizer, tmp_path):
     dm = make_dm(bpe_tokenizer, tmp_path, sources=[{"path": str(bad), "format": "alpha_umi_chains"}])
     with pytest.raises(ValueError, match="bad.json"):
         dm.setup()
+
+
+def test_parallel_build_writes_the_same_rows_and_stats(bpe_tokenizer, tmp_path, monkeypatch):
+    import datamodules.split_writer as writer
+    monkeypatch.setattr(writer, "MAP_BATCH", 3)  # several map batches, so two processes share them
+    one = make_dm(bpe_tokenizer, tmp_path / "one", layout="per_step", role="caller")
+    two = make_dm(bpe_tokenizer, tmp_path / "two", layout="per_step", role="caller", num_proc=2)
+    a, b = one.build_splits(), two.build_splits()
+    for split in ("train", "val"):
+        assert a[split].to_list() == b[split].to_list() and len(a[split]) > 3
+    assert one.stats == two.stats and one.stats["train"]["examples"] > 0
+
+
+@pytest.mark.parametrize("global_batch", [(2, 3), (3, 1)])
+def test_examples_per_step_do_not_depend_on_packing(bpe_tokenizer, tmp_path, global_batch):
+    micro, accumulate = global_batch
+    per_step = {}
+    for packing in (False, True):
+        dm = make_dm(bpe_tokenizer, tmp_path, role="caller", layout="per_step", micro_batch_size=micro,
+                     accumulate_grad_batches=accumulate, packing={"enabled": packing, "max_tokens": 4096})
+        dm.setup()
+        steps = list(dm.train_dataloader())
+        per_step[packing] = [sum(b["num_examples"] for b in step) for step in steps]
+        assert len(steps) == len(dm.train_dataloader())  # what the LR schedule counts
+    assert per_step[True] == per_step[False]
+    assert set(per_step[True][:-1]) == {micro * accumulate} and sum(per_step[True]) == len(dm.splits["train"])
+    rows = make_dm(bpe_tokenizer, tmp_path, role="caller", layout="per_step", micro_batch_size=micro,
+                   accumulate_grad_batches=accumulate, batch_unit="rows",
+                   packing={"enabled": True, "max_tokens": 4096})
+    rows.setup()
+    # the documented alternative: a step is micro_batch_size x accumulation packed rows
+    assert max(sum(b["num_examples"] for b in step) for step in rows.train_dataloader()) > micro * accumulate

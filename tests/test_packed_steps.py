@@ -85,6 +85,22 @@ def test_ranks_equal_steps_and_every_example_once(world, rows, accumulate, n):
         assert sorted(seen) == list(range(n))  # exactly once per epoch across ranks
 
 
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("per_step", [1, 5, 12])
+def test_examples_unit_fixed_examples_per_step(world, per_step):
+    lengths = _lengths(50, seed=world)
+    plans = [list(PackedStepSampler(lengths, 32, 2, 1, rank, world, seed=3,
+                                    examples_per_step=per_step)) for rank in range(world)]
+    assert {len(p) for p in plans} == {math.ceil(50 / per_step)}  # as many steps as unpacked
+    seen = []
+    for s in range(len(plans[0])):
+        real = [k.index for p in plans for k in p[s] if not k.filler]
+        assert len(real) == min(per_step, 50 - s * per_step)  # every step: per_step examples
+        assert len({len({k.micro for k in p[s]}) for p in plans}) == 1  # same micro-batches per rank
+        seen += real
+    assert sorted(seen) == list(range(50))
+
+
 def test_epochs_reshuffle_and_are_deterministic():
     lengths = _lengths(60, seed=1)
     a = PackedStepSampler(lengths, 40, 2, 1, 0, 1, seed=5)
@@ -193,6 +209,7 @@ def test_quickstart_packed_end_to_end(tmp_path):
     recipe = load_recipe(["recipes/quickstart.yaml"], [
         f"run.dir={tmp_path}", "data.packing.enabled=true", "data.packing.rows_per_micro_batch=2",
         "data.max_length=512", "data.data_fraction=0.5", "tokenizer.train_bpe.vocab_size=512",
+        "data.micro_batch_size=2",  # 2 examples per optimizer step (the examples unit): enough steps
         "stages.planner.enabled=false", "stages.caller.enabled=false",
         "stages.summarizer.enabled=false", "stages.backbone.trainer.max_epochs=1",
         "trainer.limit_val_batches=0", "logger.wandb.enabled=false", "logger.progress_bar=false",

@@ -6,7 +6,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from datamodules.packing import collate_packed, pack_examples
 from lightning_modules.throughput import (
-    ThroughputCallback, batch_token_counts, build_throughput_callback, lookup_peak_flops,
+    ThroughputCallback, available_flops, batch_token_counts, build_throughput_callback,
     matmul_params, model_shape, step_flops)
 
 
@@ -48,21 +48,14 @@ def test_flops_formula_and_param_count():
         assert model_shape(model) == (3, 16)
 
 
-def test_peak_flops_table():
-    assert lookup_peak_flops("NVIDIA H100 80GB HBM3", "bf16-true") == 989e12
-    assert lookup_peak_flops("NVIDIA H100 PCIe", "bf16-mixed") == 756e12
-    assert lookup_peak_flops("NVIDIA A100-SXM4-80GB", "16-mixed") == 312e12
-    assert lookup_peak_flops("NVIDIA H200", "bf16-true") == 989e12
-    assert lookup_peak_flops("Tesla V100-SXM2-32GB", "bf16-true") is None
-    assert lookup_peak_flops("Some Future GPU", "bf16-true") is None
-    prev = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("highest")
-        assert lookup_peak_flops("NVIDIA A100-SXM4-80GB", "32-true") is None
-        torch.set_float32_matmul_precision("high")
-        assert lookup_peak_flops("NVIDIA A100-SXM4-80GB", "32-true") == 156e12
-    finally:
-        torch.set_float32_matmul_precision(prev)
+@pytest.mark.parametrize("name,precision,peak", [
+    ("NVIDIA H100 80GB HBM3", "bf16-true", 989.4e12), ("NVIDIA H100 PCIe", "bf16-mixed", 756e12),
+    ("NVIDIA A100-SXM4-80GB", "16-mixed", 312e12), ("NVIDIA H200", "bf16-true", 989e12),
+    ("Some Future GPU", "bf16-true", None)])
+def test_peak_flops_from_lightning(monkeypatch, name, precision, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert available_flops(torch.device("cuda"), precision) == peak
+    assert available_flops(torch.device("cpu"), precision) is None  # CPU: no MFU
 
 
 class _Logger:
@@ -107,6 +100,7 @@ def test_callback_logs_known_values(monkeypatch, peak):
     assert m["perf/tokens_per_sec_per_device"] == pytest.approx(32 / seconds)
     assert m["perf/nonpad_tokens_per_sec_per_device"] == pytest.approx(24 / seconds)
     assert m["perf/supervised_tokens_per_sec_per_device"] == pytest.approx(18 / seconds)
+    assert m["perf/examples_per_sec_per_device"] == pytest.approx(2 * 2 / seconds)  # 2 rows/step
     assert m["perf/pad_fraction"] == pytest.approx(0.25)
     assert m["perf/tflops_per_device"] == pytest.approx(flops / seconds / 1e12)
     if peak is None:

@@ -74,7 +74,8 @@ def test_logs_have_per_span_losses_and_wandb_runs(quickstart_run):
     _, run_dir, _ = quickstart_run
     rows = list(csv.DictReader(open(RunDir(run_dir).stage("backbone").csv_log)))
     for key in ("train/loss", "train/loss_thought", "train/loss_action", "train/loss_answer", "train/lr",
-                "train/grad_norm", "train/tokens_per_sec", "val/loss"):
+                "train/grad_norm", "train/examples", "train/supervised_tokens",
+                "perf/nonpad_tokens_per_sec_per_device", "perf/examples_per_sec_per_device", "val/loss"):
         assert any(r.get(key) for r in rows), key
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert losses[-1] < losses[0]

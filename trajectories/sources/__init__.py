@@ -3,6 +3,12 @@
     res = load_trajectories(path, format="auto", on_error="raise")   # or on_error="skip"
     res.trajectories, res.skipped, res.skip_reasons, res.path, res.format
 
+    res = LoadResult(path, format)                  # bounded memory: one trajectory at a time
+    for trajectory in iter_trajectories(path, format, on_error, res): ...
+
+Sources are read incrementally: a JSON array one element at a time (json_stream), JSONL line by
+line, so memory does not grow with the file.
+
 Every malformed record raises a TrajectoryError naming the file, record index and field; with
 on_error="skip" it is skipped instead and counted under a short reason key in `skip_reasons`
 (the errors themselves are kept in `res.errors`). An unreadable or undetectable file always
@@ -20,8 +26,10 @@ from trajectories.trajectory import TrajectoryError
 
 from . import canonical, toolalpaca, toolbench
 from .canonical import fail, reason_of
+from .json_stream import iter_json_records
 
-__all__ = ["load_trajectories", "LoadResult", "SOURCE_FORMATS", "detect_format"]
+__all__ = ["load_trajectories", "iter_trajectories", "LoadResult", "SOURCE_FORMATS",
+           "detect_format"]
 
 _READERS = {
     "toolbench_answer": toolbench.answer_records,
@@ -51,33 +59,41 @@ class LoadResult:
 
 
 def load_trajectories(path, format: str = "auto", on_error: str = "raise") -> LoadResult:
+    result = LoadResult(path=Path(path), format=format)
+    result.trajectories = list(iter_trajectories(path, format, on_error, result))
+    return result
+
+
+def iter_trajectories(path, format: str = "auto", on_error: str = "raise",
+                      result: LoadResult | None = None):
+    """Yield validated trajectories one at a time; skips are counted in `result` (its `format`
+    is set to the detected one)."""
     if format not in SOURCE_FORMATS:
         raise TrajectoryError(f"unknown source format {format!r} (expected one of {', '.join(SOURCE_FORMATS)})", file=path)
     if on_error not in ("raise", "skip"):
         raise TrajectoryError(f"on_error must be 'raise' or 'skip', not {on_error!r}", file=path)
     path = Path(path)
+    result = result if result is not None else LoadResult(path=path, format=format)
     files = _files(path)
-    preloaded = {}
     if all(_is_blank(f) for f in files):
-        return LoadResult(path=path, format=format)  # no records: the caller says what that means
+        return  # no records: the caller says what that means
     if format == "auto":
-        format, preloaded = _detect(files[0])
-    result = LoadResult(path=path, format=format)
-    for build in _builds(files, format, preloaded):
+        format = _detect(files[0])
+    result.format = format
+    for build in _builds(files, format):
         try:
-            result.trajectories.append(build())
+            yield build()
         except TrajectoryError as err:
             if on_error == "raise":
                 raise
             result.skipped += 1
             result.skip_reasons[reason_of(err)] += 1
             result.errors.append(err)
-    return result
 
 
 def detect_format(path) -> str:
     """The format `load_trajectories(path, "auto")` would use."""
-    return _detect(_files(Path(path))[0])[0]
+    return _detect(_files(Path(path))[0])
 
 
 def _files(path: Path) -> list[Path]:
@@ -91,23 +107,20 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def _detect(file: Path) -> tuple[str, dict]:
-    """(format, {file: parsed JSON}) from the keys of the first record that has a telling key
-    (so that a broken first record does not hide the format); a JSONL file is canonical (or holds
-    selection examples)."""
-    try:
-        data = _read_json(file)
-    except TrajectoryError:
-        first = _first_line(file)
-        if selection.is_selection_record(first):
-            return "selection", {}
-        if not (isinstance(first, dict) and "turns" in first):
-            raise
-        return "canonical", {}
-    for sample in data if isinstance(data, list) else [data]:
+def _detect(file: Path) -> str:
+    """The format, from the keys of the first record that has a telling key (so that a broken
+    first record does not hide the format); a file whose first line is a trajectory (or a
+    selection example) is canonical (or selection) JSONL. Reads only as far as the first telling
+    record."""
+    first = _first_line(file) if _first_char(file) == "{" else None  # not a whole 1-line array
+    if isinstance(first, dict) and selection.is_selection_record(first):
+        return "selection"
+    if isinstance(first, dict) and "turns" in first:
+        return "canonical"
+    for sample in iter_json_records(file, _read_json):
         for key, fmt in _DETECT_KEYS:
             if isinstance(sample, dict) and key in sample:
-                return fmt, ({} if fmt in ("canonical", "selection") else {file: data})
+                return fmt
     raise fail("unknown_format", "cannot detect the source format (expected a record with one of "
                f"the keys {', '.join(key for key, _ in _DETECT_KEYS)})", file=file)
 
@@ -115,6 +128,14 @@ def _detect(file: Path) -> tuple[str, dict]:
 def _is_blank(file: Path) -> bool:
     with open(file, "rb") as fh:
         return not fh.read(1 << 16).strip() and not fh.read(1)
+
+
+def _first_char(file: Path) -> str:
+    with open(file, "rb") as fh:
+        while chunk := fh.read(4096):
+            if stripped := chunk.lstrip():
+                return chr(stripped[0])
+    return ""
 
 
 def _first_line(file: Path):
@@ -128,7 +149,7 @@ def _first_line(file: Path):
     return None
 
 
-def _builds(files: list[Path], format: str, preloaded: dict):
+def _builds(files: list[Path], format: str):
     """Yield one zero-argument build() per record; build() returns a validated trajectory."""
     for file in files:
         if format in ("canonical", "selection"):
@@ -136,13 +157,11 @@ def _builds(files: list[Path], format: str, preloaded: dict):
             yield from reader(file)
             continue
         try:
-            data = preloaded[file] if file in preloaded else _read_json(file)
+            yield from _READERS[format](iter_json_records(file, _read_json), file)
         except TrajectoryError as err:
             if len(files) == 1:
                 raise
-            yield _raiser(err)  # one unreadable file among many: one bad record
-            continue
-        yield from _READERS[format](data, file)
+            yield _raiser(err)  # one unreadable file among many: one bad record (the rest of it)
 
 
 def _raiser(err: TrajectoryError):

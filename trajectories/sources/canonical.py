@@ -66,8 +66,10 @@ def as_text(value) -> str:
 
 
 def source_records(data):
-    """A source file holds one record (an object) or a list of them."""
-    return enumerate(data if isinstance(data, list) else [data])
+    """A source file holds one record (an object) or a list of them; `data` may also be an
+    iterator over the records (a file read incrementally)."""
+    return enumerate([data] if isinstance(data, dict) or not hasattr(data, "__iter__") or
+                     isinstance(data, str) else data)
 
 
 def assemble(*, source: str, file, index: int, tools: list, instruction: str, turns: list,
