@@ -208,7 +208,7 @@ def steps_for(variant, examples, args, pad_id):
     import torch
     from core.vocabulary import IGNORE_INDEX
     from datamodules.packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
-    from datamodules.tool_use_datamodule import Rows, StepBatchSampler, StepCollator
+    from datamodules.step_batches import Rows, StepBatchSampler, StepCollator
     lengths = [len(e["input_ids"]) for e in examples]
     if variant == "a":
         sampler = PackedStepSampler(lengths, args.max_length, args.rows, args.accumulate, seed=0)

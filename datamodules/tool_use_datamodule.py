@@ -9,28 +9,27 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 import shutil
 import sys
 from pathlib import Path
 from typing import Literal, Mapping, Sequence, get_args
 
 import lightning as L
-import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from core.errors import DataError
 from core.repo_paths import resolve_data_path
-from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, MULTITASK, TURN_ROLES
+from core.vocabulary import GENTOOL_ROLES, MULTITASK, TURN_ROLES
 from prompting.prompt_template import PromptTemplate
 from prompting.selection_template import SelectionTemplate
 from trajectories.selection import is_selection_record
 from trajectories.sources import LoadResult, iter_trajectories
 from .data_report import no_examples_message, skip_lines
-from .resumable import ResumableSteps, StepLoader
+from .resumable import StepLoader
 from .role_examples import Layout
 from .split_writer import RoleViews, load_split, write_splits
+from .step_batches import Rows, StepBatchSampler, StepCollator
 from .step_context import ContextBudget
 
 CACHE_VERSION = 2  # 2: a split is the Arrow files its map wrote (split_writer)
@@ -340,83 +339,3 @@ class ToolUseDataModule(L.LightningDataModule):
     def pad_id(self) -> int:
         tok = self.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-
-class StepBatchSampler(ResumableSteps):
-    """Yields, for this rank, the example indices of one optimizer step at a time
-    (micro_batch_size x accumulate of them). Every rank gets the same number of steps; a short
-    step is filled with -1, which the collator turns into a fully masked (zero-loss) example."""
-
-    def __init__(self, lengths, micro_batch_size, accumulate, rank, world_size, seed,
-                 group_by_length=True, shuffle=True):
-        self.lengths, self.micro, self.accumulate = lengths, micro_batch_size, accumulate
-        self.rank, self.world, self.seed = rank, world_size, seed
-        self.group_by_length, self.shuffle = group_by_length, shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    @property
-    def sampler(self):
-        # Lightning calls set_epoch on `dataloader.batch_sampler.sampler`, not on the batch sampler.
-        return self
-
-    def __len__(self):
-        per_step = self.micro * self.accumulate * self.world
-        return math.ceil(len(self.lengths) / per_step)
-
-    def _steps(self):
-        order = list(range(len(self.lengths)))
-        if self.shuffle:
-            random.Random(self.seed + self.epoch).shuffle(order)
-        per_step = self.micro * self.accumulate * self.world
-        order += [-1] * (len(self) * per_step - len(order))
-        for s in range(len(self)):
-            chunk = order[s * per_step:(s + 1) * per_step]
-            if self.group_by_length:
-                # Neighbours in length share a micro-batch: less padding, same examples per step.
-                chunk.sort(key=lambda i: self.lengths[i] if i >= 0 else -1, reverse=True)
-            yield chunk[self.rank::self.world]
-
-
-class Rows(torch.utils.data.Dataset):
-    """Index -1 is a filler: a copy of row 0 with every label masked."""
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        return self.ds[i] if i >= 0 else {**self.ds[0], "filler": True}
-
-
-class StepCollator:
-    def __init__(self, pad_id: int, micro_batch_size: int):
-        self.pad_id, self.micro = pad_id, micro_batch_size
-
-    def __call__(self, rows):
-        out = []
-        for i in range(0, len(rows), self.micro):
-            batch = pad_batch(rows[i:i + self.micro], self.pad_id)
-            batch["num_examples"] = sum(not r.get("filler") for r in rows[i:i + self.micro])
-            out.append(batch)
-        return out
-
-
-def pad_batch(rows, pad_id: int) -> dict:
-    """Right-pad to the longest row; padding has label -100 and attention 0. A filler row
-    (from a short final step) keeps its tokens but has every label masked."""
-    width = max(len(r["input_ids"]) for r in rows)
-    out = {k: torch.full((len(rows), width), v, dtype=torch.long)
-           for k, v in (("input_ids", pad_id), ("labels", IGNORE_INDEX), ("span_kinds", 0), ("attention_mask", 0))}
-    for i, r in enumerate(rows):
-        n = len(r["input_ids"])
-        out["input_ids"][i, :n] = torch.tensor(r["input_ids"])
-        out["attention_mask"][i, :n] = 1
-        if not r.get("filler"):
-            out["labels"][i, :n] = torch.tensor(r["labels"])
-            out["span_kinds"][i, :n] = torch.tensor(r["span_kinds"])
-    return out

@@ -68,7 +68,7 @@ class EpisodeRunner:
     # ----- the loop ------------------------------------------------------------------------
     def run(self, tasks: Sequence[Mapping], out: Path) -> list[dict]:
         """Run every task whose id is not in `out` yet; return all records in `out`."""
-        from simulators.corpus import AppendLog
+        from core.append_log import AppendLog
         from tqdm import tqdm
 
         records: dict[str, dict] = {}

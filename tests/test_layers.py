@@ -49,10 +49,8 @@ def upward_imports(graph: dict[str, set[str]]) -> list[str]:
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected groups of more than one module (Tarjan), i.e. import circles. A package's
-    `__init__` importing its own submodules is not a circle of the house's rooms, so edges from a
-    package to its own children are left out."""
-    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    """Strongly connected groups of more than one module (Tarjan), i.e. import circles, a package's
+    `__init__` included (importing a package runs it)."""
     index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
 
     def visit(v):

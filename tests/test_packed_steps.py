@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from datamodules.packed_steps import PackedKey, PackedRows, PackedStepCollator, PackedStepSampler
 from datamodules.packing import best_fit_decreasing, pack_examples
-from datamodules.tool_use_datamodule import pad_batch
+from datamodules.step_batches import pad_batch
 from lightning_modules.packed_attention import segment_ids
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.span_loss import forward_hidden, shift_labels, sparse_span_loss

@@ -129,7 +129,7 @@ def test_a_builder_passing_other_arguments_than_declared_is_stopped():
     ("stages.backbone.optimizer.lr=fast", "key 'stages.backbone.optimizer.lr': 'fast' is not of type 'number'"),
     ("optimizer.lr=-1e-3", "key 'optimizer.lr': -0.001 is less than the minimum of 0"),
     ("optimizer.weight_decay=-0.1", "key 'optimizer.weight_decay': -0.1 is less than the minimum of 0"),
-    ("optimizer.betas=[0.9,1.5]", "key 'optimizer.betas.1': 1.5 is greater than or equal to the maximum of 1"),
+    ("optimizer.betas=[0.9,1.5]", "key 'optimizer.betas[1]': 1.5 is greater than or equal to the maximum of 1"),
     ("optimizer.eps=0", "key 'optimizer.eps': 0 is less than or equal to the minimum of 0"),
     ("scheduler.warmup_ratio=1.5", "key 'scheduler.warmup_ratio': 1.5 is greater than the maximum of 1"),
     ("stages.planner.scheduler.min_lr_ratio=-1", "key 'stages.planner.scheduler.min_lr_ratio': -1 is less than"),

@@ -138,7 +138,7 @@ def test_loss_is_normalised_over_the_whole_optimizer_step(tmp_path, bpe_tokenize
         exports[(micro, accum)] = LlamaForCausalLM.from_pretrained(RunDir(run_dir).stage("backbone").export).state_dict()
 
     # The expected update, computed by hand from the same four examples.
-    from datamodules.tool_use_datamodule import StepBatchSampler, pad_batch
+    from datamodules.step_batches import StepBatchSampler, pad_batch
     from core.stage_config import stage_settings
     from pipeline.stage_setup import build_datamodule
     settings = stage_settings(recipe, "backbone")

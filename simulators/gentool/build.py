@@ -24,7 +24,7 @@ from core.atomic_files import write_json_atomic
 from core.llm_client import LLMClient, LLMError
 from trajectories.trajectory import write_jsonl_atomic
 
-from ..corpus import AppendLog
+from core.append_log import AppendLog
 from ..settings import _refuse_secrets, settings_hash
 from .examples import ExampleBuilder, split_tools
 from .llm_generator import LLMGenerator
