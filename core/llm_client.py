@@ -84,7 +84,7 @@ class LLMClient:
             body["top_p"] = top_p
         if stop:
             body["stop"] = list(stop)
-        return await self._request("/completions", body, _text_reply)
+        return await self._request("/completions", body, lambda resp: _reply(resp, chat=False))
 
     async def _request(self, path: str, body: dict, parse) -> Reply:
         retries = 0
@@ -139,22 +139,12 @@ class LLMClient:
         await self.client.close()
 
 
-def _reply(resp: dict) -> Reply | None:
-    """The first choice's text and the usage, or None when the reply is not a chat completion."""
+def _reply(resp: dict, chat: bool = True) -> Reply | None:
+    """The first choice's text (a chat message's content, or a `/completions` text) and the usage,
+    or None when the reply is not of that kind."""
     try:
-        text = resp["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    if not isinstance(text, str):
-        return None
-    usage = resp.get("usage") or {}
-    return Reply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-
-
-def _text_reply(resp: dict) -> Reply | None:
-    """The first choice's text of a `/completions` reply, or None when it is not one."""
-    try:
-        text = resp["choices"][0]["text"]
+        choice = resp["choices"][0]
+        text = choice["message"]["content"] if chat else choice["text"]
     except (KeyError, IndexError, TypeError):
         return None
     if not isinstance(text, str):

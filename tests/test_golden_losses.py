@@ -9,6 +9,7 @@ import os
 import pytest
 
 from conftest import REPO
+from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.stage_runner import run_recipe
 
@@ -30,7 +31,7 @@ def first_steps(tmp_path_factory):
     run_recipe(load_recipe([REPO / "recipes" / "quickstart.yaml"], overrides))
     losses = {}
     for stage in STAGES:
-        with (run_dir / stage / "logs" / "metrics.csv").open(newline="") as fh:
+        with RunDir(run_dir).stage(stage).csv_log.open(newline="") as fh:
             losses[stage] = [float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")]
     if os.environ.get("GOLDEN_PRINT"):
         print({s: [round(x, 6) for x in v] for s, v in losses.items()})

@@ -13,6 +13,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from conftest import REPO
+from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.checkpoints import PREV_SUFFIX, AtomicCheckpointIO, pick_resume_checkpoint
 from pipeline.sharded_export import resumable_checkpoint
@@ -26,7 +27,7 @@ ARGS = ["data.max_length=768", "data.val_fraction=0.2", "tokenizer.train_bpe.voc
 
 
 def _metrics_rows(run_dir):
-    with open(run_dir / "backbone" / "logs" / "metrics.csv", newline="") as fh:
+    with open(RunDir(run_dir).stage("backbone").csv_log, newline="") as fh:
         return [r for r in csv.DictReader(fh) if r.get("train/loss")]
 
 
@@ -40,7 +41,7 @@ def test_kill_mid_epoch_resumes_on_the_next_batch_and_matches_an_uninterrupted_r
     cmd = [sys.executable, "train.py", str(QUICKSTART), *ARGS, f"run.dir={run_dir}", "--stage", "backbone"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = run_dir / "backbone" / "checkpoints" / "last.ckpt"
+    last = RunDir(run_dir).stage("backbone").last_checkpoint
     deadline, step = time.time() + 240, 0
     while time.time() < deadline and proc.poll() is None:
         if last.exists():
@@ -67,8 +68,8 @@ def test_kill_mid_epoch_resumes_on_the_next_batch_and_matches_an_uninterrupted_r
     assert "resuming from the previous checkpoint" in out.stderr
     assert "not resumable" not in out.stderr  # Lightning sees a resumable loader
 
-    a = LlamaForCausalLM.from_pretrained(ref_dir / "backbone" / "hf").state_dict()
-    b = LlamaForCausalLM.from_pretrained(run_dir / "backbone" / "hf").state_dict()
+    a = LlamaForCausalLM.from_pretrained(RunDir(ref_dir).stage("backbone").export).state_dict()
+    b = LlamaForCausalLM.from_pretrained(RunDir(run_dir).stage("backbone").export).state_dict()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
     # every step is in the CSV once, the rows from before the kill included, with the same losses
