@@ -1,4 +1,7 @@
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -31,3 +34,22 @@ def bpe_tokenizer(tmp_path_factory, chains_trajectories):
     tpl = PromptTemplate(load_template())
     texts = [s.text for t in chains_trajectories for s in tpl.render_history("backbone", t) if s.text]
     return train_bpe_tokenizer(texts, vocab_size=600, out_dir=tmp_path_factory.mktemp("tok") / "bpe")
+
+
+def kill_training_at(cmd: list[str], last_checkpoint: Path, ready, timeout_s: float) -> int:
+    """Start `cmd` (a train.py command) from the repo, SIGKILL it once the global step saved in
+    `last_checkpoint` satisfies `ready(step)`, and return that step."""
+    import torch
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        if last_checkpoint.exists() and ready(
+                torch.load(last_checkpoint, map_location="cpu", weights_only=False)["global_step"]):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the stage finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return torch.load(last_checkpoint, map_location="cpu", weights_only=False)["global_step"]

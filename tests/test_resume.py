@@ -3,16 +3,14 @@ last.ckpt replaced by its previous copy; checkpoint writes never leave a half-wr
 import csv
 import errno
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from conftest import REPO
+from conftest import REPO, kill_training_at
 from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.checkpoints import PREV_SUFFIX, AtomicCheckpointIO, pick_resume_checkpoint
@@ -39,20 +37,8 @@ def test_kill_mid_epoch_resumes_on_the_next_batch_and_matches_an_uninterrupted_r
 
     run_dir = tmp_path / "killed"
     cmd = [sys.executable, "train.py", str(QUICKSTART), *ARGS, f"run.dir={run_dir}", "--stage", "backbone"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = RunDir(run_dir).stage("backbone").last_checkpoint
-    deadline, step = time.time() + 240, 0
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists():
-            step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-            if step >= 3 and step % steps_per_epoch:
-                break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the stage finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    at_kill = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    at_kill = kill_training_at(cmd, last, lambda step: step >= 3 and step % steps_per_epoch, 240)
     rows_at_kill = _metrics_rows(run_dir)
     assert rows_at_kill and int(rows_at_kill[-1]["step"]) >= at_kill - 2  # flushed with each checkpoint
     # ... and the disk filled up while the next checkpoint was written: last.ckpt is cut short.
@@ -62,7 +48,8 @@ def test_kill_mid_epoch_resumes_on_the_next_batch_and_matches_an_uninterrupted_r
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
 
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    out = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
+                         text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "last.ckpt: it is truncated or corrupt" in out.stderr
     assert "resuming from the previous checkpoint" in out.stderr

@@ -2,16 +2,14 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from conftest import REPO
+from conftest import REPO, kill_training_at
 from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.stage_runner import run_recipe
@@ -167,20 +165,11 @@ def test_killed_stage_resumes_from_its_checkpoint(tmp_path):
     args = [sys.executable, "train.py", str(QUICKSTART), *SMALL, f"run.dir={run_dir}", "--stage", "backbone",
             "checkpoint.every_n_train_steps=1", "stages.backbone.trainer.max_epochs=3", "logger.wandb.enabled=false",
             "data.micro_batch_size=2"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     last = RunDir(run_dir).stage("backbone").last_checkpoint
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists() and torch.load(last, map_location="cpu", weights_only=False)["global_step"] >= 3:
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "the stage finished before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step_at_kill = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    step_at_kill = kill_training_at(args, last, lambda step: step >= 3, 120)
     assert not RunDir(run_dir).stage("backbone").done_file.exists()
-    out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(args, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"resuming from {last}" in out.stdout
     done = RunDir(run_dir).stage("backbone").read_done()
