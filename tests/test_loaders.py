@@ -162,6 +162,38 @@ def test_toolbench_answer_directory(tmp_path):
     assert [tr["id"] for tr in res.trajectories] == ["toolbench-a-00000", "toolbench-b-00000"]
 
 
+def test_toolbench_native_answer_tree():
+    """ToolBench's own answer folder (G1_answer/, G2_answer/, G3_answer/), real quirks included."""
+    tree = TB / "native_answer_examples"
+    res = load(tree, on_error="skip")
+    assert res.format == "toolbench_answer"
+    files = sorted(tree.rglob("*.json"))
+    assert len(files) == 15 and len(res.trajectories) == 12
+    # two failed searches (valid_data false, no messages) and one call to a tool's name
+    assert res.skip_reasons == Counter({"invalid_answer": 2, "unknown_tool": 1})
+    skipped = {Path(str(e).split(":")[0]).relative_to(tree).as_posix(): str(e) for e in res.errors}
+    assert "valid_data is false" in skipped["G1_answer/69_ChatGPT_DFS_woFilter_w2.json"]
+    assert "valid_data is false" in skipped["G3_answer/8_ChatGPT_DFS_woFilter_w2.json"]
+    assert "'dota_2_steam_web', which is not in the record's tools" in skipped[
+        "G3_answer/21_ChatGPT_DFS_woFilter_w2.json"]
+    # G1_answer/10_... and G2_answer/10_... share a file name: the ids name the folder
+    ids = [tr["id"] for tr in res.trajectories]
+    assert len(set(ids)) == 12
+    assert {"toolbench-G1_answer.10_ChatGPT_DFS_woFilter_w2-00000",
+            "toolbench-G2_answer.10_ChatGPT_DFS_woFilter_w2-00000"} <= set(ids)
+    # each trajectory's calls, in order, are the function calls of its last train_messages list
+    for tr in res.trajectories:
+        group, stem = tr["id"].split("-", 1)[1].rsplit("-", 1)[0].split(".", 1)
+        gen = json.loads((tree / group / f"{stem}.json").read_text())["answer_generation"]
+        calls = [m["function_call"]["name"] for m in gen["train_messages"][-1]
+                 if m["role"] == "assistant" and m.get("function_call")]
+        assert [t["name"] for t in tr["turns"] if t["role"] == "caller"] == \
+            [c for c in calls if c != "Finish"]
+        assert tr["instruction"] == gen["query"].strip() or gen["query"].strip() in tr["instruction"]
+    with pytest.raises(Exception, match="valid_data is false"):
+        load(tree)  # on_error: raise stops at the first bad record, naming it
+
+
 @pytest.mark.parametrize("name, instructions, functions", [
     ("eval_simulated.json", 100, 54), ("eval_real.json", 114, 40)])
 def test_toolalpaca_eval(name, instructions, functions):

@@ -209,6 +209,7 @@ class FakeBackend:
     def __init__(self, fail=(), interrupt=()):
         self.trained, self.evaluated = [], []
         self.fail, self.interrupt = set(fail), set(interrupt)
+        self.error_detail = ""
 
     def run_recipe(self, recipe, only=None):
         from core.recipe import redact, to_yaml
@@ -220,7 +221,7 @@ class FakeBackend:
         if any(name.startswith(f) for f in self.interrupt):
             raise KeyboardInterrupt
         if any(name.startswith(f) for f in self.fail):
-            raise RuntimeError("CUDA out of memory (pretend)")
+            raise RuntimeError(f"CUDA out of memory (pretend){self.error_detail}")
         ran = []
         for stage in enabled_stages(recipe):
             sdir = run_dir.stage(stage)
@@ -308,6 +309,24 @@ def test_failed_variant_is_recorded_and_the_sweep_goes_on(tmp_path, fake):
     assert main([str(spec), f"sweep.out={out}"]) == 0
     assert fake.trained == fake.evaluated == ["single_no_rouge-data_fraction_1.0"]
     assert {v["status"] for v in index(out)["variants"].values()} == {"done"}
+
+
+def test_credentials_never_reach_the_sweep_files(tmp_path, fake, monkeypatch):
+    secret = "sk-sweep-secret-0123456789"
+    monkeypatch.setenv("JUDGE_API_KEY", secret)
+    spec = fraction_spec(tmp_path)
+    out = tmp_path / "out"
+    fake.fail = {"single_no_rouge-data_fraction_1.0"}
+    fake.error_detail = f" while calling https://judge.example/v1?key={secret}"
+    assert main([str(spec), f"sweep.out={out}", "run.seed=42", f"logger.wandb.entity={secret}"]) == 1
+    written = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".txt", ".md", ".html")]
+    assert {p.name for p in written} >= {"sweep.json", "report.md",
+                                         "single_no_rouge-data_fraction_1.0.traceback.txt"}
+    for p in written:
+        assert secret not in p.read_text(), p
+    idx = index(out)
+    assert "logger.wandb.entity=***" in idx["command_line"]
+    assert "key=***" in idx["variants"]["single_no_rouge-data_fraction_1.0"]["error"]
 
 
 def test_interrupted_sweep_resumes(tmp_path, fake):

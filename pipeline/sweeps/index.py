@@ -13,6 +13,7 @@ from typing import Sequence
 from core.atomic_files import write_text_atomic
 from core.recipe import enabled_stages
 from core.run_dir import RunDir
+from core.secrets import redact, redact_argv
 from core.stage_config import resolve_init, stage_settings
 
 from .spec import Sweep, SweepError, Variant
@@ -95,7 +96,20 @@ def refresh_index(sweep: Sweep, index: dict) -> dict:
 
 def save_index(sweep: Sweep, index: dict) -> None:
     index["updated"] = now_local()
-    write_text_atomic(index_path(sweep), json.dumps(index, indent=1, default=str) + "\n")
+    write_text_atomic(index_path(sweep), json.dumps(safe_index(index), indent=1, default=str) + "\n")
+
+
+OVERRIDE_LISTS = ("overrides", "variant_overrides", "command_line")
+
+
+def safe_index(index: dict) -> dict:
+    """The index as written: `a.api_key=VALUE` overrides masked, credentials masked anywhere."""
+    safe = redact(index)
+    for holder in (safe, *safe.get("variants", {}).values()):
+        for key in OVERRIDE_LISTS:
+            if holder.get(key):
+                holder[key] = redact_argv([str(w) for w in holder[key]])
+    return safe
 
 
 def list_variants(sweep: Sweep) -> str:

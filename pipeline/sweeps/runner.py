@@ -2,7 +2,6 @@
 metrics are current; failures are recorded and the sweep goes on; then the report."""
 from __future__ import annotations
 
-import copy
 import time
 import traceback
 from typing import Callable, Sequence
@@ -11,8 +10,10 @@ from typing import Callable, Sequence
 from core.atomic_files import write_text_atomic
 from core.recipe import evaluate_defaults, redact
 from core.run_dir import EVAL_SUFFIXES, RunDir, parse_time
+from core.secrets import redact_argv, redact_text
 
-from .index import enabled_stages, load_index, now_local, refresh_index, save_index, select
+from .index import (enabled_stages, load_index, now_local, refresh_index, safe_index, save_index,
+                    select)
 from .spec import Sweep, Variant
 
 # parts of a recipe that do not change what a run trains (no warning when only they differ)
@@ -186,7 +187,7 @@ def run_sweep(sweep: Sweep, only: Sequence[str] | None = None, report_only: bool
             except Exception as exc:  # noqa: BLE001 - recorded; the sweep goes on
                 entry.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished=now_local())
                 tb = sweep.out / "logs" / f"{v.name}.traceback.txt"
-                write_text_atomic(tb, traceback.format_exc())
+                write_text_atomic(tb, redact_text(traceback.format_exc()))
                 entry["traceback"] = str(tb)
                 log(f"[sweep] {v.name}: FAILED: {type(exc).__name__}: {exc} (traceback: {tb})")
                 failed.append(v.name)
@@ -204,15 +205,16 @@ def run_sweep(sweep: Sweep, only: Sequence[str] | None = None, report_only: bool
 
 def write_sweep_report(sweep: Sweep, index: dict, log=print) -> dict:
     from evaluation.report import write_report
-    runs = [copy.deepcopy(index["variants"][v.name]) for v in sweep.variants]
+    safe = safe_index(index)
+    runs = [safe["variants"][v.name] for v in sweep.variants]
     title = sweep.report.get("title") or f"Sweep {sweep.name}"
     wb = dict(sweep.report.get("wandb") or {})
     if wb.get("enabled", True) and not wb.get("project"):
         wb["project"] = ((sweep.variants[0].recipe.get("logger") or {}).get("wandb") or {}).get("project")
     meta = {"sweep": sweep.name, "spec": str(sweep.spec_path), "description": sweep.description,
-            "base": sweep.base, "overrides": sweep.overrides,
-            "command_line": sweep.extra_recipes + sweep.cli_overrides, "grid": sweep.grid,
-            "evaluate": sweep.evaluate, "last_run": index.get("last_run")}
+            "base": sweep.base, "overrides": redact_argv(sweep.overrides),
+            "command_line": redact_argv(sweep.extra_recipes + sweep.cli_overrides), "grid": sweep.grid,
+            "evaluate": redact(sweep.evaluate), "last_run": index.get("last_run")}
     paths = write_report(runs, sweep.out, title=title, meta=meta, wandb=wb, group=sweep.name, log=log)
     log(f"[sweep] report: {paths['markdown']} and {paths['html']}")
     return paths

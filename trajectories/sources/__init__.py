@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from trajectories import selection
@@ -80,7 +81,7 @@ def iter_trajectories(path, format: str = "auto", on_error: str = "raise",
     if format == "auto":
         format = _detect(files[0])
     result.format = format
-    for build in _builds(files, format):
+    for build in _builds(files, format, path if path.is_dir() else None):
         try:
             yield build()
         except TrajectoryError as err:
@@ -98,9 +99,11 @@ def detect_format(path) -> str:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".json" and p.is_file())
+        # recursive: ToolBench's answer folder keeps one subfolder per group (G1_answer, ...)
+        files = sorted(p for p in path.rglob("*.json") if p.is_file())
         if not files:
-            raise fail("missing_field", "directory holds no .json files", file=path)
+            raise fail("missing_field", "directory holds no .json files (searched recursively)",
+                       file=path)
         return files
     if not path.is_file():
         raise FileNotFoundError(f"no such source file or directory: {path}")
@@ -149,19 +152,33 @@ def _first_line(file: Path):
     return None
 
 
-def _builds(files: list[Path], format: str):
+def _builds(files: list[Path], format: str, root: Path | None = None):
     """Yield one zero-argument build() per record; build() returns a validated trajectory."""
     for file in files:
-        if format in ("canonical", "selection"):
-            reader = canonical.jsonl_records if format == "canonical" else selection.jsonl_records
-            yield from reader(file)
-            continue
-        try:
-            yield from _READERS[format](iter_json_records(file, _read_json), file)
-        except TrajectoryError as err:
-            if len(files) == 1:
-                raise
-            yield _raiser(err)  # one unreadable file among many: one bad record (the rest of it)
+        folders = file.parent.relative_to(root).parts if root is not None else ()
+        for build in _file_builds(file, format, alone=len(files) == 1):
+            # ToolBench's G1_answer/10_....json and G2_answer/10_....json: ids stay unique
+            yield partial(_qualified, build, file.stem, ".".join((*folders, file.stem))) \
+                if folders else build
+
+
+def _file_builds(file: Path, format: str, alone: bool):
+    if format in ("canonical", "selection"):
+        reader = canonical.jsonl_records if format == "canonical" else selection.jsonl_records
+        yield from reader(file)
+        return
+    try:
+        yield from _READERS[format](iter_json_records(file, _read_json), file)
+    except TrajectoryError as err:
+        if alone:
+            raise
+        yield _raiser(err)  # one unreadable file among many: one bad record (the rest of it)
+
+
+def _qualified(build, stem: str, qualified: str) -> dict:
+    trajectory = build()
+    trajectory["id"] = trajectory["id"].replace(f"-{stem}-", f"-{qualified}-", 1)
+    return trajectory
 
 
 def _raiser(err: TrajectoryError):

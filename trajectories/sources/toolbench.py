@@ -51,6 +51,11 @@ def conversations_records(data, file):
 def _answer(record, file, index) -> dict:
     at = dict(file=file, index=index)
     gen = take(record, "answer_generation", dict, field="answer_generation", **at)
+    if gen.get("valid_data") is False and not gen.get("train_messages"):
+        # ToolBench keeps failed searches in its answer files, without their messages.
+        raise fail("invalid_answer", "valid_data is false and there are no train_messages "
+                   "(ToolBench's record of a failed search); nothing to train on",
+                   field="answer_generation.valid_data", **at)
     tools = convert_tools(take(gen, "function", list, field="answer_generation.function", **at),
                           field="answer_generation.function", **at)
     all_messages = take(gen, "train_messages", list, field="answer_generation.train_messages", **at)
