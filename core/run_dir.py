@@ -23,6 +23,9 @@ from core.atomic_files import write_json_atomic, write_text_atomic
 
 RECIPE_FILE = "recipe.yaml"
 DONE_FILE = "DONE.json"
+# Recipe keys that do not change what a stage trains: a finished stage stays valid when they change.
+NOT_TRAINING_KEYS = ("logger", "telemetry", "evaluate", "run.group", "run.name", "run.dir",
+                     "run.check_disk_space", "data.num_workers", "data.num_proc")
 EVAL_SUFFIXES = ("", "_ood")  # the in-domain and the out-of-domain test set
 
 
@@ -178,6 +181,27 @@ class RunDir:
         except Exception as exc:  # noqa: BLE001 - yaml or interpolation errors
             raise ValueError(f"{self.recipe_file}: {exc}") from None
         return data if isinstance(data, dict) else None
+
+    def recipe_drift(self, recipe: dict) -> list[str]:
+        """Keys (dotted) where `recipe` differs from the saved one in what it trains."""
+        from core.secrets import redact
+        try:
+            old = self.load_recipe()
+        except ValueError:
+            return [f"{self.recipe_file.name} (unreadable)"]
+        if old is None:
+            return []
+        diffs: list[str] = []
+
+        def walk(a, b, path):
+            if isinstance(a, dict) and isinstance(b, dict):
+                for k in sorted(set(a) | set(b), key=str):
+                    walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+            elif a != b and not any(path == p or path.startswith(p + ".") for p in NOT_TRAINING_KEYS):
+                diffs.append(path)
+
+        walk(old, redact(recipe), "")
+        return diffs
 
     def done_stages(self) -> list[StageDir]:
         """Stage folders holding a DONE marker, by name."""

@@ -57,7 +57,7 @@ def encode_per_step(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget,
     n_head = ex.n_header
     pieces = enc.encode(ex.context + ex.target)
     head, rest, target = pieces[:n_head], pieces[n_head:len(ex.context)], pieces[len(ex.context):]
-    if not any(s.text for s in ex.target if s.text is not EOS):
+    if not any(s.text.strip() for s in ex.target if s.text is not EOS):
         stats.dropped["empty_target"] += 1
         return []
     n_target = sum(map(len, target))

@@ -11,6 +11,10 @@ References are steps (see steps.py); a prediction is a dict with the same fields
             its answer is left out of rouge_l.
 - hallu:    share of all steps whose predicted `action` is set and not among the step's tools.
 - arg_f1:   over reference-call steps; see `arg_f1`. A wrong action (or no call) scores 0.
+- well_formed: the output format alone, right or wrong: planner, the share of predictions that
+            carry a decision; caller, of predicted calls, the share with a name that can be a tool
+            name (known or not) and arguments that parse as a JSON object; summarizer, of predicted conclusions, the share with a
+            non-empty answer. What a model must learn first (the quickstart's measure).
 - rouge_l:  over reference-finish steps, ROUGE-L F of the answer with the `rouge` package
             (`Rouge().get_scores(hyps, refs, avg=True)["rouge-l"]["f"]`). A step whose prediction
             does not finish has the hypothesis "none". The package raises on a text made only of
@@ -20,6 +24,7 @@ References are steps (see steps.py); a prediction is a dict with the same fields
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from contextlib import contextmanager
@@ -30,12 +35,14 @@ from . import EvaluationError
 from .steps import PLANS
 
 PLAN_ALIASES = {"conclusion": "finish", "give up": "give_up"}
+TOOL_NAME = re.compile(r"\w[\w.\-]*")  # what a tool name can look like (well_formed)
 
 
 def score(references: list[dict], predictions: dict[str, dict]) -> dict:
     ref_counts, pred_counts, hallucinated = Counter(), Counter(), Counter()
     plan_hits = act_hits = n_hallu = n_missing = n_call = 0
     arg_scores, hyps, refs = [], [], []
+    formed = {"planner": [0, 0], "caller": [0, 0], "summarizer": [0, 0]}  # [well formed, outputs]
     for ref in references:
         pred = predictions.get(ref["id"])
         if pred is None:
@@ -45,6 +52,13 @@ def score(references: list[dict], predictions: dict[str, dict]) -> dict:
             pred_counts[normalize_plan(pred.get("plan"))] += 1
         plan = normalize_plan(pred.get("plan"))
         action = pred.get("action") or None
+        if pred:
+            _tally(formed["planner"], plan != "none")
+            if plan == "call":
+                _tally(formed["caller"], bool(TOOL_NAME.fullmatch(action or ""))
+                       and _json_object(pred.get("arguments")))
+            elif plan == "finish":
+                _tally(formed["summarizer"], bool((pred.get("answer") or "").strip()))
         ref_counts[ref["plan"]] += 1
         plan_hits += plan == ref["plan"]
         if action is not None and action not in ref["tools"]:
@@ -67,10 +81,26 @@ def score(references: list[dict], predictions: dict[str, dict]) -> dict:
         "rouge_l": None if not refs else 100.0 * rouge_l(hyps, refs),
         "counts": {"reference": {p: ref_counts[p] for p in PLANS},
                    "predicted": {**{p: 0 for p in PLANS}, **pred_counts}},
+        "well_formed": {role: _percent(ok, total) for role, (ok, total) in formed.items()},
         "hallucinated_names": dict(hallucinated.most_common()),
         "n_steps": n,
         "n_missing": n_missing,
     }
+
+
+def _tally(counter: list, ok: bool) -> None:
+    counter[0] += bool(ok)
+    counter[1] += 1
+
+
+def _json_object(arguments) -> bool:
+    """Arguments written out as a JSON object (a missing Action Input is not)."""
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return False
+    try:
+        return isinstance(_parse(arguments), dict)
+    except ValueError:
+        return False
 
 
 def normalize_plan(plan) -> str:

@@ -38,19 +38,20 @@ def quiet_third_party() -> None:
 
 
 def stage_losses(path: Path) -> dict:
-    """First and last train/loss and the supervised tokens summed over the steps of a CSV log."""
-    first = last = None
+    """The mean train/loss of the first and of the last epoch (one step's loss is too noisy to
+    compare at small batch sizes) and the supervised tokens summed over the steps of a CSV log."""
+    by_epoch: dict[str, list[float]] = {}
     tokens = 0.0
     if path.is_file():
         with path.open(newline="") as fh:
             for row in csv.DictReader(fh):
                 if row.get("train/loss"):
-                    loss = float(row["train/loss"])
-                    first = loss if first is None else first
-                    last = loss
+                    by_epoch.setdefault(row.get("epoch") or "0", []).append(float(row["train/loss"]))
                 if row.get("train/supervised_tokens"):
                     tokens += float(row["train/supervised_tokens"])
-    return {"first": first, "last": last, "supervised_tokens": int(tokens)}
+    means = [sum(v) / len(v) for v in by_epoch.values()]
+    return {"first": means[0] if means else None, "last": means[-1] if means else None,
+            "epochs": len(means), "supervised_tokens": int(tokens)}
 
 
 def _num(x, fmt="{:.2f}") -> str:
@@ -67,7 +68,8 @@ def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
         stage = run.stage(name)
         loss = stage_losses(stage.csv_log)
         lines.append(f"  {name:<11} loss {_num(loss['first'], '{:.3f}')} -> "
-                     f"{_num(loss['last'], '{:.3f}')}  supervised tokens {loss['supervised_tokens']:,}"
+                     f"{_num(loss['last'], '{:.3f}')} (epoch 1 -> {loss['epochs']} mean)"
+                     f"  supervised tokens {loss['supervised_tokens']:,}"
                      f"  export {stage.export if stage.has_export() else '(none)'}")
     eval_dir = run.eval((recipe.get("evaluate") or {}).get("out_dir"))
     rows = [(name, eval_dir.read_metrics(suffix)) for suffix, name in EVAL_SETS
@@ -85,6 +87,11 @@ def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
             lines.append(f"  {name:<14}{m['n_steps']:>6}"
                          + "".join(f"{_num(m.get(k)):>10}" for k, _ in METRICS) + f"   {plans}"
                          + (f"  ({hit} generations hit the length limit)" if hit else ""))
+        for name, m in rows:
+            formed = m.get("well_formed") or {}
+            lines.append(f"  well formed, {name}: " + ", ".join(
+                f"{role} {_num(formed.get(role), '{:.0f}')}%" for role in ("planner", "caller", "summarizer"))
+                + "  (decision / name + JSON arguments / non-empty answer)")
     wandb = (recipe.get("logger") or {}).get("wandb") or {}
     mode = os.environ.get("WANDB_MODE", wandb.get("mode", "offline"))
     if wandb.get("enabled", True) and mode == "offline":

@@ -144,6 +144,7 @@ def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
         raise RecipeError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
     preflight(recipe, [n for n in ([only] if only else names) if not is_done(recipe, n)])
     run_dir = RunDir.of(recipe)
+    refuse_drift(recipe, run_dir, names)
     fresh = not run_dir.path.exists()
     run_dir.path.mkdir(parents=True, exist_ok=True)
     if launch_rank() == 0:  # what this run was trained with (evaluation reads it)
@@ -166,6 +167,24 @@ def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     if only is None:
         run_evaluation(recipe)
     return ran
+
+
+def refuse_drift(recipe: dict, run_dir: RunDir, names: list[str]) -> None:
+    """Finished stages are reused only with the recipe they were trained with: a changed recipe
+    pointed at an old run directory would otherwise report the old models' numbers as its own.
+    Changing the settings of a stage that has not finished is fine."""
+    done = [n for n in names if is_done(recipe, n)]
+    if not done:
+        return
+    pending = [n for n in names if n not in done]
+    drift = [k for k in run_dir.recipe_drift(recipe)
+             if not any(k.startswith(f"stages.{n}.") or k == f"stages.{n}" for n in pending)]
+    if drift:
+        more = f" (and {len(drift) - 5} more)" if len(drift) > 5 else ""
+        raise RecipeError(
+            f"{run_dir.path} holds stages trained with a different recipe ({', '.join(done)}); this "
+            f"one differs at {', '.join(drift[:5])}{more}.\nGive this run its own directory "
+            f"(run.name=... or run.dir=...), or remove {run_dir.path} to retrain.")
 
 
 def run_evaluation(recipe: dict) -> dict | None:

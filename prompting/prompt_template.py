@@ -133,7 +133,14 @@ class PromptTemplate:
             last_kind = kind
         if pending:
             out.append(Segment(pending, last_kind, producer, turn))
-        return [s for s in out if s.text]
+        # Neighbours of one kind become one segment, tokenized as one text: "\nNext: caller." is
+        # ["\n", "Next", ":", " call", "er", "."], not an isolated " " then "caller".
+        merged: list[Segment] = []
+        for seg in (s for s in out if s.text):
+            if merged and merged[-1].kind == seg.kind:
+                seg = Segment(merged.pop().text + seg.text, seg.kind, producer, turn)
+            merged.append(seg)
+        return merged
 
     def turn_segments(self, turn: Mapping, index: int) -> tuple[list, list, list]:
         """(prefix, body + EOS for generated turns, suffix) segments of one canonical turn."""

@@ -258,7 +258,7 @@ def test_endpoint_roles_run_an_episode(chains, tpl, monkeypatch):
     # later prompts: segment texts joined, the EOS string where training has its EOS token
     caller_prompt = server.requests[1]["prompt"]
     assert server.requests[1]["model"] == "m-caller"
-    assert caller_prompt.endswith("Next: caller.</s>\nCaller: ")
+    assert caller_prompt.endswith("Next: caller.</s>\nCaller:")
     planner_turns = [t for t in gold["turns"] if t["role"] == "planner"]
     assert planner_turns[0]["thought"] in caller_prompt
 

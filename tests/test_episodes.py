@@ -86,7 +86,7 @@ def test_gold_script_scores_100_and_perturbed_calls_score_lower(tmp_path, refere
 
 def test_crash_timeout_and_unparseable_verdicts_are_counted(tmp_path, references, golden):
     crash, slow, vague, never = (references[i]["instruction"] for i in (3, 17, 40, 41))
-    extra = [{"match": [f"Task: {crash}", "Planner: "], "status": 500},
+    extra = [{"match": [f"Task: {crash}", "Planner:"], "status": 500},
              {"match": f"Task: {slow}", "delay": 3.0, "reply": "late"},
              {"match": [JUDGE, vague], "reply": "Looks good to me.", "times": 1},
              {"match": [JUDGE, never], "reply": "Looks good to me."}]

@@ -199,3 +199,35 @@ def test_preview_simulator_sweep_and_evaluate_share_the_surface(tmp_path, capsys
     assert err.startswith("evaluate.py steps: error:") and str(bad) in err and len(err.splitlines()) <= 2
     assert sweep.main([str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.strip().startswith("sweep.py: error:")
+
+
+def test_changed_recipe_is_refused_on_a_run_dir_with_finished_stages(tmp_path, capsys):
+    """A rerun that would skip stages trained with other settings (and report their numbers as
+    its own) stops instead; what only changes unfinished stages or logging goes on."""
+    from core.recipe import to_yaml
+    from core.run_dir import RunDir
+    from pipeline.stage_runner import refuse_drift
+    run_dir = tmp_path / "run"
+    names = ["backbone", "planner", "caller", "summarizer"]
+    base = load_recipe([REPO / "recipes/quickstart.yaml"], [f"run.dir={run_dir}"])
+    run = RunDir(run_dir)
+    run_dir.mkdir()
+    run.save_recipe(to_yaml(base))
+    run.stage("backbone").path.mkdir()
+    run.stage("backbone").write_done({"stage": "backbone"})
+
+    def recipe(*overrides):
+        return load_recipe([REPO / "recipes/quickstart.yaml"], [f"run.dir={run_dir}", *overrides])
+
+    refuse_drift(recipe("stages.planner.trainer.max_epochs=9", "logger.wandb.enabled=false",
+                        "evaluate.limit=3"), run, names)  # backbone unaffected
+    with pytest.raises(RecipeError, match=r"differs at stages.backbone.trainer.max_epochs, "
+                                          r"tokenizer.train_bpe.vocab_size"):
+        refuse_drift(recipe("stages.backbone.trainer.max_epochs=9",
+                            "tokenizer.train_bpe.vocab_size=512"), run, names)
+    # through the command line: one message naming the folder, exit 2, the saved recipe kept
+    assert train.main(["recipes/quickstart.yaml", f"run.dir={run_dir}", "data.max_length=512"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir} holds stages trained with a different recipe (backbone)" in err
+    assert "data.max_length" in err and "Traceback" not in err
+    assert run.load_recipe()["data"]["max_length"] == base["data"]["max_length"]

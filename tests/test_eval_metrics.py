@@ -26,6 +26,27 @@ def test_gold_predictions_score_perfectly():
     assert m["n_steps"] == 171 and m["n_missing"] == 0
 
 
+def test_well_formed_counts_the_format_not_correctness():
+    steps = [{"id": f"s{i}", "plan": "call", "action": "A", "arguments": "{}", "answer": None,
+              "tools": TOOLS} for i in range(5)] + [
+             {"id": f"f{i}", "plan": "finish", "action": None, "arguments": None, "answer": "ok",
+              "tools": TOOLS} for i in range(2)]
+    preds = {"s0": {"plan": "call", "action": "Z", "arguments": '{"q": 1}'},  # wrong but well formed
+             "s1": {"plan": "call", "action": "A", "arguments": "q=1"},       # arguments not JSON
+             "s2": {"plan": "call", "action": "Action: Action:", "arguments": "{}"},  # no name
+             "s4": {"plan": None},                                             # no decision
+             "s3": {"plan": "finish", "answer": "  "},                         # empty answer
+             "f0": {"plan": "finish", "answer": "wrong answer"},
+             # f1 missing: not an output, not counted
+             }
+    m = score(steps, preds)
+    assert m["well_formed"] == {"planner": 500 / 6, "caller": 100 / 3, "summarizer": 50.0}
+    assert m["act_em"] == 20.0 and m["hallu"] == pytest.approx(200 / 7)  # s1 names the right tool
+    gold = load_steps(DEV)
+    assert score(gold, {s["id"]: s for s in gold})["well_formed"] == {
+        "planner": 100.0, "caller": 100.0, "summarizer": 100.0}
+
+
 def test_arg_f1_cases():
     assert arg_f1("{}", "{}") == 1.0
     assert arg_f1("{}", '{"a": 1}') == 0.0

@@ -150,14 +150,14 @@ def test_a_builder_passing_other_arguments_than_declared_is_stopped():
     ("checkpoint.every_n_train_steps=0", "key 'checkpoint.every_n_train_steps': 0 is less than the minimum of 1"),
     ("model.dtype=float8", "key 'model.dtype': 'float8' is not one of ['float32', 'bfloat16', 'float16']"),
     ("stages.planner.role=critic", "key 'stages.planner.role': 'critic' is not one of ['backbone', 'planner'"),
-    ("data.global_batch_size=10", "key 'data.global_batch_size': 10 is not a multiple of data.micro_batch_size x "
+    ("data.micro_batch_size=4 data.global_batch_size=10", "key 'data.global_batch_size': 10 is not a multiple of data.micro_batch_size x "
                                   "devices x num_nodes = 4 x 1 (stages backbone, planner, caller, summarizer; "
                                   "from command line)"),
-    ("data.packing.max_tokens=64", "key 'data.packing.max_tokens': 64 is shorter than data.max_length=1536"),
+    ("data.packing.max_tokens=64", "key 'data.packing.max_tokens': 64 is shorter than data.max_length=1024"),
 ])
 def test_bad_values_stop_validate_with_the_key(override, message, capsys):
-    assert message in _fails([override])
-    assert main([str(QUICKSTART), override, "--validate"]) == 2
+    assert message in _fails(override.split())
+    assert main([str(QUICKSTART), *override.split(), "--validate"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 

@@ -195,7 +195,7 @@ def test_predicted_planner_turn_feeds_caller_and_summarizer(dev_steps):
     traj = step_trajectory(steps[1])
     traj["turns"] = traj["turns"] + [{"role": "planner", "thought": "T1", "decision": "conclusion"}]
     assert summarizer.prompts[0] == tpl.render_prompt("summarizer", traj, "summarizer")
-    assert summarizer.prompts[0][-1] == Segment("Conclusion: ")
+    assert summarizer.prompts[0][-1] == Segment("Conclusion:")
     assert EOS in [s.text for s in summarizer.prompts[0]]  # the predicted planner turn ends in EOS
 
 

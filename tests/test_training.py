@@ -89,7 +89,7 @@ def test_rerun_skips_finished_stages(quickstart_run):
 def test_stage_two_starts_from_the_stage_one_weights(tmp_path, quickstart_run):
     """With a zero learning rate the planner's export must equal the backbone's."""
     recipe, run_dir, _ = quickstart_run
-    r = small_recipe(run_dir, "stages.planner.optimizer.lr=0.0", "stages.planner.trainer.max_steps=1")
+    r = small_recipe(run_dir, "stages.backbone.trainer.max_epochs=2", "stages.planner.optimizer.lr=0.0", "stages.planner.trainer.max_steps=1")
     RunDir(run_dir).stage("planner").done_file.rename(tmp_path / "planner_done.json")
     try:
         import shutil

@@ -17,9 +17,6 @@ from .index import (enabled_stages, load_index, now_local, refresh_index, safe_i
 from .spec import Sweep, Variant
 
 # parts of a recipe that do not change what a run trains (no warning when only they differ)
-NOT_TRAINING_KEYS = ("logger", "telemetry", "evaluate", "run.group", "run.name", "data.num_workers")
-
-
 def _all_done(recipe: dict) -> bool:
     run = RunDir.of(recipe)
     return all(run.stage(n).is_done() for n in enabled_stages(recipe))
@@ -57,24 +54,7 @@ def eval_is_current(recipe: dict, cfg: dict) -> bool:
 
 def recipe_drift(recipe: dict) -> list[str]:
     """Keys where the run directory's saved recipe differs from `recipe` (training keys)."""
-    run = RunDir.of(recipe)
-    try:
-        old = run.load_recipe()
-    except ValueError:
-        return [f"{run.recipe_file.name} (unreadable)"]
-    if old is None:
-        return []
-    diffs: list[str] = []
-
-    def walk(a, b, path):
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b), key=str):
-                walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
-        elif a != b and not any(path == p or path.startswith(p + ".") for p in NOT_TRAINING_KEYS):
-            diffs.append(path)
-
-    walk(old, redact(recipe), "")
-    return diffs
+    return RunDir.of(recipe).recipe_drift(recipe)
 
 
 def _eval_stamps(recipe: dict, cfg: dict | None) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-PLANNER, CALLER, SUMMARIZER = "Planner: ", "Caller: ", "Conclusion: "
+PLANNER, CALLER, SUMMARIZER = "Planner:", "Caller:", "Conclusion:"  # prompts end at the header
 JUDGE = "You grade an assistant"
 EXECUTOR = "You play the server"
 
