@@ -5,11 +5,13 @@ OUT/summary.json (outcomes, per-API breakdown, throughput)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from core.run_dir import RunDir
 
 from . import EvaluationError
+from .run_exports import warn_training_overlap
 
 
 def load_episodes_config(path, overrides=()) -> dict:
@@ -77,6 +79,8 @@ def run_episodes_cli(args) -> int:
     from .judge import Judge, api_documentation, judge_metrics
 
     cfg = load_episodes_config(args.config, args.overrides)
+    overlap = warn_training_overlap(RunDir(args.run_dir).load_recipe() or {}, cfg["test_set"],
+                                    lambda m: print(f"[episodes] {m}", file=sys.stderr))
     try:
         recorded = load_trajectories(cfg["test_set"], format=cfg.get("format") or "auto").trajectories
     except TrajectoryError as exc:
@@ -102,7 +106,8 @@ def run_episodes_cli(args) -> int:
                            progress=bool(cfg.get("progress", True)))
     records = runner.run(tasks, out / "episodes.jsonl")
     summary = summarize(records, runner.stats, len(tasks))
-    summary.update(mode=mode, config=str(args.config), executor_llm=executor_stats())
+    summary.update(mode=mode, config=str(args.config), executor_llm=executor_stats(),
+                   training_overlap=overlap)
     metrics = {}
     if judge is not None:
         kind = judge_cfg.get("kind", "process_answer")

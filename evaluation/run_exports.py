@@ -13,6 +13,30 @@ from . import EvaluationError
 MODES = ("auto", "alpha_umi", "single")
 
 
+def training_overlap(recipe: Mapping, test_set) -> list[str]:
+    """The run's training sources (`data.sources[i]: path`) that are, contain, or lie inside
+    `test_set`: a test set the run trained on scores what it memorized, not what it learned."""
+    from core.repo_paths import resolve_data_path
+    test = resolve_data_path(test_set).resolve()
+    hits = []
+    for i, source in enumerate(((recipe.get("data") or {}).get("sources")) or []):
+        path = source.get("path") if isinstance(source, Mapping) else None
+        if not path:
+            continue
+        src = resolve_data_path(path).resolve()
+        if src == test or test in src.parents or src in test.parents:
+            hits.append(f"data.sources[{i}]: {path}")
+    return hits
+
+
+def warn_training_overlap(recipe: Mapping, test_set, log) -> list[str]:
+    hits = training_overlap(recipe, test_set)
+    if hits and log:
+        log(f"warning: {test_set} is also training data of this run ({'; '.join(hits)}); "
+            "its scores are not held out")
+    return hits
+
+
 def load_run_recipe(run_dir, recipe_files: Sequence[str] | None = None,
                     overrides: Sequence[str] = ()) -> dict:
     """The recipe (at least its `template`) for a run: composed from `recipe_files` when given

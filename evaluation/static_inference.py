@@ -36,7 +36,7 @@ from . import EvaluationError
 
 from .team import Team, build_team
 from .run_exports import (add_run_args, find_exports, generation_lengths, load_run_recipe,
-                          resolve_mode, role_map)
+                          resolve_mode, role_map, warn_training_overlap)
 from .metrics import score
 from .steps import load_steps
 
@@ -177,8 +177,9 @@ def run_static(run_dir, references, *, recipe: Mapping | None = None,
             steps = steps[:int(limit)]
         if log:
             log(f"{refs}: {len(steps)} steps, mode {mode}")
+        overlap = [] if key == "metrics_held_in" else warn_training_overlap(recipe, refs, log)
         result[key] = evaluate_steps(team, steps, out_dir, suffix,
-                                     {**meta, "references": str(refs)}, log)
+                                     {**meta, "references": str(refs), "training_overlap": overlap}, log)
     return result
 
 

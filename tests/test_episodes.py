@@ -58,6 +58,12 @@ def read(out):
 
 
 def test_gold_script_scores_100_and_perturbed_calls_score_lower(tmp_path, references, golden, capsys):
+    # the run trained on this very test set (the quickstart's caller data): said, and recorded
+    from core.recipe import load_recipe, to_yaml
+    from core.run_dir import RunDir
+    run = RunDir(tmp_path / "gold" / "run")
+    run.path.mkdir(parents=True)
+    run.save_recipe(to_yaml(load_recipe([REPO / "recipes/quickstart.yaml"])))
     with FakeOpenAIServer(rules(golden)) as server:
         assert evaluate.main(args_for(server.base_url, tmp_path / "gold")) == 0
         served = len(server.requests)
@@ -68,6 +74,8 @@ def test_gold_script_scores_100_and_perturbed_calls_score_lower(tmp_path, refere
     assert (metrics["proc"], metrics["ans"], metrics["both"]) == (100.0, 100.0, 100.0)
     summary = json.loads((tmp_path / "gold/episodes_out/summary.json").read_text())
     assert summary["judge"]["per_api"]["Axolotl"]["proc"] == 100.0
+    assert summary["training_overlap"] == ["data.sources[2]: data/toolalpaca/eval_simulated.json"]
+    assert "is also training data of this run" in capsys.readouterr().err
     # every request the server saw is counted: agent roles, the simulated tools and the judge
     n_calls = sum(len(c) for c in golden.values())
     assert summary["run"]["llm_calls"] == served > 2 * n_calls + 3 * len(golden)

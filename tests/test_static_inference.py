@@ -297,3 +297,24 @@ def test_local_role_lazy_load_and_release(tiny_run, dev_steps):
     role.release()
     assert role.model is None
     assert role.complete([tpl.render_prompt("summarizer", traj, "summarizer")], n_header=2) == first
+
+
+def test_training_overlap_names_the_sources_a_test_set_shares(tmp_path):
+    from evaluation.run_exports import training_overlap, warn_training_overlap
+    recipe = {"data": {"sources": [
+        {"path": "data/toolbench/train_sample_chains.json"},
+        {"path": "data/toolbench/native_answer_examples"},
+        {"path": str(tmp_path / "mine.json")}]}}
+    assert training_overlap(recipe, "data/toolbench/dev_conversations.json") == []
+    assert training_overlap(recipe, REPO / "data/toolbench/train_sample_chains.json") == [
+        "data.sources[0]: data/toolbench/train_sample_chains.json"]
+    # a file inside a source folder, and a folder holding a source file
+    assert training_overlap(recipe, "data/toolbench/native_answer_examples/G1_answer") == [
+        "data.sources[1]: data/toolbench/native_answer_examples"]
+    assert training_overlap(recipe, "data/toolbench") == [
+        "data.sources[0]: data/toolbench/train_sample_chains.json",
+        "data.sources[1]: data/toolbench/native_answer_examples"]
+    said = []
+    assert warn_training_overlap(recipe, tmp_path / "mine.json", said.append)
+    assert len(said) == 1 and "not held out" in said[0]
+    assert training_overlap({}, "data/toolbench") == []
