@@ -147,8 +147,9 @@ def run_scale(args, work: Path) -> int:
             r = json.loads(lines[-1][7:])
             rows.append((n, role, path.stat().st_size / 2**20, r))
             print(f"N={n} {role}: {r}", file=sys.stderr, flush=True)
+    max_length = quickstart_recipe(work / "tok")["data"]["max_length"]
     print(f"\nPaper-scale preparation (layout {args.layouts[0]}, quickstart template and BPE, "
-          f"max_length 1536, num_proc {args.num_proc}; one cold build per row, fresh process)\n")
+          f"max_length {max_length}, num_proc {args.num_proc}; one cold build per row, fresh process)\n")
     print("| trajectories | JSON MB | role | rows | seconds | traj/s | traj/s per process "
           "| RSS before build MB | peak RSS MB | peak anon RSS MB | workers' peak RSS MB |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")

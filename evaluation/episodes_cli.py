@@ -79,7 +79,11 @@ def run_episodes_cli(args) -> int:
     from .judge import Judge, api_documentation, judge_metrics
 
     cfg = load_episodes_config(args.config, args.overrides)
-    overlap = warn_training_overlap(RunDir(args.run_dir).load_recipe() or {}, cfg["test_set"],
+    try:
+        trained_with = RunDir(args.run_dir).load_recipe() or {}
+    except ValueError as exc:  # an unreadable recipe.yaml: name it, no traceback
+        raise EvaluationError(f"{exc}; fix or remove it (the run's recipe)") from None
+    overlap = warn_training_overlap(trained_with, cfg["test_set"],
                                     lambda m: print(f"[episodes] {m}", file=sys.stderr))
     try:
         recorded = load_trajectories(cfg["test_set"], format=cfg.get("format") or "auto").trajectories

@@ -13,8 +13,9 @@ References are steps (see steps.py); a prediction is a dict with the same fields
 - arg_f1:   over reference-call steps; see `arg_f1`. A wrong action (or no call) scores 0.
 - well_formed: the output format alone, right or wrong: planner, the share of predictions that
             carry a decision; caller, of predicted calls, the share with a name that can be a tool
-            name (known or not) and arguments that parse as a JSON object; summarizer, of predicted conclusions, the share with a
-            non-empty answer. What a model must learn first (the quickstart's measure).
+            name (known or not) and arguments that parse as a JSON object; summarizer, of
+            predicted conclusions, the share with a non-empty answer. What a model must learn
+            first (the quickstart's measure).
 - rouge_l:  over reference-finish steps, ROUGE-L F of the answer with the `rouge` package
             (`Rouge().get_scores(hyps, refs, avg=True)["rouge-l"]["f"]`). A step whose prediction
             does not finish has the hypothesis "none". The package raises on a text made only of

@@ -183,3 +183,15 @@ def test_episodes_with_local_exports(tmp_path):
     assert len(recs) == 4 and all(r["termination"] != "error" for r in recs)
     metrics = json.loads((tmp_path / "episodes_out/metrics.json").read_text())
     assert metrics == {"episodes": 4, "answered": metrics["answered"], "errors": 0}
+
+
+def test_unreadable_run_recipe_is_named_not_a_traceback(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("data: [unclosed\n")
+    args = ["episodes", str(CONFIG), "--run", str(run), "--recipe", str(TEMPLATE),
+            "--endpoint", "all=http://127.0.0.1:9", "--out", str(tmp_path / "out")]
+    assert evaluate.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'recipe.yaml'}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

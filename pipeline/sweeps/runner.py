@@ -16,7 +16,7 @@ from .index import (enabled_stages, load_index, now_local, refresh_index, safe_i
                     select)
 from .spec import Sweep, Variant
 
-# parts of a recipe that do not change what a run trains (no warning when only they differ)
+
 def _all_done(recipe: dict) -> bool:
     run = RunDir.of(recipe)
     return all(run.stage(n).is_done() for n in enabled_stages(recipe))
