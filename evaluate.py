@@ -21,13 +21,13 @@ from collections import Counter
 
 from core.atomic_files import write_text_atomic
 from core.errors import run_cli
-from evaluation.gentool.run import add_gentool_args
-from evaluation.agent_cli import add_agent_args, run_agent_cli
-from evaluation.episodes_cli import add_episodes_args, run_episodes_cli
-from evaluation.metrics import load_predictions, score
-from evaluation.results_table import load_runs, log_wandb, results_table
-from evaluation.static_inference import add_static_args, run_static_cli
-from evaluation.steps import load_steps, plan_counts, write_steps
+from evaluation.gentool.evaluate import add_gentool_args
+from cli.agent import add_agent_args, run_agent_cli
+from cli.episodes import add_episodes_args, run_episodes_cli
+from evaluation.steps.metrics import load_predictions, score
+from evaluation.report.results_table import load_runs, log_wandb, results_table
+from evaluation.steps.teacher_forced import add_static_args, run_static_cli
+from evaluation.steps.extract import load_steps, plan_counts, write_steps
 
 
 def add_steps_args(p: argparse.ArgumentParser) -> None:
@@ -84,8 +84,8 @@ def run_table(args) -> int:
 
 
 def run_gentool(args) -> int:
-    from evaluation.run_exports import load_run_recipe
-    from pipeline.gentool_evaluation import evaluate_gentool_recipe
+    from evaluation.agent.exports import load_run_recipe
+    from evaluation.gentool.recipe import evaluate_gentool_recipe
     recipe = load_run_recipe(args.run_dir, args.recipe)
     recipe["run"] = {**(recipe.get("run") or {}), "dir": args.run_dir}
     cfg = {"references": args.references, "include_train": bool(args.train) or not args.references,

@@ -54,7 +54,7 @@ def _main(argv) -> int:
     rc = run_sweep(sweep, only=ns.only, report_only=ns.report_only, fail_fast=ns.fail_fast,
                    log=lambda m: print(m, flush=True))
     from pipeline.sweeps import load_index
-    from evaluation.results_table import results_table
+    from evaluation.report.results_table import results_table
     index = load_index(sweep)
     rows = []
     from evaluation.report import gather

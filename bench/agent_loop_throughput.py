@@ -23,11 +23,11 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 
 
-from evaluation.agent_loop import task_of  # noqa: E402
-from evaluation.episodes import EpisodeRunner  # noqa: E402
-from evaluation.executors import executor_factory  # noqa: E402
-from evaluation.roles import EndpointRole  # noqa: E402
-from evaluation.team import Team  # noqa: E402
+from evaluation.agent.loop import task_of  # noqa: E402
+from evaluation.episodes.runner import EpisodeRunner  # noqa: E402
+from evaluation.episodes.executors import executor_factory  # noqa: E402
+from evaluation.agent.members import EndpointRole  # noqa: E402
+from evaluation.agent.team import Team  # noqa: E402
 from prompting.prompt_template import PromptTemplate  # noqa: E402
 from trajectories.sources import load_trajectories  # noqa: E402
 

@@ -199,7 +199,7 @@ def run_evaluation(recipe: dict) -> dict | None:
         print(f"[evaluate] already finished ({metrics}); skipping")
         return json.loads(metrics.read_text())
     if gentool:
-        from pipeline.gentool_evaluation import evaluate_gentool_recipe
+        from evaluation.gentool.recipe import evaluate_gentool_recipe
         return evaluate_gentool_recipe(recipe, cfg)
-    from evaluation.static_inference import evaluate_run  # inference code only when evaluating
+    from evaluation.steps.teacher_forced import evaluate_run  # inference code only when evaluating
     return evaluate_run(recipe, {k: v for k, v in cfg.items() if k != "task"})

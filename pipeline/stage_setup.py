@@ -1,6 +1,6 @@
 """What a stage needs before training, shared by the runner, the export tool and the preview:
 the launcher's rank, the tokenizer (trained on the corpus for the embedded default) and the
-DataModule (with simulated sources built first)."""
+DataModule (with simulated sources built first: simulators/sources.py)."""
 from __future__ import annotations
 
 import os
@@ -56,6 +56,7 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
 
 
 def build_datamodule(recipe: dict, settings: dict, tokenizer, world_size: int = 1):
+    from simulators.sources import resolve_simulated_sources  # the simulators load only when used
     data = dict(settings["data"])
     data["sources"] = resolve_simulated_sources(data.get("sources") or [], data.get("simulator_dir"),
                                                 data.get("cache_dir", ".cache/datasets"))
@@ -63,18 +64,3 @@ def build_datamodule(recipe: dict, settings: dict, tokenizer, world_size: int = 
     return DATA.build(data, role=settings["role"], template=recipe["template"], tokenizer=tokenizer,
                       accumulate_grad_batches=accumulation(settings, world_size),
                       add_bos=recipe.get("tokenizer", {}).get("add_bos", True))
-
-
-def resolve_simulated_sources(sources: list, simulator_dir: str | None, cache_dir: str) -> list:
-    """Sources `{type: simulator, settings: ...}` become canonical files: the simulation is run
-    (or its finished corpus reused) under `simulator_dir` (default `<cache_dir>/simulator`)."""
-    out = []
-    for src in sources:
-        if src.get("type") == "simulator":
-            from simulators import build_corpus  # imported lazily: an optional capability
-            from simulators.corpus import corpus_kind
-            path = build_corpus(src["settings"], Path(simulator_dir or Path(cache_dir) / "simulator"))
-            fmt = "selection" if corpus_kind(src["settings"]) == "gentool" else "canonical"
-            src = {**src, "path": str(path), "format": fmt}
-        out.append(src)
-    return out

@@ -12,11 +12,11 @@ from test_static_inference import DEV, REPO, build_tiny_run, load_template
 from prompting.prompt_template import PromptTemplate
 from trajectories.sources import load_trajectories
 from trajectories.trajectory import validate_trajectory
-from evaluation.agent_loop import run_episode, task_of
-from evaluation.executors import ReplayExecutor
-from evaluation.roles import EndpointRole
-from evaluation.team import Team, build_team
-from evaluation.static_inference import find_exports
+from evaluation.agent.loop import run_episode, task_of
+from evaluation.episodes.executors import ReplayExecutor
+from evaluation.agent.members import EndpointRole
+from evaluation.agent.team import Team, build_team
+from evaluation.steps.teacher_forced import find_exports
 
 CHAINS = REPO / "data/toolbench/train_sample_chains.json"
 

@@ -148,10 +148,10 @@ class BatchingRole:
 
 
 def test_local_roles_batch_across_episodes(tmp_path):
-    from evaluation.agent_loop import task_of
-    from evaluation.episodes import EpisodeRunner
-    from evaluation.executors import ReplayExecutor
-    from evaluation.team import Team
+    from evaluation.agent.loop import task_of
+    from evaluation.episodes.runner import EpisodeRunner
+    from evaluation.episodes.executors import ReplayExecutor
+    from evaluation.agent.team import Team
     from prompting.prompt_template import PromptTemplate
     from omegaconf import OmegaConf
     chains = load_trajectories(REPO / "data/toolbench/train_sample_chains.json",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.metrics import score
-from evaluation.steps import load_steps
+from evaluation.steps.metrics import score
+from evaluation.steps.extract import load_steps
 from trajectories.sources import load_trajectories
 from trajectories.trajectory import TrajectoryError
 

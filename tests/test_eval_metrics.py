@@ -7,8 +7,8 @@ import pytest
 from rouge import Rouge
 
 from evaluation import EvaluationError
-from evaluation.metrics import arg_f1, load_predictions, score
-from evaluation.steps import load_steps
+from evaluation.steps.metrics import arg_f1, load_predictions, score
+from evaluation.steps.extract import load_steps
 
 ROOT = Path(__file__).parents[1]
 DEV = ROOT / "data/toolbench/dev_conversations.json"

@@ -8,7 +8,7 @@ import pytest
 
 from trajectories.trajectory import write_jsonl_atomic
 from evaluation import EvaluationError
-from evaluation.steps import load_steps, plan_counts, trajectory_steps
+from evaluation.steps.extract import load_steps, plan_counts, trajectory_steps
 
 ROOT = Path(__file__).parents[1]
 DEV = ROOT / "data/toolbench/dev_conversations.json"

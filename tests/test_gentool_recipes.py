@@ -34,7 +34,7 @@ def test_gentool_recipes_and_overlays(base):
 
 def test_mixed_stage_reads_selection_examples_and_trajectories(tmp_path):
     from datamodules.tool_use_datamodule import ToolUseDataModule
-    from pipeline.stage_setup import resolve_simulated_sources
+    from simulators.sources import resolve_simulated_sources
     mix = load_recipe([BASES[0], ABL / "gentool_alpha_umi_mix.yaml"], [f"run.dir={tmp_path}"])
     s = stage_settings(mix, "selection")
     data = {k: v for k, v in s["data"].items() if k not in ("_target_", "global_batch_size")}

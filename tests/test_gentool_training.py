@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 from core.recipe import load_recipe
 from core.run_dir import RunDir
-from evaluation.results_table import load_runs, results_table
+from evaluation.report.results_table import load_runs, results_table
 from pipeline.stage_runner import run_recipe
 
 RECIPE = REPO / "recipes" / "gentool.yaml"

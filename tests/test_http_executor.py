@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from evaluation import EvaluationError
-from evaluation.executors import executor_factory
-from evaluation.http_executor import HttpExecutor
+from evaluation.episodes.executors import executor_factory
+from evaluation.episodes.http_executor import HttpExecutor
 from simulators import toolset_from_spec
 
 SPEC = {

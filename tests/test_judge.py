@@ -8,7 +8,7 @@ from fakes.agent_script import agent_reply
 from fakes.openai_server import FakeOpenAIServer
 
 import evaluate
-from evaluation.judge import Judge, judge_metrics
+from evaluation.episodes.judge import Judge, judge_metrics
 from trajectories.sources import load_trajectories
 
 REPO = Path(__file__).resolve().parents[1]

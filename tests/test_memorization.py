@@ -50,7 +50,7 @@ def test_alpha_umi_mode_memorizes(memorized_run):
 
 
 def test_single_llm_mode_memorizes(memorized_run):
-    from evaluation.static_inference import run_static
+    from evaluation.steps.teacher_forced import run_static
     recipe, run_dir = memorized_run
     res = run_static(run_dir, DIALOGS, recipe=recipe, mode="single", out_dir=run_dir / "eval_single")
     assert res["mode"] == "single"
@@ -58,10 +58,10 @@ def test_single_llm_mode_memorizes(memorized_run):
 
 
 def test_agent_loop_replays_a_memorized_episode(memorized_run):
-    from evaluation.agent_loop import run_episode, task_of
-    from evaluation.executors import ReplayExecutor
-    from evaluation.team import build_team
-    from evaluation.run_exports import find_exports, generation_lengths
+    from evaluation.agent.loop import run_episode, task_of
+    from evaluation.episodes.executors import ReplayExecutor
+    from evaluation.agent.team import build_team
+    from evaluation.agent.exports import find_exports, generation_lengths
     from prompting.prompt_template import PromptTemplate
     from trajectories.sources import load_trajectories
     recipe, run_dir = memorized_run

@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from prompting.prompt_template import PromptTemplate
-from evaluation.output_parsing import OutputParser, parse_caller, parse_planner, parse_summarizer
+from evaluation.agent.output_parsing import OutputParser, parse_caller, parse_planner, parse_summarizer
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "recipes/template"
 

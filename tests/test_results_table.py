@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evaluation.results_table import load_runs, log_wandb, results_table
+from evaluation.report.results_table import load_runs, log_wandb, results_table
 from core.run_dir import RunDir
 
 ROOT = Path(__file__).parents[1]

@@ -2,8 +2,8 @@
 from conftest import REPO
 from core.recipe import load_recipe
 from core.run_dir import RunDir
-from evaluation.metrics import score
-from evaluation.steps import load_steps
+from evaluation.steps.metrics import score
+from evaluation.steps.extract import load_steps
 from pipeline.run_summary import run_summary, stage_losses
 
 STAGES = ["backbone", "planner", "caller", "summarizer"]

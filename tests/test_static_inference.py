@@ -8,14 +8,14 @@ from omegaconf import OmegaConf
 from prompting.prompt_template import EOS, PromptTemplate, Segment
 from prompting.segment_encoder import SegmentEncoder
 from evaluation import EvaluationError
-from evaluation.roles import LocalRole
-from evaluation.team import Team
+from evaluation.agent.members import LocalRole
+from evaluation.agent.team import Team
 from datamodules.step_context import ContextBudget, prompt_ids
-from evaluation.generation import generate, load_model
-from evaluation.metrics import load_predictions
-from evaluation.static_inference import (evaluate_run, find_exports, predict_steps, resolve_mode,
+from evaluation.agent.generation import generate, load_model
+from evaluation.steps.metrics import load_predictions
+from evaluation.steps.teacher_forced import (evaluate_run, find_exports, predict_steps, resolve_mode,
                                          run_static, step_trajectory)
-from evaluation.steps import load_steps, write_steps
+from evaluation.steps.extract import load_steps, write_steps
 from core.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,7 +258,7 @@ def test_evaluate_run_stage(tiny_run, dev_steps, tmp_path):
     assert RunDir(run).eval().read_metrics("_ood")["n_steps"] == 2
     assert [p["id"] for p in _read(RunDir(run).eval().predictions_file("_ood"))] == [s["id"] for s in dev_steps[5:7]]
     assert res["metrics"]["n_steps"] == 2
-    from evaluation.results_table import load_run
+    from evaluation.report.results_table import load_run
     row = load_run(str(run))
     assert row["in_domain"]["n_steps"] == 2 and row["out_of_domain"]["n_steps"] == 2
     with pytest.raises(EvaluationError, match="unknown key"):
@@ -300,7 +300,7 @@ def test_local_role_lazy_load_and_release(tiny_run, dev_steps):
 
 
 def test_training_overlap_names_the_sources_a_test_set_shares(tmp_path):
-    from evaluation.run_exports import training_overlap, warn_training_overlap
+    from evaluation.agent.exports import training_overlap, warn_training_overlap
     recipe = {"data": {"sources": [
         {"path": "data/toolbench/train_sample_chains.json"},
         {"path": "data/toolbench/native_answer_examples"},

@@ -10,11 +10,11 @@ from core.vocabulary import IGNORE_INDEX, TRAINED_ROLES
 from datamodules.role_examples import role_examples
 from datamodules.span_tokenization import EncodeStats, encode_example
 from datamodules.step_context import ContextBudget, folded_rows, history_start, trim_unit, units
-from evaluation import generation
-from evaluation.roles import LocalRole
-from evaluation.team import Team
-from evaluation.static_inference import step_trajectory
-from evaluation.steps import trajectory_steps
+from evaluation.agent import generation
+from evaluation.agent.members import LocalRole
+from evaluation.agent.team import Team
+from evaluation.steps.teacher_forced import step_trajectory
+from evaluation.steps.extract import trajectory_steps
 from prompting.prompt_template import PromptTemplate
 from prompting.segment_encoder import SegmentEncoder
 

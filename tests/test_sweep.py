@@ -167,7 +167,7 @@ def test_evaluate_settings_are_defined_once(tmp_path):
     """The sweep's `evaluate:` keys are the recipe schema's evaluate node (one definition, one
     error form), and evaluate_run's defaults are that node's defaults."""
     from core.recipe import RecipeError, evaluate_defaults, load_recipe
-    from evaluation.static_inference import EVAL_DEFAULTS
+    from evaluation.steps.teacher_forced import EVAL_DEFAULTS
     from pipeline.sweeps.spec import spec_schema
     recipe_node = json.loads((REPO / "core/recipe_schema.json").read_text())["properties"]["evaluate"]
     assert spec_schema()["$defs"]["evaluate"]["properties"] == recipe_node["properties"]
@@ -262,7 +262,7 @@ class FakeBackend:
 
 @pytest.fixture
 def fake(monkeypatch):
-    import evaluation.static_inference as si
+    import evaluation.steps.teacher_forced as si
     import pipeline.stage_runner as sr
 
     backend = FakeBackend()

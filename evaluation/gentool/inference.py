@@ -13,7 +13,7 @@ from prompting.segment_encoder import SegmentEncoder
 from prompting.selection_template import SelectionTemplate
 
 from .. import EvaluationError
-from ..generation import context_budget, generate, load_model
+from ..agent.generation import context_budget, generate, load_model
 
 # A joint model fills ranking and call; a dedicated ranking or selection model replaces its part.
 ROLE_ORDER = ("ranking_selection", "ranking", "selection")

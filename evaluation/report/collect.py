@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 from core.run_dir import RunDir
 
 from .. import EvaluationError
-from ..results_table import GROUPS, METRICS, load_run, table_data
+from .results_table import GROUPS, METRICS, load_run, table_data
 from ..tables import Table
 
 METRIC_NOTES = {

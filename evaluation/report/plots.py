@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 from core.vocabulary import KIND_OF_ROLE, SPAN_KINDS as ALL_KINDS
 
-from ..results_table import GROUPS, METRICS
+from .results_table import GROUPS, METRICS
 
 SPAN_KINDS = ALL_KINDS[1:]  # the supervised kinds, one loss curve each
 COLORS = {"thought": "tab:blue", "action": "tab:orange", "answer": "tab:green", "ranking": "tab:purple"}

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from core.atomic_files import write_text_atomic
 
-from ..results_table import METRICS
+from .results_table import METRICS
 from .plots import SPAN_KINDS
 
 

@@ -119,7 +119,7 @@ def run_variant(v: Variant, entry: dict, save: Callable[[], None], log=print) ->
     if eval_is_current(recipe, cfg):
         log(f"[sweep] {v.name}: evaluation is up to date ({_eval_dir(recipe, cfg).path}); skipping")
     else:
-        from evaluation.static_inference import evaluate_run
+        from evaluation.steps.teacher_forced import evaluate_run
         entry["status"] = "evaluating"
         save()
         limit = "" if cfg.get("limit") is None else f" (first {cfg['limit']} steps)"
@@ -134,7 +134,7 @@ def run_variant(v: Variant, entry: dict, save: Callable[[], None], log=print) ->
 
 
 def _record_metrics(recipe: dict, cfg: dict, entry: dict) -> None:
-    from evaluation.results_table import METRICS
+    from evaluation.report.results_table import METRICS
     out = _eval_dir(recipe, cfg)
     for suffix, key in zip(EVAL_SUFFIXES, ("metrics", "metrics_ood")):
         data = out.read_metrics(suffix)

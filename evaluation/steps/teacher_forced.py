@@ -15,7 +15,7 @@ recipe saved in the run directory (the composed recipe the stage runner saves).
 
 Outputs (atomic writes, in the run's eval folder unless `out_dir` says otherwise): predictions
 (id, plan, thought, action, arguments, answer, raw outputs per role) and metrics
-(`evaluation.metrics.score` plus an `inference` block with the mode, models, decoding settings,
+(`evaluation.steps.metrics.score` plus an `inference` block with the mode, models, decoding settings,
 timings and the start and end time).
 """
 from __future__ import annotations
@@ -32,13 +32,13 @@ from core.vocabulary import TURN_ROLES
 from prompting.prompt_template import PromptTemplate
 from trajectories.trajectory import write_jsonl_atomic
 
-from . import EvaluationError
+from .. import EvaluationError
 
-from .team import Team, build_team
-from .run_exports import (add_run_args, find_exports, generation_lengths, load_run_recipe,
+from ..agent.team import Team, build_team
+from ..agent.exports import (add_run_args, find_exports, generation_lengths, load_run_recipe,
                           resolve_mode, role_map, warn_training_overlap)
 from .metrics import score
-from .steps import load_steps
+from .extract import load_steps
 
 EVAL_DEFAULTS = evaluate_defaults()  # the recipe schema's `evaluate:` node is their one definition
 
@@ -215,7 +215,7 @@ def held_in_steps(recipe: Mapping) -> list[dict]:
     """Steps of the training data's validation split (dialogs of the training distribution that
     the run did not train on): the held-in slice."""
     from datamodules.tool_use_datamodule import ToolUseDataModule
-    from .steps import trajectory_steps
+    from .extract import trajectory_steps
     data = recipe["data"]
     dm = ToolUseDataModule(sources=data["sources"], role="backbone", template=recipe["template"],
                            val_fraction=data.get("val_fraction", 0.1),

@@ -11,7 +11,7 @@ from core.vocabulary import TURN_ROLES
 from prompting.prompt_template import PromptTemplate, RenderedPrompt, Segment
 
 from .output_parsing import CallerOutput, OutputParser, PlannerOutput
-from .roles import EndpointRole, LocalRole, Role
+from .members import EndpointRole, LocalRole, Role
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from evaluation.gentool.run import evaluate_gentool
-from evaluation.gentool.table import scenario_table
-from pipeline.stage_setup import resolve_simulated_sources
+from .evaluate import evaluate_gentool
+from .table import scenario_table
+from simulators.sources import resolve_simulated_sources
 
 
 def gentool_sources(recipe: dict) -> list[dict]:

@@ -8,10 +8,10 @@ from typing import Mapping
 
 from prompting.prompt_template import PromptTemplate
 
-from . import EvaluationError
-from .agent_loop import run_episode, task_of
-from .executors import ReplayExecutor
-from .team import Team, build_team
+from evaluation import EvaluationError
+from evaluation.agent.loop import run_episode, task_of
+from evaluation.episodes.executors import ReplayExecutor
+from evaluation.agent.team import Team, build_team
 
 
 def add_endpoint_args(p) -> None:
@@ -26,7 +26,7 @@ def add_endpoint_args(p) -> None:
 
 
 def add_agent_args(p) -> None:
-    from .run_exports import add_run_args
+    from evaluation.agent.exports import add_run_args
     add_run_args(p)
     p.add_argument("--trajectory", required=True,
                    help="recorded trajectories (any source format): the task, and the tool "
@@ -40,7 +40,7 @@ def add_agent_args(p) -> None:
 def team_from_args(args, endpoint_defaults: Mapping | None = None, batch_size: int = 1
                    ) -> tuple[Team, str, dict]:
     """(team, mode, recipe) for the run, export and endpoint flags."""
-    from .run_exports import find_exports, generation_lengths, load_run_recipe, resolve_mode, role_map
+    from evaluation.agent.exports import find_exports, generation_lengths, load_run_recipe, resolve_mode, role_map
 
     recipe = load_run_recipe(args.run_dir, args.recipe)
     base = dict(endpoint_defaults or {})

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from core.run_dir import RunDir
 
-from . import EvaluationError
-from .run_exports import warn_training_overlap
+from evaluation import EvaluationError
+from evaluation.agent.exports import warn_training_overlap
 
 
 def load_episodes_config(path, overrides=()) -> dict:
@@ -57,8 +57,8 @@ def load_episodes_config(path, overrides=()) -> dict:
 
 
 def add_episodes_args(p) -> None:
-    from .agent_cli import add_endpoint_args
-    from .run_exports import add_run_args
+    from cli.agent import add_endpoint_args
+    from evaluation.agent.exports import add_run_args
     p.add_argument("config", help="episodes config YAML (recipes/eval/*.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides of the config's episodes node, e.g. in_flight=16 judge.enabled=false")
@@ -72,11 +72,11 @@ def run_episodes_cli(args) -> int:
     from trajectories.sources import load_trajectories
     from trajectories.trajectory import TrajectoryError
 
-    from .agent_cli import team_from_args
-    from .agent_loop import task_of
-    from .episodes import EpisodeRunner, summarize
-    from .executors import executor_factory
-    from .judge import Judge, api_documentation, judge_metrics
+    from cli.agent import team_from_args
+    from evaluation.agent.loop import task_of
+    from evaluation.episodes.runner import EpisodeRunner, summarize
+    from evaluation.episodes.executors import executor_factory
+    from evaluation.episodes.judge import Judge, api_documentation, judge_metrics
 
     cfg = load_episodes_config(args.config, args.overrides)
     try:

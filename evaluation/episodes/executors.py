@@ -13,15 +13,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping
 
-from . import EvaluationError
+from .. import EvaluationError
 
 EXECUTOR_TYPES = ("simulated", "http", "replay")
-
-
-class ToolExecutor(Protocol):
-    def execute(self, name: str, arguments: str) -> dict: ...
 
 
 def _args_key(arguments) -> str:

@@ -23,8 +23,8 @@ from typing import Callable, Mapping, Sequence
 
 from core.llm_client import run_sync
 
-from .agent_loop import episode_steps, finish, new_trajectory
-from .team import Team
+from ..agent.loop import episode_steps, finish, new_trajectory
+from ..agent.team import Team
 
 ROLE_OF = {"plan": "planner", "call": "caller", "conclude": "summarizer"}
 

@@ -32,8 +32,8 @@ from contextlib import contextmanager
 
 from rouge import Rouge
 
-from . import EvaluationError
-from .steps import PLANS
+from .. import EvaluationError
+from .extract import PLANS
 
 PLAN_ALIASES = {"conclusion": "finish", "give up": "give_up"}
 TOOL_NAME = re.compile(r"\w[\w.\-]*")  # what a tool name can look like (well_formed)

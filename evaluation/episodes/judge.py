@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 from core.llm_client import LLMClient, run_sync
 from simulators.prompts import render
 
-from . import EvaluationError
+from .. import EvaluationError
 
 KINDS = {"process_answer": ("process", "answer"), "pass_rate": ("solved",)}
 LABELS = {"process": "Process", "answer": "Answer", "solved": "Solved"}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from core.run_dir import EvalDir, RunDir
 
-from . import EvaluationError
-from .tables import Table, to_markdown
+from .. import EvaluationError
+from ..tables import Table, to_markdown
 
 METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
            ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
@@ -99,7 +99,7 @@ def results_table(rows: list[dict]) -> str:
              or r.get("episodes")]
     out = _alpha_umi_table(alpha) if alpha else ""
     if gentool:
-        from .gentool.table import runs_table
+        from ..gentool.table import runs_table
         out += ("\n" if out else "") + runs_table(gentool)
     return out
 

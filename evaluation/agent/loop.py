@@ -14,12 +14,17 @@ planner's call turn.
 from __future__ import annotations
 
 import copy
-from typing import Generator, Mapping
+from typing import Generator, Mapping, Protocol
 
 from trajectories.trajectory import validate_trajectory
 
-from .executors import ToolExecutor
 from .team import Team
+
+class ToolExecutor(Protocol):
+    """What answers an episode's tool calls (evaluation/episodes/executors.py has the kinds):
+    `{"content": str, "error": str}` for a call (optionally `close()` and a `counters` mapping)."""
+    def execute(self, name: str, arguments: str) -> dict: ...
+
 
 TERMINATIONS = ("answer", "give_up", "max_steps", "unparseable_plan", "invalid_call", "error")
 

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 from core.run_dir import RunDir, StageDir
 from core.vocabulary import TRAINED_ROLES, TURN_ROLES
 
-from . import EvaluationError
+from .. import EvaluationError
 
 MODES = ("auto", "alpha_umi", "single")
 

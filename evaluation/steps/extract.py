@@ -25,7 +25,7 @@ from pathlib import Path
 
 from trajectories.trajectory import read_jsonl, validate_trajectory, write_jsonl_atomic
 
-from . import EvaluationError
+from .. import EvaluationError
 from .alpha_umi_dialogs import dialog_steps
 
 PLANS = ("call", "finish", "give_up")
