@@ -26,7 +26,7 @@ os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 from evaluation.agent.loop import task_of  # noqa: E402
 from evaluation.episodes.runner import EpisodeRunner  # noqa: E402
 from evaluation.episodes.executors import executor_factory  # noqa: E402
-from evaluation.agent.members import EndpointRole  # noqa: E402
+from evaluation.agent.members import Decoding, EndpointMember  # noqa: E402
 from evaluation.agent.team import Team  # noqa: E402
 from prompting.prompt_template import PromptTemplate  # noqa: E402
 from trajectories.sources import load_trajectories  # noqa: E402
@@ -61,11 +61,14 @@ def main():
                          latency=args.latency)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
+    ENDPOINT = OmegaConf.to_container(OmegaConf.load(REPO / "recipes/eval/endpoint.yaml"))["endpoint"]
+    decoding = Decoding({r: 256 for r in ("planner", "caller", "summarizer")}, 1, False, 1.0, 1.0, 0)
     template = PromptTemplate(OmegaConf.to_container(OmegaConf.load(REPO / "recipes/template/glpft.yaml"))["template"])
     rows = []
     try:
         for n in args.in_flight:
-            roles = [EndpointRole(url, r, prompt_role=r, max_retries=0, concurrency=max(n, 1))
+            llm = {**ENDPOINT, "base_url": url, "max_retries": 0, "concurrency": max(n, 1)}
+            roles = [EndpointMember({**llm, "model": r}, role=r, decoding=decoding, eos_text="</s>")
                      for r in ("planner", "caller", "summarizer")]
             cfg = {"type": "simulated", "pseudo_tools": {"getDetails": "none"},
                    "simulator": {"llm": {"base_url": url, "model": "fake", "concurrency": max(n, 1),

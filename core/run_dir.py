@@ -8,10 +8,10 @@
     <stage>/hf/               save_pretrained of model and tokenizer
     <stage>/DONE.json         written last, with the stage's start and end time: a finished stage
                               is skipped on rerun
-    eval/                     predictions{,_ood}.jsonl and metrics{,_ood}.json; each metrics file
-                              records when its inference started and finished (`inference.started`,
-                              `inference.finished`), so nothing reads time from file mtimes;
-                              episodes/<config>/ holds each `evaluate.py episodes` run
+    eval/<test set>/          metrics.json and predictions.jsonl per test set (EvalDir); each
+                              metrics file records when its inference started and finished
+                              (`inference.started`, `inference.finished`), so nothing reads time
+                              from file mtimes; episodes/ holds `evaluate.py episodes` on the set
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ DONE_FILE = "DONE.json"
 # Recipe keys that do not change what a stage trains: a finished stage stays valid when they change.
 NOT_TRAINING_KEYS = ("logger", "telemetry", "evaluate", "run.group", "run.name", "run.dir",
                      "run.check_disk_space", "data.num_workers", "data.num_proc")
-EVAL_SUFFIXES = ("", "_ood")  # the in-domain and the out-of-domain test set
 
 
 def now() -> str:
@@ -89,7 +88,15 @@ class StageDir:
 
 
 class EvalDir:
-    """Static-evaluation outputs: predictions and metrics per test set (suffix "" or "_ood")."""
+    """Evaluation outputs, one folder per test set, named for what the set is (the recipe's
+    `evaluate.test_sets` keys: held-in, out-of-domain, unseen-apis, or a test file's own name):
+
+        <test set>/metrics.json         step metrics (teacher-forced), with the inference's times
+        <test set>/predictions.jsonl    one prediction per agent step
+        <test set>/episodes/            `evaluate.py episodes` on the set: episodes.jsonl,
+                                        metrics.json (pass rates), summary.json
+        gentool_metrics.json, gentool_predictions.jsonl, gentool_table.md   (GenTool's task)
+    """
 
     def __init__(self, path):
         self.path = Path(path)
@@ -97,11 +104,31 @@ class EvalDir:
     def __repr__(self) -> str:
         return f"EvalDir({str(self.path)!r})"
 
-    def metrics_file(self, suffix: str = "") -> Path:
-        return self.path / f"metrics{suffix}.json"
+    def test_set(self, name: str) -> Path:
+        return self.path / name
 
-    def predictions_file(self, suffix: str = "") -> Path:
-        return self.path / f"predictions{suffix}.jsonl"
+    def metrics_file(self, name: str) -> Path:
+        return self.test_set(name) / "metrics.json"
+
+    def predictions_file(self, name: str) -> Path:
+        return self.test_set(name) / "predictions.jsonl"
+
+    def episodes(self, name: str) -> Path:
+        """The folder of `evaluate.py episodes` on test set `name`."""
+        return self.test_set(name) / "episodes"
+
+    def episode_metrics_file(self, name: str) -> Path:
+        return self.episodes(name) / "metrics.json"
+
+    def test_sets(self) -> list[str]:
+        """Names of the test sets with step or episode metrics here, in the order their first
+        metrics were written."""
+        found = {}
+        for f in (*self.path.glob("*/metrics.json"), *self.path.glob("*/episodes/metrics.json")):
+            name = f.relative_to(self.path).parts[0]
+            stamp = ((_read_json(f) or {}).get("inference") or {}).get("started") or ""
+            found[name] = min(found.get(name, stamp), stamp)
+        return sorted(found, key=lambda n: (found[n], n))
 
     def gentool_metrics_file(self) -> Path:
         return self.path / "gentool_metrics.json"
@@ -112,30 +139,23 @@ class EvalDir:
     def gentool_table_file(self) -> Path:
         return self.path / "gentool_table.md"
 
-    def episodes(self, name: str) -> Path:
-        """The folder of one `evaluate.py episodes` run (named after its config)."""
-        return self.path / "episodes" / name
+    def read_metrics(self, name: str) -> dict | None:
+        return _read_json(self.metrics_file(name))
 
-    def episode_metrics_files(self) -> list[Path]:
-        return sorted(self.path.glob("episodes/*/metrics.json"))
+    def read_episode_metrics(self, name: str) -> dict | None:
+        return _read_json(self.episode_metrics_file(name))
 
-    def has_metrics(self) -> bool:
-        return any(self.metrics_file(s).is_file() for s in EVAL_SUFFIXES)
-
-    def read_metrics(self, suffix: str = "") -> dict | None:
-        return _read_json(self.metrics_file(suffix))
-
-    def write_metrics(self, metrics: dict, suffix: str = "", *, started: str, finished: str) -> dict:
-        """Write metrics{suffix}.json with the inference's start and end time in its `inference`
-        block; returns what was written."""
+    def write_metrics(self, metrics: dict, name: str, *, started: str, finished: str) -> dict:
+        """Write test set `name`'s step metrics with the inference's start and end time in their
+        `inference` block; returns what was written."""
         metrics = {**metrics, "inference": {**(metrics.get("inference") or {}),
                                             "started": started, "finished": finished}}
-        write_text_atomic(self.metrics_file(suffix), json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(self.metrics_file(name), json.dumps(metrics, indent=2) + "\n")
         return metrics
 
-    def finished(self, suffix: str = "") -> _dt.datetime | None:
-        """When the metrics file's inference finished (None: no file, or no timestamp)."""
-        return parse_time(((self.read_metrics(suffix) or {}).get("inference") or {}).get("finished"))
+    def finished(self, name: str) -> _dt.datetime | None:
+        """When test set `name`'s inference finished (None: no metrics, or no timestamp)."""
+        return parse_time(((self.read_metrics(name) or {}).get("inference") or {}).get("finished"))
 
 
 class RunDir:

@@ -12,12 +12,17 @@ GENTOOL_ROLES = ("ranking", "selection", "ranking_selection")
 TURN_ROLES = ("planner", "caller", "summarizer")
 # Turn roles of a canonical trajectory.
 TRAJECTORY_TURNS = ("user", "planner", "caller", "observation", "summarizer")
-# Decisions a planner turn ends with.
+# Decisions a planner turn ends with. An agent step's plan is its decision: call (the caller
+# writes a tool call), conclusion (the summarizer writes the answer) or give_up.
 DECISIONS = ("call", "conclusion", "give_up")
+# Other spellings of a decision in test sets and predictions ("finish": the α-UMi release's plan label).
+DECISION_ALIASES = {"finish": "conclusion", "give up": "give_up", "caller": "call"}
 # Span kinds of supervised tokens; index 0 is unsupervised context.
 SPAN_KINDS = ("none", "thought", "action", "answer", "ranking")
 # The span kind each turn role's target belongs to.
 KIND_OF_ROLE = {"planner": "thought", "caller": "action", "summarizer": "answer"}
+# A test set (evaluate.test_sets) that is the training data's validation split: the held-in dialogs.
+VAL_SPLIT = "val_split"
 # The label of a token the loss ignores (PyTorch's cross-entropy default).
 IGNORE_INDEX = -100
 

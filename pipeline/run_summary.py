@@ -1,6 +1,6 @@
 """What a finished `train.py` run prints last: the stages run and skipped, each stage's loss first
 -> last and supervised tokens, the exports, the evaluation table (the five metrics and the
-per-plan counts of every test set evaluated) and the W&B sync command. Everything is read back
+per-plan counts of every test set evaluated, by name) and the W&B sync command. Everything is read back
 from the run directory, so a rerun that skipped every stage prints the same numbers.
 
 `quiet_third_party()` trims what dependencies print around it (Lightning's tips and device
@@ -15,10 +15,8 @@ import warnings
 from pathlib import Path
 
 from core.run_dir import RunDir
+from evaluation.steps.metrics import STEP_METRICS as METRICS
 
-METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
-           ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
-EVAL_SETS = (("", "test"), ("_held_in", "held-in"), ("_ood", "out-of-domain"))  # metrics file suffixes
 
 
 def quiet_third_party() -> None:
@@ -72,16 +70,17 @@ def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
                      f"  supervised tokens {loss['supervised_tokens']:,}"
                      f"  export {stage.export if stage.has_export() else '(none)'}")
     eval_dir = run.eval((recipe.get("evaluate") or {}).get("out_dir"))
-    rows = [(name, eval_dir.read_metrics(suffix)) for suffix, name in EVAL_SETS
-            if eval_dir.metrics_file(suffix).is_file()]
+    names = [n for n, f in ((recipe.get("evaluate") or {}).get("test_sets") or {}).items() if f]  # the recipe's order
+    names += [n for n in eval_dir.test_sets() if n not in names]
+    rows = [(name, eval_dir.read_metrics(name)) for name in names if eval_dir.metrics_file(name).is_file()]
     if rows:
         lines.append(f"evaluation ({eval_dir.path}):")
         head = f"  {'set':<14}{'steps':>6}" + "".join(f"{label:>10}" for _, label in METRICS)
-        lines += [head + "   plans: reference -> predicted (call/finish/give_up/none)"]
+        lines += [head + "   plans: reference -> predicted (call/conclusion/give_up/none)"]
         for name, m in rows:
             ref, pred = m["counts"]["reference"], m["counts"]["predicted"]
-            plans = (f"{ref['call']}/{ref['finish']}/{ref['give_up']} -> "
-                     f"{pred.get('call', 0)}/{pred.get('finish', 0)}/{pred.get('give_up', 0)}"
+            plans = (f"{ref['call']}/{ref['conclusion']}/{ref['give_up']} -> "
+                     f"{pred.get('call', 0)}/{pred.get('conclusion', 0)}/{pred.get('give_up', 0)}"
                      f"/{pred.get('none', 0)}")
             hit = sum((m.get("generation_hit_limit") or {}).values())
             lines.append(f"  {name:<14}{m['n_steps']:>6}"

@@ -6,7 +6,6 @@ the DONE marker written last (a finished stage is skipped on rerun).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -188,18 +187,21 @@ def refuse_drift(recipe: dict, run_dir: RunDir, names: list[str]) -> None:
 
 
 def run_evaluation(recipe: dict) -> dict | None:
-    """The recipe's `evaluate:` stage (static, teacher-forced) after training; skipped when done."""
+    """The recipe's `evaluate:` stage after training: each test set not yet evaluated (static,
+    teacher-forced), or GenTool's evaluation."""
     cfg = recipe.get("evaluate") or {}
     if not cfg.get("enabled", False) or launch_rank() != 0:
         return None
     eval_dir = RunDir.of(recipe).eval(cfg.get("out_dir"))
-    gentool = cfg.get("task") == "gentool"
-    metrics = eval_dir.gentool_metrics_file() if gentool else eval_dir.metrics_file()
-    if metrics.is_file():
-        print(f"[evaluate] already finished ({metrics}); skipping")
-        return json.loads(metrics.read_text())
-    if gentool:
+    if cfg.get("task") == "gentool":
+        if eval_dir.gentool_metrics_file().is_file():
+            print(f"[evaluate] already finished ({eval_dir.gentool_metrics_file()}); skipping")
+            return None
         from evaluation.gentool.recipe import evaluate_gentool_recipe
         return evaluate_gentool_recipe(recipe, cfg)
+    pending = [n for n, f in (cfg.get("test_sets") or {}).items() if f and not eval_dir.metrics_file(n).is_file()]
+    if not pending:
+        print(f"[evaluate] already finished ({eval_dir.path}); skipping")
+        return None
     from evaluation.steps.teacher_forced import evaluate_run  # inference code only when evaluating
-    return evaluate_run(recipe, {k: v for k, v in cfg.items() if k != "task"})
+    return evaluate_run(recipe, only=pending)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from evaluation.steps.teacher_forced import find_exports, resolve_mode
+from evaluation.agent.exports import find_exports, resolve_mode
 from core.recipe import enabled_stages, load_recipe
 from core.run_dir import RunDir
 from core.stage_config import resolve_init, stage_settings

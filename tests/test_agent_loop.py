@@ -1,22 +1,23 @@
 """The live agent loop: scripted roles, replayed tools, tiny local models and an OpenAI-compatible
 completions endpoint (a minimal server on 127.0.0.1 below: tests/fakes/openai_server.py only
-serves chat completions, and EndpointRole sends the rendered prompt string to /completions)."""
+serves chat completions, and EndpointMember sends the rendered prompt string to /completions)."""
 import copy
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from test_static_inference import DEV, REPO, build_tiny_run, load_template
+from omegaconf import OmegaConf
+from test_static_inference import DEV, REPO, build_tiny_run, greedy, load_template
 
 from prompting.prompt_template import PromptTemplate
 from trajectories.sources import load_trajectories
 from trajectories.trajectory import validate_trajectory
 from evaluation.agent.loop import run_episode, task_of
 from evaluation.episodes.executors import ReplayExecutor
-from evaluation.agent.members import EndpointRole
+from evaluation.agent.exports import find_exports
+from evaluation.agent.members import EndpointMember, PromptFit
 from evaluation.agent.team import Team, build_team
-from evaluation.steps.teacher_forced import find_exports
 
 CHAINS = REPO / "data/toolbench/train_sample_chains.json"
 
@@ -37,11 +38,11 @@ def turn_text(tpl, turn) -> str:
     return "".join(s.text for s in body if s.text is not None)
 
 
-class GoldRole:
+class GoldMember:
     """Replies with the body of the gold turns of its kind, in order; records its prompts."""
 
-    def __init__(self, prompt_role, tpl, gold, kind):
-        self.prompt_role, self.prompts = prompt_role, []
+    def __init__(self, role, tpl, gold, kind):
+        self.role, self.prompts = role, []
         self.replies = [turn_text(tpl, t) for t in gold["turns"] if t["role"] == kind]
 
     def complete(self, prompts, n_header=1):
@@ -53,8 +54,8 @@ class GoldRole:
 
 
 def gold_team(tpl, gold):
-    return Team(tpl, GoldRole("planner", tpl, gold, "planner"), GoldRole("caller", tpl, gold, "caller"),
-                GoldRole("summarizer", tpl, gold, "summarizer"))
+    return Team(tpl, GoldMember("planner", tpl, gold, "planner"), GoldMember("caller", tpl, gold, "caller"),
+                GoldMember("summarizer", tpl, gold, "summarizer"))
 
 
 def _norm(turns):
@@ -68,7 +69,7 @@ def test_scripted_roles_reproduce_gold(chains, tpl, index):
     traj = run_episode(team, task_of(gold), ReplayExecutor(gold), max_steps=10)
     assert _norm(traj["turns"]) == _norm(gold["turns"])
     assert traj["turns"][-1] == {"role": "summarizer", "answer": gold["turns"][-1]["answer"]}
-    assert traj["meta"]["termination"] == "answer"
+    assert traj["meta"]["termination"] == "conclusion"
     assert traj["meta"]["steps"] == sum(t["role"] == "planner" for t in gold["turns"])
     validate_trajectory(traj)
     # every prompt is what training renders for the gold prefix before that turn
@@ -83,8 +84,8 @@ def test_scripted_roles_reproduce_gold(chains, tpl, index):
 
 
 class Fixed:
-    def __init__(self, prompt_role, *replies):
-        self.prompt_role, self.replies, self.calls = prompt_role, replies, 0
+    def __init__(self, role, *replies):
+        self.role, self.replies, self.calls = role, replies, 0
 
     def complete(self, prompts, n_header=1):
         self.calls += len(prompts)
@@ -152,12 +153,13 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["alpha_umi", "single"])
 def test_local_models_terminate_with_valid_trajectory(tiny_run, chains, tpl, mode):
-    team = build_team(tpl, mode, find_exports(tiny_run), max_new_tokens=16, device="cpu")
+    team = build_team(tpl, mode, find_exports(tiny_run), fit=PromptFit(None, None, True),
+                      decoding=greedy(16), device="cpu")
     gold = chains[0]
     traj = run_episode(team, task_of(gold), ReplayExecutor(gold), max_steps=3)
     validate_trajectory(traj)
     assert traj["meta"]["steps"] <= 3
-    assert traj["meta"]["termination"] in ("answer", "give_up", "max_steps", "unparseable_plan",
+    assert traj["meta"]["termination"] in ("conclusion", "give_up", "max_steps", "unparseable_plan",
                                            "invalid_call")
     assert traj["turns"][:1] == gold["turns"][:1]  # the leading user turn of the task
 
@@ -244,12 +246,14 @@ def test_endpoint_roles_run_an_episode(chains, tpl, monkeypatch):
     gold = chains[2]
     monkeypatch.setenv("TEST_ENDPOINT_KEY", "sk-test-123")
     with CompletionsServer(gold_reply(tpl, gold)) as server:
-        roles = [EndpointRole(server.base_url, f"m-{r}", prompt_role=r, eos_text="</s>",
-                              api_key_env="TEST_ENDPOINT_KEY", max_new_tokens=64, max_retries=0,
-                              timeout_s=10) for r in ("planner", "caller", "summarizer")]
+        llm = OmegaConf.to_container(OmegaConf.load(REPO / "recipes/eval/endpoint.yaml"))["endpoint"]
+        roles = [EndpointMember({**llm, "base_url": server.base_url, "model": f"m-{r}",
+                                 "api_key_env": "TEST_ENDPOINT_KEY", "max_retries": 0, "timeout_s": 10},
+                                role=r, decoding=greedy(64), eos_text="</s>")
+                 for r in ("planner", "caller", "summarizer")]
         traj = run_episode(Team(tpl, *roles), task_of(gold), ReplayExecutor(gold), max_steps=8)
     assert _norm(traj["turns"]) == _norm(gold["turns"])
-    assert traj["meta"]["termination"] == "answer"
+    assert traj["meta"]["termination"] == "conclusion"
     first = server.requests[0]
     assert first["model"] == "m-planner" and first["stop"] == ["</s>"] and first["max_tokens"] == 64
     assert first["temperature"] == 0.0
@@ -266,9 +270,12 @@ def test_endpoint_roles_run_an_episode(chains, tpl, monkeypatch):
 def test_cli_agent_with_endpoints(tiny_run, chains, tpl, tmp_path, capsys):
     import evaluate
     gold = load_trajectories(DEV).trajectories[1]
+    args = ["agent", "--run", str(tiny_run), "--trajectory", str(DEV), "--index", "1", "--max-steps", "8"]
+    # the tiny run's exports have no training record (DONE.json) to say how long each output may be
+    assert evaluate.main(args) == 2
+    assert "--max-new-tokens" in capsys.readouterr().err
     with CompletionsServer(gold_reply(tpl, gold)) as server:
-        rc = evaluate.main(["agent", "--run", str(tiny_run), "--trajectory", str(DEV), "--index", "1",
-                            "--endpoint", f"all={server.base_url}", "--max-steps", "8"])
+        rc = evaluate.main(args + ["--endpoint", f"all={server.base_url}", "--max-new-tokens", "64"])
     assert rc == 0
     traj = json.loads(capsys.readouterr().out)
     assert _norm(traj["turns"]) == _norm(copy.deepcopy(gold["turns"]))

@@ -49,7 +49,7 @@ def args_for(url, out, *over, in_flight=16):
             "executor.simulator.llm.max_retries=0", f"judge.llm.base_url={url}",
             "judge.llm.max_retries=0", "endpoint.max_retries=0", "endpoint.timeout_s=2",
             *over, "--run", str(out / "run"), "--recipe", str(TEMPLATE),
-            "--endpoint", f"all={url}", "--out", str(out / "episodes_out")]
+            "--endpoint", f"all={url}", "--max-new-tokens", "128", "--out", str(out / "episodes_out")]
 
 
 def read(out):
@@ -69,7 +69,7 @@ def test_gold_script_scores_100_and_perturbed_calls_score_lower(tmp_path, refere
         served = len(server.requests)
     recs = read(tmp_path / "gold")
     assert sorted(r["id"] for r in recs) == sorted(t["id"] for t in references)
-    assert {r["termination"] for r in recs} == {"answer"}
+    assert {r["termination"] for r in recs} == {"conclusion"}
     metrics = json.loads((tmp_path / "gold/episodes_out/metrics.json").read_text())
     assert (metrics["proc"], metrics["ans"], metrics["both"]) == (100.0, 100.0, 100.0)
     summary = json.loads((tmp_path / "gold/episodes_out/summary.json").read_text())
@@ -108,7 +108,7 @@ def test_crash_timeout_and_unparseable_verdicts_are_counted(tmp_path, references
     assert recs[ids[vague]]["verdict"]["asks"] == 2 and recs[ids[vague]]["verdict"]["process"] == "yes"
     assert recs[ids[never]]["verdict"]["process"] == "unparseable"
     summary = json.loads((tmp_path / "episodes_out/summary.json").read_text())
-    assert summary["errors"] == 2 and summary["terminations"]["answer"] == len(references) - 2
+    assert summary["errors"] == 2 and summary["terminations"]["conclusion"] == len(references) - 2
     assert summary["judge"]["verdicts"]["process"] == {"not_judged": 2, "unparseable": 1, "yes": 97}
     assert summary["judge"]["proc"] == 97.0
 
@@ -134,12 +134,12 @@ def test_rerun_after_kill_9_has_each_id_once(tmp_path, references, golden):
     assert set(ids) == {t["id"] for t in references} and set(ids.values()) == {1}
 
 
-class BatchingRole:
+class BatchingMember:
     """A scripted local-model stand-in: one batch at a time (serial), records batch sizes."""
     serial = True
 
-    def __init__(self, prompt_role, reply):
-        self.prompt_role, self.reply, self.batches = prompt_role, reply, []
+    def __init__(self, role, reply):
+        self.role, self.reply, self.batches = role, reply, []
 
     def complete(self, prompts, n_header=1):
         self.batches.append(len(prompts))
@@ -147,7 +147,7 @@ class BatchingRole:
         return [self.reply(p) for p in prompts]
 
 
-def test_local_roles_batch_across_episodes(tmp_path):
+def test_local_members_batch_across_episodes(tmp_path):
     from evaluation.agent.loop import task_of
     from evaluation.episodes.runner import EpisodeRunner
     from evaluation.episodes.executors import ReplayExecutor
@@ -158,14 +158,14 @@ def test_local_roles_batch_across_episodes(tmp_path):
                                format="alpha_umi_chains").trajectories[:12]
     tpl = PromptTemplate(OmegaConf.to_container(OmegaConf.load(TEMPLATE))["template"])
     text = lambda segs: "".join(s.text for s in segs if isinstance(s.text, str))  # noqa: E731
-    roles = [BatchingRole("planner", lambda p: "Done.\nNext: conclusion." if "Observation: " in text(p)
-                          else "Look.\nNext: caller."),
-             BatchingRole("caller", lambda p: f"Action: {text(p).split('- ', 1)[1].split(':', 1)[0]}\nAction Input: {{}}"),
-             BatchingRole("summarizer", lambda p: "All done.")]
+    roles = [BatchingMember("planner", lambda p: "Done.\nNext: conclusion." if "Observation: " in text(p)
+                            else "Look.\nNext: caller."),
+             BatchingMember("caller", lambda p: f"Action: {text(p).split('- ', 1)[1].split(':', 1)[0]}\nAction Input: {{}}"),
+             BatchingMember("summarizer", lambda p: "All done.")]
     runner = EpisodeRunner(Team(tpl, *roles), lambda t: ReplayExecutor(t), max_steps=4, in_flight=6,
                            progress=False)
     records = runner.run([task_of(c) for c in chains], tmp_path / "episodes.jsonl")
-    assert len(records) == 12 and {r["termination"] for r in records} == {"answer"}
+    assert len(records) == 12 and {r["termination"] for r in records} == {"conclusion"}
     planner = roles[0]
     assert sum(planner.batches) == 24 and max(planner.batches) == 6  # many episodes per generate
     assert len(planner.batches) < 12
@@ -182,7 +182,7 @@ def test_episodes_with_local_exports(tmp_path):
     recs = read(tmp_path)
     assert len(recs) == 4 and all(r["termination"] != "error" for r in recs)
     metrics = json.loads((tmp_path / "episodes_out/metrics.json").read_text())
-    assert metrics == {"episodes": 4, "answered": metrics["answered"], "errors": 0}
+    assert metrics == {"episodes": 4, "concluded": metrics["concluded"], "errors": 0}
 
 
 def test_unreadable_run_recipe_is_named_not_a_traceback(tmp_path, capsys):

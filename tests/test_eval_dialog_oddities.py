@@ -38,16 +38,16 @@ CASES = [
      dialog(CALL, CALLER, OBS, FINISH, ("conclusion", "none"), ("observation", ""),
             ("assistant", "Let me try g. Next: caller."), ("caller", "Action: g\nAction Input: {}"),
             OBS, FINISH, ANSWER),
-     [("call", "f", None), ("finish", None, "none"), ("call", "g", None), ("finish", None, "It is x.")],
+     [("call", "f", None), ("conclusion", None, "none"), ("call", "g", None), ("conclusion", None, "It is x.")],
      {"empty_conclusion": 1, "turn_after_conclusion": 5, "empty_observation": 1,
       "observation_without_caller_turn": 1, "repeated_conclusion": 1}),
     ("a call marker without its caller turn",
      dialog(CALL, OBS, FINISH, ANSWER),
-     [("call", None, None), ("finish", None, "It is x.")],
+     [("call", None, None), ("conclusion", None, "It is x.")],
      {"call_step_without_caller_turn": 1, "observation_without_caller_turn": 1}),
     ("a conclusion marker at the end of the dialog",
      dialog(CALL, CALLER, OBS, FINISH),
-     [("call", "f", None), ("finish", None, None)],
+     [("call", "f", None), ("conclusion", None, None)],
      {"conclusion_step_without_conclusion_turn": 1}),
     ("an unmarked assistant turn with nothing implied, an unknown speaker",
      dialog(("assistant", "Hmm."), ("system", "x"), CALL, CALLER, OBS,
@@ -100,7 +100,7 @@ def test_scoring_skips_missing_reference_parts_but_counts_the_plan(tmp_path):
     path.write_text(json.dumps([CASES[1][1]]))
     steps = load_steps(path)
     preds = {steps[0]["id"]: {"plan": "call", "action": None},
-             steps[1]["id"]: {"plan": "finish", "answer": "It is x."}}
+             steps[1]["id"]: {"plan": "conclusion", "answer": "It is x."}}
     m = score(steps, preds)
     assert m["plan_acc"] == 100.0
     assert m["act_em"] is None and m["arg_f1"] is None  # no reference action to compare with

@@ -21,7 +21,7 @@ def test_gold_predictions_score_perfectly():
     assert m["plan_acc"] == m["act_em"] == m["arg_f1"] == 100.0
     assert m["rouge_l"] == pytest.approx(100.0, abs=1e-4)  # the package's F has a 1e-8 epsilon
     assert m["hallu"] == 0.0 and m["hallucinated_names"] == {}
-    assert m["counts"]["reference"] == {"call": 121, "finish": 35, "give_up": 15}
+    assert m["counts"]["reference"] == {"call": 121, "conclusion": 35, "give_up": 15}
     assert m["counts"]["predicted"] == m["counts"]["reference"]
     assert m["n_steps"] == 171 and m["n_missing"] == 0
 
@@ -29,14 +29,14 @@ def test_gold_predictions_score_perfectly():
 def test_well_formed_counts_the_format_not_correctness():
     steps = [{"id": f"s{i}", "plan": "call", "action": "A", "arguments": "{}", "answer": None,
               "tools": TOOLS} for i in range(5)] + [
-             {"id": f"f{i}", "plan": "finish", "action": None, "arguments": None, "answer": "ok",
+             {"id": f"f{i}", "plan": "conclusion", "action": None, "arguments": None, "answer": "ok",
               "tools": TOOLS} for i in range(2)]
     preds = {"s0": {"plan": "call", "action": "Z", "arguments": '{"q": 1}'},  # wrong but well formed
              "s1": {"plan": "call", "action": "A", "arguments": "q=1"},       # arguments not JSON
              "s2": {"plan": "call", "action": "Action: Action:", "arguments": "{}"},  # no name
              "s4": {"plan": None},                                             # no decision
-             "s3": {"plan": "finish", "answer": "  "},                         # empty answer
-             "f0": {"plan": "finish", "answer": "wrong answer"},
+             "s3": {"plan": "conclusion", "answer": "  "},                         # empty answer
+             "f0": {"plan": "conclusion", "answer": "wrong answer"},
              # f1 missing: not an output, not counted
              }
     m = score(steps, preds)
@@ -73,20 +73,20 @@ REFS = [
     _ref(1, "call", "A", '{"q": "x"}'),
     _ref(2, "call", "B", '{"a": 1, "b": 2, "c": 3}'),
     _ref(3, "call", "A", '{"q": "x"}'),
-    _ref(4, "finish", answer="the weather is sunny today"),
+    _ref(4, "conclusion", answer="the weather is sunny today"),
     _ref(5, "give_up"),
     _ref(6, "call", "A", "{}"),
-    _ref(7, "finish", answer="paris is the capital of france"),
+    _ref(7, "conclusion", answer="paris is the capital of france"),
     _ref(8, "call", "B", '{"k": "v"}'),
 ]
 PREDS = {
     "s1": {"plan": "call", "action": "A", "arguments": '{"q": "y"}'},     # wrong value: 0.5
     "s2": {"plan": "call", "action": "B", "arguments": '{"a": 1, "b": 9}'},  # partial: 0.6
     "s3": {"plan": "call", "action": "Z", "arguments": '{"q": "x"}'},     # hallucinated: 0
-    "s4": {"plan": "finish", "answer": "the weather is sunny"},
-    "s5": {"plan": "finish", "answer": "I could not do it."},             # wrong plan
+    "s4": {"plan": "conclusion", "answer": "the weather is sunny"},
+    "s5": {"plan": "conclusion", "answer": "I could not do it."},             # wrong plan
     # s6 missing: wrong plan, wrong action, args 0
-    "s7": {"plan": "call", "action": "A", "arguments": "{}"},             # did not finish: "none"
+    "s7": {"plan": "call", "action": "A", "arguments": "{}"},             # not a conclusion: "none"
     "s8": {"plan": "call", "action": "B", "arguments": "k=v"},            # non-JSON args: 0
 }
 
@@ -104,19 +104,19 @@ def test_hand_made_predictions():
                                   avg=True)["rouge-l"]["f"]
     assert m["rouge_l"] == pytest.approx(100 * expected)
     assert m["rouge_l"] == pytest.approx(100 * 4 / 9, abs=1e-4)
-    assert m["counts"] == {"reference": {"call": 5, "finish": 2, "give_up": 1},
-                           "predicted": {"call": 5, "finish": 2, "give_up": 0}}
+    assert m["counts"] == {"reference": {"call": 5, "conclusion": 2, "give_up": 1},
+                           "predicted": {"call": 5, "conclusion": 2, "give_up": 0}}
     assert m["n_steps"] == 8 and m["n_missing"] == 1
 
 
 def test_empty_and_degenerate_answers():
-    refs = [_ref(1, "finish", answer="the answer is 42"), _ref(2, "finish", answer="yes")]
-    m = score(refs, {"s1": {"plan": "finish", "answer": ""},
-                     "s2": {"plan": "finish", "answer": "..."}})
+    refs = [_ref(1, "conclusion", answer="the answer is 42"), _ref(2, "conclusion", answer="yes")]
+    m = score(refs, {"s1": {"plan": "conclusion", "answer": ""},
+                     "s2": {"plan": "conclusion", "answer": "..."}})
     assert m["rouge_l"] == 0.0  # both scored as "none" instead of crashing the package
     assert m["act_em"] is None and m["arg_f1"] is None  # no reference call step
     long = " ".join(f"w{i}" for i in range(700))  # deeper than the default recursion limit
-    m = score([_ref(1, "finish", answer=long)], {"s1": {"plan": "finish", "answer": long}})
+    m = score([_ref(1, "conclusion", answer=long)], {"s1": {"plan": "conclusion", "answer": long}})
     assert m["rouge_l"] == pytest.approx(100.0, abs=1e-4)
 
 
@@ -157,3 +157,11 @@ def test_cli_score(tmp_path):
     proc = _run("score", "--references", DEV, "--predictions", bad)
     assert proc.returncode == 2
     assert f"{bad}, line 2: unknown step id 'x'" in proc.stderr
+
+
+def test_other_spellings_of_a_decision_are_read_as_it():
+    """Predictions written with the α-UMi release's plan label ("finish") or a decision word."""
+    refs = [_ref(1, "conclusion", answer="done"), _ref(2, "give_up"), _ref(3, "call", action="A")]
+    m = score(refs, {"s1": {"plan": "finish", "answer": "done"}, "s2": {"plan": "give up"},
+                     "s3": {"plan": "caller", "action": "A", "arguments": "{}"}})
+    assert m["plan_acc"] == 100.0 and m["counts"]["predicted"] == {"call": 1, "conclusion": 1, "give_up": 1}

@@ -21,7 +21,7 @@ def dev_steps():
 
 def test_dev_step_counts(dev_steps):
     assert len(dev_steps) == 171
-    assert plan_counts(dev_steps) == {"call": 121, "finish": 35, "give_up": 15}
+    assert plan_counts(dev_steps) == {"call": 121, "conclusion": 35, "give_up": 15}
     assert len({s["id"] for s in dev_steps}) == 171
 
 
@@ -43,9 +43,9 @@ def test_dev_first_steps(dev_steps):
     assert second["history"][2]["content"] == conv[3]["value"]
 
 
-def test_dev_finish_and_give_up(dev_steps):
+def test_dev_conclusion_and_give_up(dev_steps):
     dialogs = json.loads(DEV.read_text())
-    finish = next(s for s in dev_steps if s["plan"] == "finish")
+    finish = next(s for s in dev_steps if s["plan"] == "conclusion")
     d, _ = (int(x) for x in finish["id"].split("-")[1:])
     conclusion = [c["value"] for c in dialogs[d]["conversations"] if c["from"] == "conclusion"]
     assert finish["answer"] == conclusion[0]
@@ -126,7 +126,7 @@ def test_canonical_jsonl(tmp_path):
     steps = load_steps(path)
     assert [(s["id"], s["plan"], s["action"], s["arguments"], s["answer"]) for s in steps] == [
         ("canon-0000-00", "call", "weather", "{\"city\": \"Paris\"}", None),
-        ("canon-0000-01", "finish", None, None, "It is sunny in Paris."),
+        ("canon-0000-01", "conclusion", None, None, "It is sunny in Paris."),
         ("canon-0001-00", "give_up", None, None, None)]
     assert [len(s["history"]) for s in steps] == [0, 3, 0]
     assert steps[0]["tools"] == ["weather", "news"]
@@ -145,7 +145,7 @@ def test_cli_steps(tmp_path):
     proc = subprocess.run([sys.executable, "evaluate.py", "steps", "--references", str(DEV),
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["counts"] == {"call": 121, "finish": 35, "give_up": 15}
+    assert json.loads(proc.stdout)["counts"] == {"call": 121, "conclusion": 35, "give_up": 15}
     lines = out.read_text().splitlines()
     assert len(lines) == 171
     first = json.loads(lines[0])
@@ -155,4 +155,4 @@ def test_cli_steps(tmp_path):
     assert load_steps(out) == load_steps(DEV)  # a steps file reads back as references
     # pinned: the lenient reader of test dialogs gives the strict loader's steps, byte for byte
     import hashlib
-    assert hashlib.md5(out.read_bytes()).hexdigest() == "8249901c1674a56d281dffdbea8a3453"
+    assert hashlib.md5(out.read_bytes()).hexdigest() == "b637ff6425d414f63c344c1f0ae23003"

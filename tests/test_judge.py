@@ -67,10 +67,11 @@ def test_toolbench_pass_rate_with_replayed_tools(tmp_path):
         rc = evaluate.main(["episodes", str(REPO / "recipes/eval/toolbench_pass_rate.yaml"), "limit=6",
                             "progress=false", f"judge.llm.base_url={server.base_url}",
                             "--run", str(tmp_path / "run"), "--recipe", str(REPO / "recipes/template/glpft.yaml"),
-                            "--endpoint", f"all={server.base_url}", "--out", str(tmp_path / "episodes_out")])
+                            "--endpoint", f"all={server.base_url}", "--max-new-tokens", "128",
+                            "--out", str(tmp_path / "episodes_out")])
     assert rc == 0
     recs = [json.loads(line) for line in (tmp_path / "episodes_out/episodes.jsonl").read_text().splitlines()]
-    assert len(recs) == 6 and {r["termination"] for r in recs} == {"answer"}
+    assert len(recs) == 6 and {r["termination"] for r in recs} == {"conclusion"}
     # the replayed observations are the recorded ones
     first = next(r for r in recs if r["id"] == refs[0]["id"])["trajectory"]
     recorded = [t["content"] for t in refs[0]["turns"] if t["role"] == "observation"]

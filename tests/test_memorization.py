@@ -41,7 +41,7 @@ def memorized_run(tmp_path_factory):
 
 def test_alpha_umi_mode_memorizes(memorized_run):
     _, run_dir = memorized_run
-    m = RunDir(run_dir).eval().read_metrics()
+    m = RunDir(run_dir).eval().read_metrics("memorized")
     assert m["inference"]["mode"] == "alpha_umi"
     # generation lengths default to the longest training target of each role
     decoding = m["inference"]["decoding"]
@@ -50,29 +50,25 @@ def test_alpha_umi_mode_memorizes(memorized_run):
 
 
 def test_single_llm_mode_memorizes(memorized_run):
-    from evaluation.steps.teacher_forced import run_static
+    from evaluation.steps.teacher_forced import StaticEvaluation, run_static
     recipe, run_dir = memorized_run
-    res = run_static(run_dir, DIALOGS, recipe=recipe, mode="single", out_dir=run_dir / "eval_single")
+    settings = StaticEvaluation.from_node({"test_sets": {"memorized": str(DIALOGS)}, "mode": "single",
+                                           "out_dir": str(run_dir / "eval_single")})
+    res = run_static(run_dir, recipe, settings)
     assert res["mode"] == "single"
-    assert_memorized(res["metrics"], "single")
+    assert_memorized(res["metrics"]["memorized"], "single")
 
 
 def test_agent_loop_replays_a_memorized_episode(memorized_run):
     from evaluation.agent.loop import run_episode, task_of
     from evaluation.episodes.executors import ReplayExecutor
-    from evaluation.agent.team import build_team
-    from evaluation.agent.exports import find_exports, generation_lengths
-    from prompting.prompt_template import PromptTemplate
+    from evaluation.agent.setup import TeamSettings, evaluate_settings, run_team
     from trajectories.sources import load_trajectories
     recipe, run_dir = memorized_run
-    exports = find_exports(run_dir, recipe)
-    lengths, _ = generation_lengths(None, exports, "alpha_umi")
-    team = build_team(PromptTemplate(recipe["template"]), "alpha_umi", exports,
-                      max_new_tokens=lengths, max_length=recipe["data"]["max_length"],
-                      context_reserve=recipe["data"]["context_reserve"])
+    team, _ = run_team(run_dir, recipe, TeamSettings.of(evaluate_settings({"mode": "alpha_umi"})))
     recorded = load_trajectories(DIALOGS, format="alpha_umi_conversations").trajectories[0]
     episode = run_episode(team, task_of(recorded), ReplayExecutor(recorded))
-    assert episode["meta"]["termination"] == "answer"
+    assert episode["meta"]["termination"] == "conclusion"
     assert episode["turns"] == recorded["turns"]
 
 
@@ -80,6 +76,6 @@ def test_multitask_mode_memorizes(tmp_path):
     run_dir = tmp_path / "multitask"
     recipe = load_recipe([QUICKSTART, *MULTITASK], QUIET + [f"run.dir={run_dir}"])
     assert run_recipe(recipe) == ["multitask"]
-    m = RunDir(run_dir).eval().read_metrics()
+    m = RunDir(run_dir).eval().read_metrics("memorized")
     assert m["inference"]["mode"] == "alpha_umi"  # the multitask export serves all three roles
     assert_memorized(m, "multitask")

@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from prompting.prompt_template import PromptTemplate
-from evaluation.agent.output_parsing import OutputParser, parse_caller, parse_planner, parse_summarizer
+from evaluation.agent.output_parsing import OutputParser
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "recipes/template"
 
@@ -24,20 +24,20 @@ def reference():
     return OutputParser(PromptTemplate(load_template("alpha_umi_reference")))
 
 
-@pytest.mark.parametrize("text, thought, decision, plan", [
-    ("I should look up the weather.\nNext: caller.", "I should look up the weather.", "call", "call"),
-    ("I have it all.\nNext: conclusion.", "I have it all.", "conclusion", "finish"),
-    ("Nothing works.\nNext: give up.", "Nothing works.", "give_up", "give_up"),
-    ("Next: give up.", "", "give_up", "give_up"),
-    ("thinking\n  next:   Caller", "thinking", "call", "call"),           # case, spaces, no "."
-    ("thinking\nNext: give_up.", "thinking", "give_up", "give_up"),      # canonical spelling
-    ("a Next: caller. b\nNext: conclusion.", "a Next: caller. b", "conclusion", "finish"),  # last wins
-    ("caller.", "", "call", "call"),                                      # bare decision word
-    ("thought\nconclusion", "thought", "conclusion", "finish"),
+@pytest.mark.parametrize("text, thought, decision", [
+    ("I should look up the weather.\nNext: caller.", "I should look up the weather.", "call"),
+    ("I have it all.\nNext: conclusion.", "I have it all.", "conclusion"),
+    ("Nothing works.\nNext: give up.", "Nothing works.", "give_up"),
+    ("Next: give up.", "", "give_up"),
+    ("thinking\n  next:   Caller", "thinking", "call"),           # case, spaces, no "."
+    ("thinking\nNext: give_up.", "thinking", "give_up"),      # canonical spelling
+    ("a Next: caller. b\nNext: conclusion.", "a Next: caller. b", "conclusion"),  # last wins
+    ("caller.", "", "call"),                                      # bare decision word
+    ("thought\nconclusion", "thought", "conclusion"),
 ])
-def test_planner_well_formed_and_lenient(glpft, text, thought, decision, plan):
+def test_planner_well_formed_and_lenient(glpft, text, thought, decision):
     out = glpft.parse_planner(text)
-    assert (out.thought, out.decision, out.plan, out.raw) == (thought, decision, plan, text)
+    assert (out.thought, out.decision, out.raw) == (thought, decision, text)
 
 
 @pytest.mark.parametrize("text", ["", None, "just some thought without a marker",
@@ -45,7 +45,7 @@ def test_planner_well_formed_and_lenient(glpft, text, thought, decision, plan):
                                   "Next:"])
 def test_planner_unparseable(glpft, text):
     out = glpft.parse_planner(text)
-    assert out.decision is None and out.plan is None
+    assert out.decision is None
     assert isinstance(out.thought, str)
 
 
@@ -83,12 +83,6 @@ def test_caller_unparseable(glpft, text):
 def test_summarizer(glpft):
     assert glpft.parse_summarizer("  The answer is 42.\n") == "The answer is 42."
     assert glpft.parse_summarizer(None) == ""
-
-
-def test_module_functions_use_glpft_defaults():
-    assert parse_planner("x\nNext: conclusion.").plan == "finish"
-    assert parse_caller("Action: a\nAction Input: {}").name == "a"
-    assert parse_summarizer(" ok ") == "ok"
 
 
 def test_reference_template_markers(reference):

@@ -41,8 +41,9 @@ def test_summary_lists_stages_losses_exports_metrics_and_wandb(tmp_path):
     half = score(steps, {s["id"]: ({"plan": None} if i % 2 else s) for i, s in enumerate(steps)})
     eval_dir = run.eval()
     eval_dir.write_metrics({**gold, "generation_hit_limit": {"planner": 3, "caller": 1}},
-                           started="t0", finished="t1")
-    eval_dir.write_metrics(half, "_held_in", started="t0", finished="t1")
+                           "out-of-domain", started="t0", finished="t1")
+    eval_dir.write_metrics(half, "held-in", started="t0", finished="t1")
+    eval_dir.write_metrics(half, "extra", started="t2", finished="t3")  # not in the recipe: after its sets
 
     text = run_summary(recipe, STAGES, ran=STAGES[1:])
     lines = text.splitlines()
@@ -51,10 +52,12 @@ def test_summary_lists_stages_losses_exports_metrics_and_wandb(tmp_path):
     assert "loss 3.000 -> 0.750 (epoch 1 -> 2 mean)" in backbone and "supervised tokens 40" in backbone
     assert str(run.stage("backbone").export) in backbone
     assert "export (none)" in next(line for line in lines if line.strip().startswith("planner"))
-    test = next(line for line in lines if line.strip().startswith("test "))
-    assert test.split()[1:7] == ["171", "100.00", "100.00", "0.00", "100.00", "100.00"]
-    assert "121/35/15 -> 121/35/15/0" in test and "(4 generations hit the length limit)" in test
-    assert "well formed, test: planner 100%, caller 100%, summarizer 100%" in text
+    rows = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[1:2] == ["171"]]
+    assert rows == ["held-in", "out-of-domain", "extra"]  # the recipe's order, then the others
+    ood = next(line for line in lines if line.strip().startswith("out-of-domain "))
+    assert ood.split()[1:7] == ["171", "100.00", "100.00", "0.00", "100.00", "100.00"]
+    assert "121/35/15 -> 121/35/15/0" in ood and "(4 generations hit the length limit)" in ood
+    assert "well formed, out-of-domain: planner 100%, caller 100%, summarizer 100%" in text
     assert "well formed, held-in: planner 50%" in text
     assert f"wandb sync {run_dir}/*/wandb/offline-run-*" in lines[-1]
     off = load_recipe([REPO / "recipes/quickstart.yaml"],

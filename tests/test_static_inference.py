@@ -8,13 +8,13 @@ from omegaconf import OmegaConf
 from prompting.prompt_template import EOS, PromptTemplate, Segment
 from prompting.segment_encoder import SegmentEncoder
 from evaluation import EvaluationError
-from evaluation.agent.members import LocalRole
+from evaluation.agent.exports import find_exports, resolve_mode
+from evaluation.agent.members import Decoding, LocalMember, PromptFit
 from evaluation.agent.team import Team
 from datamodules.step_context import ContextBudget, prompt_ids
 from evaluation.agent.generation import generate, load_model
 from evaluation.steps.metrics import load_predictions
-from evaluation.steps.teacher_forced import (evaluate_run, find_exports, predict_steps, resolve_mode,
-                                         run_static, step_trajectory)
+from evaluation.steps.teacher_forced import StaticEvaluation, evaluate_run, predict_steps, run_static, step_trajectory
 from evaluation.steps.extract import load_steps, write_steps
 from core.run_dir import RunDir
 
@@ -23,6 +23,17 @@ DEV = REPO / "data/toolbench/dev_conversations.json"
 ROLES = ("backbone", "planner", "caller", "summarizer")
 PRED_KEYS = {"id", "plan", "thought", "action", "arguments", "answer", "raw"}
 _CACHE = {}
+
+
+def greedy(n: int, batch_size: int = 8) -> Decoding:
+    """Greedy decoding of up to `n` tokens for every turn."""
+    return Decoding({r: n for r in ("planner", "caller", "summarizer")}, batch_size, False, 1.0, 1.0, 0)
+
+
+def static(run: Path, **node):
+    """run_static of the tiny run with the `evaluate:` keys in `node` (test set: DEV as "dev")."""
+    return run_static(run, RunDir(run).load_recipe(),
+                      StaticEvaluation.from_node({"test_sets": {"dev": str(DEV)}, **node}))
 
 
 def load_template(name: str = "glpft") -> dict:
@@ -79,31 +90,31 @@ def _read(path):
 # ----- end to end --------------------------------------------------------------------------
 def test_static_end_to_end_and_deterministic(tiny_run, dev_steps, tmp_path):
     kw = dict(limit=5, batch_size=2, max_new_tokens=12)
-    res = run_static(tiny_run, DEV, out_dir=tmp_path / "a", **kw)
+    res = static(tiny_run, out_dir=str(tmp_path / "a"), **kw)
     assert res["mode"] == "alpha_umi"  # auto: planner, caller and summarizer exports exist
-    preds = _read(tmp_path / "a/predictions.jsonl")
+    preds = _read(tmp_path / "a/dev/predictions.jsonl")
     assert [p["id"] for p in preds] == [s["id"] for s in dev_steps[:5]]
     for p in preds:
         assert PRED_KEYS <= set(p)
-        assert p["plan"] in ("call", "finish", "give_up", None)
+        assert p["plan"] in ("call", "conclusion", "give_up", None)
         assert isinstance(p["raw"]["planner"], str)
-    load_predictions(tmp_path / "a/predictions.jsonl", [s["id"] for s in dev_steps[:5]])  # valid
-    metrics = json.loads((tmp_path / "a/metrics.json").read_text())
+    load_predictions(tmp_path / "a/dev/predictions.jsonl", [s["id"] for s in dev_steps[:5]])  # valid
+    metrics = json.loads((tmp_path / "a/dev/metrics.json").read_text())
     assert {"plan_acc", "act_em", "hallu", "arg_f1", "rouge_l", "counts", "n_steps"} <= set(metrics)
     assert metrics["n_steps"] == 5 and metrics["n_missing"] == 0
-    assert metrics["inference"]["mode"] == "alpha_umi"
+    assert metrics["inference"]["mode"] == "alpha_umi" and metrics["inference"]["test_set"] == "dev"
     assert metrics["inference"]["models"]["planner"] == str(RunDir(tiny_run).stage("planner").export)
-    assert metrics == res["metrics"]
+    assert metrics == res["metrics"]["dev"]
     # greedy decoding: a second run gives the same predictions, byte for byte
-    run_static(tiny_run, DEV, out_dir=tmp_path / "b", **kw)
-    assert (tmp_path / "a/predictions.jsonl").read_bytes() == (tmp_path / "b/predictions.jsonl").read_bytes()
+    static(tiny_run, out_dir=str(tmp_path / "b"), **kw)
+    assert (tmp_path / "a/dev/predictions.jsonl").read_bytes() == (tmp_path / "b/dev/predictions.jsonl").read_bytes()
 
 
 def test_single_mode_uses_backbone(tiny_run, tmp_path):
-    res = run_static(tiny_run, DEV, mode="single", limit=3, max_new_tokens=6, out_dir=tmp_path)
+    res = static(tiny_run, mode="single", limit=3, max_new_tokens=6, out_dir=str(tmp_path))
     assert res["mode"] == "single"
-    assert list(res["metrics"]["inference"]["models"]) == ["backbone"]
-    assert len(_read(tmp_path / "predictions.jsonl")) == 3
+    assert list(res["metrics"]["dev"]["inference"]["models"]) == ["backbone"]
+    assert len(_read(tmp_path / "dev/predictions.jsonl")) == 3
 
 
 def test_left_padding_matches_unbatched(tiny_run, dev_steps):
@@ -164,8 +175,8 @@ def test_truncation_keeps_bos_header_and_end(tiny_run, dev_steps):
 
 # ----- the teacher-forced flow, with scripted roles -------------------------------------------
 class Scripted:
-    def __init__(self, prompt_role, reply):
-        self.prompt_role, self.reply, self.prompts = prompt_role, reply, []
+    def __init__(self, role, reply):
+        self.role, self.reply, self.prompts = role, reply, []
 
     def complete(self, prompts, n_header=1):
         self.prompts += prompts
@@ -181,7 +192,7 @@ def test_predicted_planner_turn_feeds_caller_and_summarizer(dev_steps):
     caller = Scripted("caller", lambda i: f'Action: tool_{i}\nAction Input: {{"i": {i}}}')
     summarizer = Scripted("summarizer", lambda i: f" answer {i} ")
     preds, timing = predict_steps(Team(tpl, planner, caller, summarizer), steps)
-    assert [p["plan"] for p in preds] == ["call", "finish", "give_up", None, "call", "finish"]
+    assert [p["plan"] for p in preds] == ["call", "conclusion", "give_up", None, "call", "conclusion"]
     assert [p["action"] for p in preds] == ["tool_0", None, None, None, "tool_1", None]
     assert preds[4]["arguments"] == '{"i": 1}'
     assert [p["answer"] for p in preds] == [None, "answer 0", None, None, None, "answer 1"]
@@ -204,9 +215,9 @@ def test_merged_single_llm_template(dev_steps):
     tpl = PromptTemplate(load_template("alpha_umi_reference"))
     outs = ['I call.\nAction: f\nAction Input: {"a": 1}', "Done.\nconclusion: 42", "x\nconclusion: give up."]
     backbone = Scripted("backbone", lambda i: outs[i])
-    preds, timing = predict_steps(Team.single(tpl, backbone), dev_steps[:3])
+    preds, timing = predict_steps(Team(tpl, backbone), dev_steps[:3])
     assert [(p["plan"], p["action"], p["arguments"], p["answer"]) for p in preds] == [
-        ("call", "f", '{"a": 1}', None), ("finish", None, None, "42"), ("give_up", None, None, None)]
+        ("call", "f", '{"a": 1}', None), ("conclusion", None, None, "42"), ("give_up", None, None, None)]
     assert set(timing) == {"planner"} and len(backbone.prompts) == 3
     assert backbone.prompts[0][-1] == Segment("assistant: ")
     assert "Reply with your thought" in backbone.prompts[0][-2].text  # the backbone cue
@@ -241,8 +252,8 @@ def test_find_exports_and_modes(tmp_path):
 
 
 def test_evaluate_run_stage(tiny_run, dev_steps, tmp_path):
-    """The recipe's `evaluate:` node: predictions and metrics (and their _ood twins) in the run's
-    eval folder."""
+    """The recipe's `evaluate:` node: each test set's predictions and metrics in its own folder of
+    the run's eval folder, named as the recipe names it."""
     run = tmp_path / "run"
     run.mkdir()
     for role in ("planner", "caller", "summarizer"):
@@ -251,28 +262,32 @@ def test_evaluate_run_stage(tiny_run, dev_steps, tmp_path):
     recipe["run"]["dir"] = str(run)
     ood = tmp_path / "ood_steps.jsonl"
     write_steps(ood, dev_steps[5:7])  # a steps file is a valid test set too
-    res = evaluate_run(recipe, {"references": str(DEV), "ood_references": str(ood), "limit": 2,
-                                "batch_size": 8, "max_new_tokens": 4, "mode": "auto"})
-    for name in ("predictions.jsonl", "metrics.json", "predictions_ood.jsonl", "metrics_ood.json"):
-        assert (RunDir(run).eval().path / name).is_file()
-    assert RunDir(run).eval().read_metrics("_ood")["n_steps"] == 2
-    assert [p["id"] for p in _read(RunDir(run).eval().predictions_file("_ood"))] == [s["id"] for s in dev_steps[5:7]]
-    assert res["metrics"]["n_steps"] == 2
+    recipe["evaluate"] = {"test_sets": {"out-of-domain": str(DEV), "a-steps-file": str(ood)}, "limit": 2,
+                          "batch_size": 8, "max_new_tokens": 4, "mode": "auto"}
+    res = evaluate_run(recipe)
+    for name in ("out-of-domain", "a-steps-file"):
+        for f in ("predictions.jsonl", "metrics.json"):
+            assert (RunDir(run).eval().path / name / f).is_file()
+    assert RunDir(run).eval().read_metrics("a-steps-file")["n_steps"] == 2
+    assert [p["id"] for p in _read(RunDir(run).eval().predictions_file("a-steps-file"))] == [s["id"] for s in dev_steps[5:7]]
+    assert res["metrics"]["out-of-domain"]["n_steps"] == 2
+    assert RunDir(run).eval().test_sets() == ["out-of-domain", "a-steps-file"]  # in evaluation order
     from evaluation.report.results_table import load_run
     row = load_run(str(run))
-    assert row["in_domain"]["n_steps"] == 2 and row["out_of_domain"]["n_steps"] == 2
+    assert {s: parts["steps"]["n_steps"] for s, parts in row["sets"].items()} == {"out-of-domain": 2, "a-steps-file": 2}
     with pytest.raises(EvaluationError, match="unknown key"):
-        evaluate_run(recipe, {"references": str(DEV), "bogus": 1})
+        evaluate_run(recipe, {"test_sets": {"dev": str(DEV)}, "bogus": 1})
 
 
 def test_cli_static(tiny_run, tmp_path, capsys):
     import evaluate
     out = tmp_path / "cli"
-    rc = evaluate.main(["static", "--run", str(tiny_run), "--references", str(DEV), "--limit", "2",
-                        "--max-new-tokens", "4", "--batch-size", "2", "--out", str(out)])
+    rc = evaluate.main(["static", "--run", str(tiny_run), "--references", str(DEV), f"dev-again={DEV}",
+                        "--limit", "2", "--max-new-tokens", "4", "--batch-size", "2", "--out", str(out)])
     assert rc == 0
-    assert json.loads(capsys.readouterr().out)["metrics"]["n_steps"] == 2
-    assert len(_read(out / "predictions.jsonl")) == 2
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert metrics[DEV.stem]["n_steps"] == metrics["dev-again"]["n_steps"] == 2  # a file's own name, or NAME=
+    assert len(_read(out / DEV.stem / "predictions.jsonl")) == 2
     # a run without a saved recipe needs --recipe (a full recipe or the template fragment)
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -287,8 +302,9 @@ def test_cli_static(tiny_run, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["mode"] == "single"
 
 
-def test_local_role_lazy_load_and_release(tiny_run, dev_steps):
-    role = LocalRole(str(RunDir(tiny_run).stage("summarizer").export), prompt_role="summarizer", max_new_tokens=3)
+def test_local_member_lazy_load_and_release(tiny_run, dev_steps):
+    role = LocalMember(str(RunDir(tiny_run).stage("summarizer").export), role="summarizer",
+                       fit=PromptFit(None, None, True), decoding=greedy(3))
     assert role.model is None
     tpl = PromptTemplate(load_template("glpft"))
     traj = step_trajectory(dev_steps[0])

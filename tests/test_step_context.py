@@ -11,7 +11,8 @@ from datamodules.role_examples import role_examples
 from datamodules.span_tokenization import EncodeStats, encode_example
 from datamodules.step_context import ContextBudget, folded_rows, history_start, trim_unit, units
 from evaluation.agent import generation
-from evaluation.agent.members import LocalRole
+from evaluation.agent.members import LocalMember, PromptFit
+from test_static_inference import greedy
 from evaluation.agent.team import Team
 from evaluation.steps.teacher_forced import step_trajectory
 from evaluation.steps.extract import trajectory_steps
@@ -24,7 +25,7 @@ BUDGETS = {"quickstart": (QUICKSTART["max_length"],
            "tight": (640, 128)}
 
 
-class _Stub:  # LocalRole needs no model when generation is replaced
+class _Stub:  # LocalMember needs no model when generation is replaced
     config = None
 
 
@@ -49,10 +50,10 @@ def test_every_evaluation_prompt_is_a_prefix_of_a_supervised_training_row(
     def role(name):
         stub = _Stub()
         stub.role = name
-        return LocalRole(model=stub, tokenizer=bpe_tokenizer, prompt_role=name,
-                         max_length=max_length, context_reserve=reserve, max_new_tokens=reserve)
+        return LocalMember(model=stub, tokenizer=bpe_tokenizer, role=name,
+                           fit=PromptFit(max_length, reserve, True), decoding=greedy(reserve))
 
-    team = Team.single(tpl, role("backbone")) if mode == "single" else \
+    team = Team(tpl, role("backbone")) if mode == "single" else \
         Team(tpl, role("planner"), role("caller"), role("summarizer"))
     for traj in chains_trajectories:
         for step in trajectory_steps(traj, traj["id"]):
@@ -63,7 +64,7 @@ def test_every_evaluation_prompt_is_a_prefix_of_a_supervised_training_row(
                  if step["plan"] == "call" else "conclusion"}]}
             if step["plan"] == "call":
                 team.call([planned])
-            elif step["plan"] == "finish":
+            elif step["plan"] == "conclusion":
                 team.conclude([planned])
     assert len(prompts) > 100
     missing = [(r, len(ids)) for r, ids in prompts

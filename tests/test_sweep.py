@@ -52,8 +52,8 @@ def done_mtimes(out: Path) -> dict:
 
 
 def eval_mtimes(out: Path) -> dict:
-    return {str(run.eval().metrics_file().relative_to(out)): run.eval().metrics_file().stat().st_mtime_ns
-            for run in runs(out) if run.eval().metrics_file().is_file()}
+    files = [run.eval().metrics_file("out-of-domain") for run in runs(out)]
+    return {str(f.relative_to(out)): f.stat().st_mtime_ns for f in files if f.is_file()}
 
 
 def index(out: Path) -> dict:
@@ -89,7 +89,7 @@ def test_shipped_specs_expand_to_their_variants():
         assert v.recipe["data"]["cache_dir"] == f"{v.run_dir}/cache"  # ${run.dir} follows
         assert {"sweep:quickstart-ablations", f"variant:{v.name}"} <= set(v.recipe["logger"]["wandb"]["tags"])
         assert v.recipes[-1].endswith(f"recipes/ablations/{v.name}.yaml")
-    assert sweep.evaluate["references"] == str(REPO / "data/toolbench/dev_conversations.json")
+    assert sweep.evaluate["test_sets"] == {"out-of-domain": str(REPO / "data/toolbench/dev_conversations.json")}
     frac = load_sweep(FRACTION_SPEC)
     assert len(frac.variants) == 8 and frac.variants[0].name == "alpha_umi-data_fraction_0.25"
     assert {v.recipe["data"]["data_fraction"] for v in frac.variants} == {0.25, 0.5, 0.75, 1.0}
@@ -146,11 +146,12 @@ def test_override_order_and_command_line(tmp_path):
      "variant 'alpha_umi-data_fraction_2.0': invalid recipe:\n  key 'data.data_fraction': 2.0 is greater than the maximum of 1 "
      "(from 'sweep.grid.data.data_fraction' in {spec})"),
     ({"evaluate": {"refs": "x"}}, [], "unknown key 'sweep.evaluate.refs' (from {spec})"),
-    ({"evaluate": {"references": None}}, [], "variant 'alpha_umi': evaluation is enabled but no test set "
-                                             "is given: set 'references' (key 'sweep.evaluate' from {spec})"),
+    ({"evaluate": {"test_sets": {"out-of-domain": None}}}, [],
+     "variant 'alpha_umi': evaluation is enabled but no test set is given: set 'test_sets' "
+     "(key 'sweep.evaluate' from {spec})"),
     ({"evaluate": {"enabled": "yes"}}, [], "key 'sweep.evaluate.enabled': 'yes' is not of type 'boolean' (from {spec})"),
-    ({"evaluate": {"references": "nope.json"}}, [],
-     "key 'sweep.evaluate.references': file not found: nope.json (from {spec})"),
+    ({"evaluate": {"test_sets": {"dev": "nope.json"}}}, [],
+     "key 'sweep.evaluate.test_sets.dev': file not found: nope.json (from {spec})"),
     ({"report": {"wandb": {"mode": "cloud"}}}, [], "key 'sweep.report.wandb.mode': 'cloud' is not one of"),
     ({}, ["sweep.evaluate.limit=0"], "key 'sweep.evaluate.limit': 0 is less than the minimum of 1 (from command line)"),
     ({}, ["sweep.runs_dir=null", "run.dir=/tmp/same"], "would share the run directory"),
@@ -165,14 +166,14 @@ def test_spec_errors_name_the_key_and_file(tmp_path, change, args, message):
 
 def test_evaluate_settings_are_defined_once(tmp_path):
     """The sweep's `evaluate:` keys are the recipe schema's evaluate node (one definition, one
-    error form), and evaluate_run's defaults are that node's defaults."""
+    error form), and evaluation's defaults are that node's defaults."""
     from core.recipe import RecipeError, evaluate_defaults, load_recipe
-    from evaluation.steps.teacher_forced import EVAL_DEFAULTS
+    from evaluation.agent.setup import evaluate_settings
     from pipeline.sweeps.spec import spec_schema
     recipe_node = json.loads((REPO / "core/recipe_schema.json").read_text())["properties"]["evaluate"]
     assert spec_schema()["$defs"]["evaluate"]["properties"] == recipe_node["properties"]
-    assert EVAL_DEFAULTS == evaluate_defaults() == {k: p["default"] for k, p in recipe_node["properties"].items()
-                                                    if k != "enabled"}
+    assert evaluate_settings({}) == evaluate_defaults() == {k: p["default"] for k, p in recipe_node["properties"].items()
+                                                            if k != "enabled"}
     spec = write_spec(tmp_path / "s.yaml")
     with pytest.raises(SweepError) as sweep_err:
         load_sweep(spec, ["sweep.evaluate.mode=fast"])
@@ -243,21 +244,25 @@ class FakeBackend:
         self.trained.append(name)
         return ran
 
-    def evaluate_run(self, recipe, cfg):
+    def evaluate_run(self, recipe, node=None):
+        from evaluation.steps.teacher_forced import StaticEvaluation, test_set_source
+        settings = StaticEvaluation.from_node(recipe["evaluate"] if node is None else node)
         run_dir = RunDir.of(recipe)
         frac = recipe["data"]["data_fraction"]
         name = run_dir.path.name
-        started = now()
         single = name.startswith("single")
-        m = {"plan_acc": 40 * frac + 10 * (not single), "act_em": 30 * frac, "hallu": 5 / frac,
-             "arg_f1": 20 * frac, "rouge_l": None if "no_rouge" in name else 15 * frac, "n_steps": 12,
-             "counts": {"reference": {"call": 9, "finish": 0 if "no_rouge" in name else 2, "give_up": 1}},
-             "inference": {"mode": "single" if single else "alpha_umi", "references": cfg["references"],
-                           "limit": cfg.get("limit"), "decoding": {"do_sample": False,
-                                                                   "max_new_tokens": cfg.get("max_new_tokens")}}}
-        m = run_dir.eval(cfg.get("out_dir")).write_metrics(m, started=started, finished=now())
+        out = {}
+        for test_set, path in settings.test_sets.items():
+            started = now()
+            m = {"plan_acc": 40 * frac + 10 * (not single), "act_em": 30 * frac, "hallu": 5 / frac,
+                 "arg_f1": 20 * frac, "rouge_l": None if "no_rouge" in name else 15 * frac, "n_steps": 12,
+                 "counts": {"reference": {"call": 9, "conclusion": 0 if "no_rouge" in name else 2, "give_up": 1}},
+                 "inference": {"mode": "single" if single else "alpha_umi", "references": test_set_source(path),
+                               "limit": settings.limit,
+                               "decoding": {"do_sample": False, "requested_max_new_tokens": settings.team.max_new_tokens}}}
+            out[test_set] = run_dir.eval(settings.out_dir).write_metrics(m, test_set, started=started, finished=now())
         self.evaluated.append(name)
-        return {"mode": m["inference"]["mode"], "metrics": m}
+        return {"mode": "single" if single else "alpha_umi", "metrics": out}
 
 
 @pytest.fixture
@@ -267,7 +272,7 @@ def fake(monkeypatch):
 
     backend = FakeBackend()
     monkeypatch.setattr(sr, "run_recipe", lambda recipe, only=None: backend.run_recipe(recipe, only))
-    monkeypatch.setattr(si, "evaluate_run", lambda recipe, cfg: backend.evaluate_run(recipe, cfg))
+    monkeypatch.setattr(si, "evaluate_run", lambda recipe, node=None, only=None: backend.evaluate_run(recipe, node))
     return backend
 
 
@@ -292,11 +297,12 @@ def test_failed_variant_is_recorded_and_the_sweep_goes_on(tmp_path, fake):
     md = (out / "report.md").read_text()
     rows = {r[0]: r for r in table_rows(md)}
     assert len(rows) == 4
-    assert all(c.startswith("–[^") for c in rows["single_no_rouge-data_fraction_1.0"][1:])
-    assert rows["single_no_rouge-data_fraction_0.5"][5].startswith("–[^")
-    assert all(not c.startswith("–") for c in rows["alpha_umi-data_fraction_0.5"][1:])
+    assert all(c.startswith("–[^") for c in rows["single_no_rouge-data_fraction_1.0"][2:])
+    assert rows["single_no_rouge-data_fraction_0.5"][6].startswith("–[^")  # Rouge-L
+    assert rows["alpha_umi-data_fraction_0.5"][1] == "out-of-domain"
+    assert all(not c.startswith("–") for c in rows["alpha_umi-data_fraction_0.5"][2:])
     assert "the run failed (RuntimeError: CUDA out of memory (pretend))" in md
-    assert "undefined: no reference step is a conclusion (finish)" in md
+    assert "undefined: no reference step is a conclusion, so" in md
     assert "[^1]:" in md and "[^2]:" in md
     html = (out / "report.html").read_text()
     assert "<sup><a href='#note1'>1</a></sup>" in html and "id='note2'" in html
@@ -372,20 +378,21 @@ def test_eval_currency_reads_recorded_times_not_mtimes(tmp_path):
 
     from pipeline.sweeps import eval_is_current
     recipe = {"run": {"dir": str(tmp_path / "run")}, "stages": {"backbone": {"role": "backbone"}}}
-    run, cfg = RunDir.of(recipe), {"references": "dev.json", "limit": None, "max_new_tokens": 8}
-    inference = {"references": "dev.json", "limit": None, "decoding": {"max_new_tokens": 8}}
+    run, cfg = RunDir.of(recipe), {"test_sets": {"dev": "dev.json"}, "limit": None, "max_new_tokens": 8}
+    inference = {"references": "dev.json", "limit": None, "decoding": {"requested_max_new_tokens": 8}}
     run.stage("backbone").write_done({"role": "backbone"}, started=now())
-    run.eval().write_metrics({"inference": inference}, started=now(), finished=now())
-    os.utime(run.eval().metrics_file(), (0, 0))  # an old file time: ignored
+    run.eval().write_metrics({"inference": inference}, "dev", started=now(), finished=now())
+    os.utime(run.eval().metrics_file("dev"), (0, 0))  # an old file time: ignored
     assert eval_is_current(recipe, cfg)
     assert not eval_is_current(recipe, {**cfg, "max_new_tokens": 9})
     run.stage("backbone").write_done({"role": "backbone"}, started=now())  # retrained since
     os.utime(run.stage("backbone").done_file, (0, 0))
     assert not eval_is_current(recipe, cfg)
-    run.eval().write_metrics({"inference": {k: v for k, v in inference.items()}}, started=now(), finished=now())
+    run.eval().write_metrics({"inference": {k: v for k, v in inference.items()}}, "dev", started=now(), finished=now())
     assert eval_is_current(recipe, cfg)
+    assert not eval_is_current(recipe, {**cfg, "test_sets": {"dev": "dev.json", "more": "more.json"}})
     # a metrics file without a recorded end time is never taken as current
-    run.eval().metrics_file().write_text(json.dumps({"inference": inference}))
+    run.eval().metrics_file("dev").write_text(json.dumps({"inference": inference}))
     assert not eval_is_current(recipe, cfg)
 
 
@@ -395,26 +402,27 @@ def test_report_only_trains_nothing(tmp_path, fake):
     assert main([str(spec), f"sweep.out={out}", "--report-only"]) == 0
     assert fake.trained == [] and fake.evaluated == []
     rows = table_rows((out / "report.md").read_text())
-    assert len(rows) == 4 and all(c.startswith("–[^1]") for r in rows for c in r[1:])
+    assert len(rows) == 4 and all(c.startswith("–[^1]") for r in rows for c in r[2:])
     assert "not evaluated yet (status: pending)" in (out / "report.md").read_text()
     assert "Figure 4" not in (out / "report.md").read_text()
 
 
-def test_report_ood_columns_and_blank_notes(tmp_path):
+def test_report_lines_per_test_set_and_blank_notes(tmp_path):
     from evaluation.report import write_report
     runs = []
-    for name, ood in (("a", True), ("b", False)):
+    for name, sets in (("a", ("held-in", "out-of-domain")), ("b", ("held-in",)), ("c", ())):
         d = RunDir(tmp_path / name).eval()
         m = {k: 10.0 for k in METRIC_KEYS} | {"n_steps": 4}
-        d.write_metrics(m, started=now(), finished=now())
-        if ood:
-            d.write_metrics(m | {"rouge_l": None}, "_ood", started=now(), finished=now())
+        for s in sets:
+            d.write_metrics(m | ({"rouge_l": None} if s == "out-of-domain" else {}), s, started=now(), finished=now())
         runs.append({"name": name, "run_dir": str(tmp_path / name)})
     paths = write_report(runs, tmp_path / "rep", title="T")
     md = Path(paths["markdown"]).read_text()
-    assert "Plan ACC (OOD)" in md and "no out-of-domain evaluation for this run" in md
-    rows = {r[0]: r for r in table_rows(md)}
-    assert rows["a"][10].startswith("–[^") and all(c.startswith("–[^") for c in rows["b"][6:])
+    rows = [r[:2] for r in table_rows(md)]
+    assert rows == [["a", "held-in"], ["a", "out-of-domain"], ["b", "held-in"], ["c", "–"]]
+    lines = table_rows(md)
+    assert lines[1][6].startswith("–[^") and all(c.startswith("–[^") for c in lines[3][2:])
+    assert "undefined: no reference step is a conclusion" in md and "not evaluated (no eval/<test set>/metrics.json" in md
     data = json.loads(Path(paths["json"]).read_text())
     assert len(data["blank_cells"]) == 6 and len(data["footnotes"]) == 2
     assert_png(paths["plots"]["runs"]["a"])  # no stage logs: still a valid (annotated) figure
@@ -454,18 +462,18 @@ def test_sweep_trains_and_evaluates_every_variant(e2e):
         e = idx["variants"][name]
         run = out / "runs" / name
         assert e["status"] == "done" and e["run_dir"] == str(run)
-        assert all(e["metrics"][k] is not None for k in METRIC_KEYS)
+        assert all(e["metrics"]["out-of-domain"][k] is not None for k in METRIC_KEYS)
         saved = RunDir(run).load_recipe()
         assert saved["run"]["name"] == saved["run"]["group"] == f"quickstart-ablations/{name}"
-        assert RunDir(run).eval().metrics_file().is_file()
+        assert RunDir(run).eval().metrics_file("out-of-domain").is_file()
         done = [RunDir(run).stage(s["name"]).read_done() for s in e["stages"]]
         assert all(d["started"] < d["finished"] for d in done)  # recorded, not read from mtimes
-        inference = RunDir(run).eval().read_metrics()["inference"]
+        inference = RunDir(run).eval().read_metrics("out-of-domain")["inference"]
         assert max(d["finished"] for d in done) < inference["started"] < inference["finished"]
     stages = {n: sorted(s.name for s in RunDir(out / "runs" / n).done_stages()) for n in E2E_VARIANTS}
     assert stages == {"alpha_umi": ["backbone", "caller", "planner", "summarizer"],
                       "single_llm": ["backbone"], "single_llm_multitask": ["multitask"]}
-    models = {n: RunDir(out / "runs" / n).eval().read_metrics()["inference"] for n in E2E_VARIANTS}
+    models = {n: RunDir(out / "runs" / n).eval().read_metrics("out-of-domain")["inference"] for n in E2E_VARIANTS}
     assert models["single_llm"]["mode"] == "single"
     assert models["alpha_umi"]["mode"] == "alpha_umi"
     # the multitask model serves all three roles (with their own system prompts)
@@ -480,7 +488,7 @@ def test_report_has_a_filled_row_per_variant(e2e):
     rows = table_rows(md)
     assert [r[0] for r in rows] == list(E2E_VARIANTS)
     for r in rows:
-        assert len(r) == 6 and all(c != "–" and float(c) >= 0 for c in r[1:])
+        assert len(r) == 7 and r[1] == "out-of-domain" and all(c != "–" and float(c) >= 0 for c in r[2:])
     assert "[^" not in md.split("## Runs")[0]  # no blank cell, no footnote
     html = (out / "report.html").read_text()
     assert html.count("<tr>") >= 2 * (len(E2E_VARIANTS) + 1) and "plots/loss_by_span.png" in html

@@ -60,11 +60,12 @@ def test_exports_carry_what_a_server_needs(quickstart_run):
 
 def test_quickstart_checkpoints_go_through_static_evaluation(quickstart_run):
     _, run_dir, _ = quickstart_run
-    metrics = json.loads(RunDir(run_dir).eval().metrics_file().read_text())
+    metrics = json.loads(RunDir(run_dir).eval().metrics_file("out-of-domain").read_text())
     assert metrics["n_steps"] == 6 and metrics["n_missing"] == 0
     for key in ("plan_acc", "act_em", "hallu", "arg_f1", "rouge_l"):
         assert key in metrics
-    preds = RunDir(run_dir).eval().predictions_file().read_text().splitlines()
+    preds = RunDir(run_dir).eval().predictions_file("out-of-domain").read_text().splitlines()
+    assert RunDir(run_dir).eval().test_sets() == ["held-in", "out-of-domain"]  # the recipe's names
     assert len(preds) == 6 and all(json.loads(p)["id"].startswith("dev_conversations-") for p in preds)
 
 

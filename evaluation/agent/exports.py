@@ -118,17 +118,15 @@ def resolve_mode(mode: str, exports: Mapping[str, str], run_dir="the run") -> st
     return mode
 
 
-FALLBACK_NEW_TOKENS = 512  # only for an export without training stats (not trained by this repo)
-
-
-def longest_target(export: str | None, turn: str) -> int | None:
-    """The longest `turn` target (tokens, EOS included) of the training split of the stage that
-    wrote `export` (its DONE.json), or None when unknown."""
+def longest_target(export: str | None, turn: str | None) -> int | None:
+    """The longest target that `turn` produced (tokens, EOS included) in the training split of the
+    stage that wrote `export` (its DONE.json); `turn` None: the longest of any. None when unknown."""
     if not export:
         return None
     try:
         done = StageDir(Path(export).parent).read_done()
-        return int(done["data"]["train"]["max_target_tokens"][turn])
+        longest = done["data"]["train"]["max_target_tokens"]
+        return int(max(longest.values()) if turn is None else longest[turn])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -136,49 +134,16 @@ def longest_target(export: str | None, turn: str) -> int | None:
 def generation_lengths(requested, exports: Mapping[str, str], mode: str) -> tuple[dict, dict]:
     """({turn: max_new_tokens}, {turn: longest training target}) for planner, caller and
     summarizer. `requested`: one length for all, {turn: length or None}, or None; a turn without
-    one gets its longest training target, so generation is never shorter than what was taught."""
+    one gets its longest training target, so generation is never shorter than what was taught.
+    An export with no training record (not trained by this repo) needs a requested length."""
     longest, lengths = {}, {}
     for turn in TURN_ROLES:
-        longest[turn] = longest_target(exports.get(turn if mode == "alpha_umi" else "backbone"), turn)
+        export = exports.get(turn if mode == "alpha_umi" else "backbone")
+        longest[turn] = longest_target(export, turn)
         n = requested.get(turn) if isinstance(requested, Mapping) else requested
-        lengths[turn] = int(n) if n else (longest[turn] or FALLBACK_NEW_TOKENS)
+        if not n and not longest[turn]:
+            raise EvaluationError(f"{export}: no training record says how long a {turn} output may "
+                                  "be; give the generation length (evaluate.max_new_tokens, or "
+                                  "--max-new-tokens)")
+        lengths[turn] = int(n) if n else longest[turn]
     return lengths, longest
-
-
-def role_map(items, what: str) -> dict:
-    """ROLE=VALUE pairs from the command line; ROLE 'all' sets every role."""
-    out = {}
-    for item in items or []:
-        role, sep, value = item.partition("=")
-        if not sep or not value:
-            raise EvaluationError(f"{what} {item!r}: expected ROLE=VALUE")
-        for r in (TRAINED_ROLES if role == "all" else (role,)):
-            if r not in TRAINED_ROLES:
-                raise EvaluationError(f"{what} {item!r}: unknown role {r!r} "
-                                      f"(expected one of {', '.join(TRAINED_ROLES)} or all)")
-            out[r] = value
-    return out
-
-
-def add_run_args(p) -> None:
-    """Options shared by `evaluate.py static` and `evaluate.py agent`."""
-    # dest run_dir: evaluate.py keeps the subcommand function in args.run
-    p.add_argument("--run", dest="run_dir", metavar="RUN", required=True,
-                   help="run directory (runs/NAME) holding the stage exports")
-    p.add_argument("--recipe", nargs="+", metavar="FILE",
-                   help="recipe (or template fragment) the run was trained with; "
-                        "default: the recipe saved in RUN")
-    p.add_argument("--mode", choices=MODES, default="auto",
-                   help="auto: alpha_umi when planner, caller and summarizer exports exist, else single")
-    p.add_argument("--model", action="append", metavar="ROLE=PATH",
-                   help="export to use for a role (planner, caller, summarizer, backbone or all)")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="generation length of every role (default: each role's longest "
-                        "training target, from the stage's DONE.json)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--max-prompt-tokens", type=int,
-                   help="cut longer prompts (history from the left, header kept); default: the "
-                        "recipe's data.max_length or the model's positions, less --max-new-tokens")
-
-

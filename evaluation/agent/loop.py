@@ -1,10 +1,11 @@
 """Live agent runs: planner -> caller -> tool -> observation -> ... -> summarizer (or give up).
 
-An episode is a generator (`episode_steps`) that yields what it needs next — ("plan", traj),
-("call", traj), ("conclude", traj) for the team (team.py), ("tool", name, arguments) for the tool
-executor (executors.py) — and is sent the answer. `run_episode` drives one episode at a time; the
-episodes runner (episodes.py) drives many at once and batches their requests. Either way the
-result is a schema-valid canonical trajectory with `meta.termination` (answer / give_up /
+An episode is a generator (`episode_steps`) that yields what it needs next — a `TeamRequest`
+(the planner, caller or summarizer member acts on the trajectory so far: team.py) or a
+`ToolRequest` (a call for the tool executor: evaluation/episodes/executors.py) — and is sent the
+answer. `run_episode` drives one episode at a time; the episodes runner
+(evaluation/episodes/runner.py) drives many at once and batches their requests. Either way the
+result is a schema-valid canonical trajectory with `meta.termination` (conclusion / give_up /
 max_steps / unparseable_plan / invalid_call; the runner adds error) and the raw outputs.
 
 A canonical trajectory cannot hold a call to a tool it does not offer, so an unparseable caller
@@ -14,7 +15,8 @@ planner's call turn.
 from __future__ import annotations
 
 import copy
-from typing import Generator, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Generator, Mapping, Protocol, Union
 
 from trajectories.trajectory import validate_trajectory
 
@@ -26,7 +28,22 @@ class ToolExecutor(Protocol):
     def execute(self, name: str, arguments: str) -> dict: ...
 
 
-TERMINATIONS = ("answer", "give_up", "max_steps", "unparseable_plan", "invalid_call", "error")
+@dataclass(frozen=True)
+class TeamRequest:
+    """The member playing `role` (planner / caller / summarizer) acts on `trajectory`."""
+    role: str
+    trajectory: dict
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """A tool call for the episode's executor."""
+    name: str
+    arguments: str
+
+
+Request = Union[TeamRequest, ToolRequest]
+TERMINATIONS = ("conclusion", "give_up", "max_steps", "unparseable_plan", "invalid_call", "error")
 
 
 def task_of(trajectory: Mapping) -> dict:
@@ -58,13 +75,13 @@ def finish(traj: dict, termination: str, **extra) -> dict:
     return traj
 
 
-def episode_steps(traj: dict) -> Generator[tuple, object, dict]:
-    """Run planner steps on `traj` (from new_trajectory, filled in place) until an answer, a
+def episode_steps(traj: dict) -> Generator[Request, object, dict]:
+    """Run agent steps on `traj` (from new_trajectory, filled in place) until a conclusion, a
     give-up or `meta.max_steps` planner turns; return the validated trajectory."""
     outputs = traj["meta"]["outputs"]
     tool_names = {t["name"] for t in traj["tools"]}
     for _ in range(traj["meta"]["max_steps"]):
-        plan = yield ("plan", traj)
+        plan = yield TeamRequest("planner", traj)
         outputs.append({"role": "planner", "raw": plan.planner.raw})
         turn = plan.turn
         if turn is None:
@@ -76,11 +93,11 @@ def episode_steps(traj: dict) -> Generator[tuple, object, dict]:
             if plan.merged:
                 answer = plan.answer or ""
             else:
-                answer, raw = yield ("conclude", traj)
+                answer, raw = yield TeamRequest("summarizer", traj)
                 outputs.append({"role": "summarizer", "raw": raw})
             traj["turns"].append({"role": "summarizer", "answer": answer})
-            return validate_trajectory(finish(traj, "answer"))
-        call = plan.call if plan.merged else (yield ("call", traj))
+            return validate_trajectory(finish(traj, "conclusion"))
+        call = plan.call if plan.merged else (yield TeamRequest("caller", traj))
         if not plan.merged:
             outputs.append({"role": "caller", "raw": call.raw if call else ""})
         if call is None or call.name is None or (tool_names and call.name not in tool_names):
@@ -88,7 +105,7 @@ def episode_steps(traj: dict) -> Generator[tuple, object, dict]:
                    "raw": call.raw if call else ""}
             return validate_trajectory(finish(traj, "invalid_call", invalid_call=bad))
         traj["turns"].append({"role": "caller", "name": call.name, "arguments": call.arguments})
-        result = yield ("tool", call.name, call.arguments)
+        result = yield ToolRequest(call.name, call.arguments)
         obs = {"role": "observation", "content": str(result.get("content") or "")}
         if result.get("error"):
             obs["error"] = str(result["error"])
@@ -96,11 +113,11 @@ def episode_steps(traj: dict) -> Generator[tuple, object, dict]:
     return validate_trajectory(finish(traj, "max_steps"))
 
 
-def answer_request(team: Team, executor: ToolExecutor, request: tuple):
+def answer_request(team: Team, executor: ToolExecutor, request: Request):
     """The answer to one request of an episode, asked alone (no batching)."""
-    if request[0] == "tool":
-        return executor.execute(request[1], request[2])
-    return getattr(team, request[0])([request[1]])[0]
+    if isinstance(request, ToolRequest):
+        return executor.execute(request.name, request.arguments)
+    return team.act(request.role, [request.trajectory])[0]
 
 
 def run_episode(team: Team, task: Mapping, executor: ToolExecutor, max_steps: int = 8) -> dict:

@@ -1,14 +1,14 @@
 """Parsing generated turns back into canonical fields, leniently: never raises.
 
-The markers come from the prompt template (the literal text around `{decision}`, `{name}`,
+The markers come from the run's prompt template (the literal text around `{decision}`, `{name}`,
 `{arguments}` in the turn bodies, and the decision words), so a custom template parses with its own
-markers; without a template the defaults of recipes/template/glpft.yaml are used.
+markers. With recipes/template/glpft.yaml:
 
-- planner:    "{thought}\\nNext: {decision}."  ->  thought + decision (call / conclusion / give_up).
+- planner:    " {thought}\\nNext: {decision}."  ->  thought + decision (call / conclusion / give_up).
               The last "Next: <word>" wins; whitespace, case, a missing final "." and the canonical
               spellings (call, give_up) are tolerated. Without the marker, a last line that is just a
-              decision word ("caller.") still counts. Otherwise decision None (plan None).
-- caller:     "Action: {name}\\nAction Input: {arguments}"  ->  name + arguments text. No
+              decision word ("caller.") still counts. Otherwise decision None.
+- caller:     " Action: {name}\\nAction Input: {arguments}"  ->  name + arguments text. No
               "Action:" (and no bare name line before "Action Input:") means name None. Missing
               input means "{}"; text after a complete JSON value is cut off.
 - summarizer: the answer, stripped.
@@ -21,15 +21,9 @@ import json
 import re
 import string
 from dataclasses import dataclass
-from typing import Mapping
 
-PLAN_OF_DECISION = {"call": "call", "conclusion": "finish", "give_up": "give_up"}
-DEFAULT_TURNS = {
-    "planner": {"prefix": "Planner: ", "body": "{thought}\nNext: {decision}.", "suffix": "\n"},
-    "caller": {"prefix": "Caller: ", "body": "Action: {name}\nAction Input: {arguments}", "suffix": "\n"},
-    "summarizer": {"prefix": "Conclusion: ", "body": "{answer}", "suffix": "\n"},
-}
-DEFAULT_DECISION_WORDS = {"call": "caller", "conclusion": "conclusion", "give_up": "give up"}
+from prompting.prompt_template import PromptTemplate
+
 _IDENT = re.compile(r"^[\w.\-/:]+$")
 
 
@@ -38,11 +32,6 @@ class PlannerOutput:
     thought: str
     decision: str | None      # call / conclusion / give_up, None when unparseable
     raw: str
-
-    @property
-    def plan(self) -> str | None:
-        """The metric's plan name: call / finish / give_up, or None."""
-        return PLAN_OF_DECISION.get(self.decision) if self.decision else None
 
 
 @dataclass
@@ -90,21 +79,11 @@ def _norm_word(word: str) -> str:
 
 
 class OutputParser:
-    """Parses generated turn bodies with the markers of one template (a PromptTemplate, a template
-    node mapping, or None for the glpft defaults)."""
+    """Parses generated turn bodies with the markers of one template."""
 
-    def __init__(self, template=None):
-        turns, words, step_targets = DEFAULT_TURNS, DEFAULT_DECISION_WORDS, {}
-        if template is not None:
-            if isinstance(template, Mapping):
-                turns = {**DEFAULT_TURNS, **{k: dict(v) for k, v in (template.get("turns") or {}).items()}}
-                words = dict(template.get("decision_words") or words)
-                step_targets = {k: dict(v) for k, v in (template.get("step_targets") or {}).items()}
-            else:  # PromptTemplate
-                turns = {**DEFAULT_TURNS, **template.turns}
-                words = dict(template.decision_words)
-                step_targets = dict(template.step_targets)
-        self.step_targets = step_targets
+    def __init__(self, template: PromptTemplate):
+        turns, words = template.turns, template.decision_words
+        self.step_targets = template.step_targets
         # planner
         pbody = turns["planner"]["body"]
         self.thought_prefix = (_literal_before(pbody, "thought") or "").strip()
@@ -193,10 +172,8 @@ class OutputParser:
     def parse_merged(self, text: str | None, role: str = "backbone") -> MergedOutput:
         """An output of a role whose template has `step_targets` (thought + call or conclusion)."""
         raw = text or ""
-        fmts = self.step_targets.get(role) or {}
-        call_fmt = fmts.get("call", "{thought}\nAction: {name}\nAction Input: {arguments}")
-        concl_fmt = fmts.get("conclusion", "{thought}\nconclusion: {answer}")
-        give_fmt = fmts.get("give_up", "{thought}\nconclusion: give up.")
+        fmts = self.step_targets[role]
+        call_fmt, concl_fmt, give_fmt = fmts["call"], fmts["conclusion"], fmts["give_up"]
         call_markers = self._call_markers(call_fmt)
         concl_marker = (_literal_before(concl_fmt, "answer") or "").strip() or "conclusion:"
         give_literal = (_literal_after(give_fmt, "thought") or "").strip() or "conclusion: give up."
@@ -236,24 +213,3 @@ def _trim_arguments(text: str) -> str:
     except ValueError:
         return text
 
-
-_DEFAULT = None
-
-
-def _default() -> OutputParser:
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = OutputParser()
-    return _DEFAULT
-
-
-def parse_planner(text: str | None, template=None) -> PlannerOutput:
-    return (OutputParser(template) if template is not None else _default()).parse_planner(text)
-
-
-def parse_caller(text: str | None, template=None) -> CallerOutput:
-    return (OutputParser(template) if template is not None else _default()).parse_caller(text)
-
-
-def parse_summarizer(text: str | None, template=None) -> str:
-    return (OutputParser(template) if template is not None else _default()).parse_summarizer(text)

@@ -1,7 +1,7 @@
-"""The team: the three roles (α-UMi) or one backbone in all three (single LLM), with batched
-`plan` / `call` / `conclude` steps shared by the static evaluation, the live loop and the episodes
-runner. A template with `step_targets` for the planner's prompt role (the α-UMi reference backbone)
-produces the thought and the call or answer in one output."""
+"""The team: three members (α-UMi: planner, caller, summarizer) or one backbone playing all three
+(single LLM), with batched `plan` / `call` / `conclude` shared by the teacher-forced evaluation,
+the live loop and the episodes runner. A template with `step_targets` for the planner member's
+role (the α-UMi reference backbone) produces the thought and the call or answer in one output."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +10,10 @@ from typing import Mapping, Sequence
 from core.vocabulary import TURN_ROLES
 from prompting.prompt_template import PromptTemplate, RenderedPrompt, Segment
 
+from .members import Decoding, EndpointMember, LocalMember, Member, PromptFit
 from .output_parsing import CallerOutput, OutputParser, PlannerOutput
-from .members import EndpointRole, LocalRole, Role
+
+MODES = ("alpha_umi", "single")
 
 
 @dataclass
@@ -30,26 +32,28 @@ class PlanStep:
 
 
 class Team:
-    def __init__(self, template: PromptTemplate | Mapping, planner: Role, caller: Role | None = None,
-                 summarizer: Role | None = None):
-        self.template = template if isinstance(template, PromptTemplate) else PromptTemplate(template)
+    def __init__(self, template: PromptTemplate, planner: Member, caller: Member | None = None,
+                 summarizer: Member | None = None):
+        self.template = template
         self.planner = planner
         self.caller = caller or planner
         self.summarizer = summarizer or planner
         self.parser = OutputParser(self.template)
-        self.merged = self.planner.prompt_role in self.template.step_targets
-
-    @classmethod
-    def single(cls, template, backbone: Role) -> "Team":
-        return cls(template, backbone, backbone, backbone)
+        self.merged = self.planner.role in self.template.step_targets
 
     @property
-    def roles(self) -> dict:
+    def members(self) -> dict[str, Member]:
+        """The member acting in each turn role (one backbone fills all three in single mode)."""
         return {"planner": self.planner, "caller": self.caller, "summarizer": self.summarizer}
 
+    def act(self, role: str, trajectories: Sequence[Mapping]) -> list:
+        """The `role` member's outputs for trajectories: plan (planner), call (caller) or
+        conclude (summarizer)."""
+        return {"planner": self.plan, "caller": self.call, "summarizer": self.conclude}[role](trajectories)
+
     def planner_prompt(self, trajectory: Mapping) -> list[Segment]:
-        role = self.planner.prompt_role
-        if self.merged:  # as role_examples._per_step builds a merged step's context
+        role = self.planner.role
+        if self.merged:  # as the per-step view builds a merged step's context
             merged = self.template.step_targets[role]
             n = len(trajectory["turns"])
             segs = self.template.render_history(role, trajectory) + self.template.cue(role, trajectory, n)
@@ -57,62 +61,60 @@ class Team:
             return RenderedPrompt(segs, self.n_header(self.planner), False, "planner")
         return self.template.render_prompt(role, trajectory, "planner")
 
-    def n_header(self, role: Role) -> int:
+    def n_header(self, member: Member) -> int:
         """How many leading segments of a rendered prompt form its header."""
-        return len(self.template.header(role.prompt_role, [], "-"))
+        return len(self.template.header(member.role, [], "-"))
 
     def plan(self, trajectories: Sequence[Mapping]) -> list[PlanStep]:
         outs = self.planner.complete([self.planner_prompt(t) for t in trajectories],
                                      n_header=self.n_header(self.planner))
         if self.merged:
-            parsed = [self.parser.parse_merged(o, self.planner.prompt_role) for o in outs]
+            parsed = [self.parser.parse_merged(o, self.planner.role) for o in outs]
             return [PlanStep(p.planner, p.call, p.answer, merged=True) for p in parsed]
         return [PlanStep(self.parser.parse_planner(o)) for o in outs]
 
     def call(self, trajectories: Sequence[Mapping]) -> list[CallerOutput]:
         """Trajectories ending with a planner turn whose decision is call."""
-        prompts = [self.template.render_prompt(self.caller.prompt_role, t, "caller") for t in trajectories]
+        prompts = [self.template.render_prompt(self.caller.role, t, "caller") for t in trajectories]
         outs = self.caller.complete(prompts, n_header=self.n_header(self.caller))
         return [self.parser.parse_caller(o) for o in outs]
 
     def conclude(self, trajectories: Sequence[Mapping]) -> list[tuple[str, str]]:
         """(answer, raw) for trajectories ending with a planner turn whose decision is conclusion."""
-        prompts = [self.template.render_prompt(self.summarizer.prompt_role, t, "summarizer")
+        prompts = [self.template.render_prompt(self.summarizer.role, t, "summarizer")
                    for t in trajectories]
         outs = self.summarizer.complete(prompts, n_header=self.n_header(self.summarizer))
         return [(self.parser.parse_summarizer(o), o) for o in outs]
 
 
-def build_team(template, mode: str, models: Mapping[str, str], *, endpoints: Mapping | None = None,
-               **role_kwargs) -> Team:
+def build_team(template: PromptTemplate, mode: str, exports: Mapping[str, str], *, fit: PromptFit,
+               decoding: Decoding, endpoints: Mapping[str, Mapping] | None = None,
+               eos_text: str | None = None, device: str | None = None, dtype: str | None = None) -> Team:
     """A Team for `mode` (alpha_umi or single) from export paths by role (planner, caller,
-    summarizer / backbone); `endpoints` maps a role to EndpointRole kwargs (base_url, model, ...)
-    and replaces the local model for that role."""
+    summarizer / backbone); `endpoints` maps a role to the LLM client settings of the server that
+    plays it instead of the local export (its prompts end turns with `eos_text`, default: the
+    export's tokenizer's EOS)."""
     endpoints = dict(endpoints or {})
-    gen_keys = ("max_new_tokens", "temperature", "top_p")
 
-    def role(name: str, prompt_role: str) -> Role:
-        if name in endpoints:
-            kw = dict(endpoints[name])
-            for k in gen_keys:
-                if k in role_kwargs and k not in kw and not (k == "temperature"
-                                                             and not role_kwargs.get("do_sample")):
-                    kw[k] = role_kwargs[k]
-            if "eos_text" not in kw:
-                kw["eos_text"] = _eos_text(models.get(name) or next(iter(models.values()), None))
-            return EndpointRole(prompt_role=prompt_role, **kw)
-        if name not in models:
-            raise ValueError(f"no model for the {name} role")
-        return LocalRole(models[name], prompt_role=prompt_role, **role_kwargs)
+    def member(role: str) -> Member:
+        if role in endpoints:
+            eos = eos_text or _eos_text(exports.get(role) or next(iter(exports.values()), None))
+            return EndpointMember(endpoints[role], role=role, decoding=decoding, eos_text=eos)
+        if role not in exports:
+            raise ValueError(f"no model for the {role} role")
+        return LocalMember(exports[role], role=role, fit=fit, decoding=decoding, device=device,
+                           dtype=dtype)
 
     if mode == "single":
-        return Team.single(template, role("backbone", "backbone"))
+        backbone = member("backbone")
+        return Team(template, backbone, backbone, backbone)
     if mode == "alpha_umi":
-        return Team(template, *(role(r, r) for r in TURN_ROLES))
-    raise ValueError(f"unknown mode {mode!r} (expected alpha_umi or single)")
+        return Team(template, *(member(r) for r in TURN_ROLES))
+    raise ValueError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
 
 
 def _eos_text(path: str | None) -> str:
+    """The EOS text an endpoint's prompts use: the export's tokenizer's."""
     if path:
         try:
             from transformers import AutoTokenizer

@@ -23,10 +23,10 @@ from typing import Callable, Mapping, Sequence
 
 from core.llm_client import run_sync
 
-from ..agent.loop import episode_steps, finish, new_trajectory
+from ..agent.loop import Request, ToolRequest, episode_steps, finish, new_trajectory
 from ..agent.team import Team
 
-ROLE_OF = {"plan": "planner", "call": "caller", "conclude": "summarizer"}
+JUDGE, TOOL = "judge", "tool"  # the runner's other kinds of work besides the team's roles
 
 
 @dataclass
@@ -36,8 +36,8 @@ class _Episode:
     steps: object
     executor: object
     started: float
-    request: tuple | None = None
-    role_calls: int = 0
+    request: Request | None = None
+    member_calls: int = 0
     record: dict | None = None
     error: str | None = None
     counters: Counter = field(default_factory=Counter)
@@ -100,7 +100,7 @@ class EpisodeRunner:
     def _loop(self, todo: list[Mapping], write: Callable[[dict], None]) -> None:
         queue = list(reversed(todo))
         active: list[_Episode] = []
-        pending: dict[str, list[_Episode]] = {k: [] for k in ROLE_OF}
+        pending: dict[str, list[_Episode]] = {role: [] for role in self.team.members}
         running: dict[Future, tuple[str, list[_Episode]]] = {}
         busy: set[int] = set()
         while queue or active:
@@ -111,31 +111,31 @@ class EpisodeRunner:
                     self._finish(ep, running, active, write)
                 else:
                     self._route(ep, pending, running)
-            for kind, eps in pending.items():
-                role = self.team.roles[ROLE_OF[kind]]
-                if eps and not (getattr(role, "serial", False) and id(role) in busy):
-                    busy.add(id(role))
-                    running[self.pool.submit(self._batch, kind, [e.traj for e in eps])] = (kind, eps)
-                    pending[kind] = []
+            for role, eps in pending.items():
+                member = self.team.members[role]
+                if eps and not (getattr(member, "serial", False) and id(member) in busy):
+                    busy.add(id(member))
+                    running[self.pool.submit(self._batch, role, [e.traj for e in eps])] = (role, eps)
+                    pending[role] = []
             if not running:
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
                 kind, eps = running.pop(fut)
-                if kind in ROLE_OF:
-                    busy.discard(id(self.team.roles[ROLE_OF[kind]]))
+                if kind in self.team.members:
+                    busy.discard(id(self.team.members[kind]))
                 try:
                     answers = fut.result()
                 except BaseException as exc:  # noqa: BLE001 - counted as the episode's outcome
                     answers = [_Failed(exc)] * len(eps)
                 for ep, answer in zip(eps, answers):
-                    if kind == "judge":
+                    if kind == JUDGE:
                         ep.record["verdict"] = answer if not isinstance(answer, _Failed) else \
                             {"error": describe(answer.exc)}
                         self._close(ep, active, write)
                         continue
-                    if kind in ROLE_OF:
-                        ep.role_calls += 1
+                    if kind in self.team.members:
+                        ep.member_calls += 1
                     self._advance(ep, answer)
                     if ep.record is not None:
                         self._finish(ep, running, active, write)
@@ -172,24 +172,23 @@ class EpisodeRunner:
     def _route(self, ep: _Episode, pending, running) -> None:
         if ep.record is not None:
             return
-        kind = ep.request[0]
-        if kind == "tool":
-            fut = self.pool.submit(self._tool, ep.executor, ep.request[1], ep.request[2])
-            running[fut] = ("tool", [ep])
+        if isinstance(ep.request, ToolRequest):
+            fut = self.pool.submit(self._tool, ep.executor, ep.request.name, ep.request.arguments)
+            running[fut] = (TOOL, [ep])
         else:
-            pending[kind].append(ep)
+            pending[ep.request.role].append(ep)
 
     def _finish(self, ep: _Episode, running, active, write) -> None:
         ref = self.references.get(ep.task["id"])
         if self.judge is not None and ep.record["termination"] not in self.unjudged:
-            running[self.pool.submit(self._judge, ref, ep.record["trajectory"])] = ("judge", [ep])
+            running[self.pool.submit(self._judge, ref, ep.record["trajectory"])] = (JUDGE, [ep])
         else:
             self._close(ep, active, write)
 
     def _close(self, ep: _Episode, active, write) -> None:
         counters = getattr(ep.executor, "counters", None) or {}
         ep.record["executor"] = dict(counters)
-        ep.record["llm_calls"] = ep.role_calls + int(counters.get("llm_calls", 0)) + \
+        ep.record["llm_calls"] = ep.member_calls + int(counters.get("llm_calls", 0)) + \
             int((ep.record.get("verdict") or {}).get("llm_calls", 0))
         ep.record["seconds"] = round(time.perf_counter() - ep.started, 3)
         closer = getattr(ep.executor, "close", None)
@@ -203,8 +202,9 @@ class EpisodeRunner:
         write(ep.record)
 
     # ----- work on the pool --------------------------------------------------------------------
-    def _batch(self, kind: str, trajs: list[dict]) -> list:
-        method = getattr(self.team, kind)
+    def _batch(self, role: str, trajs: list[dict]) -> list:
+        def method(batch):
+            return self.team.act(role, batch)
         try:
             return method(trajs)
         except Exception:  # noqa: BLE001 - find the episode at fault: ask each alone
@@ -239,7 +239,7 @@ def summarize(records: Sequence[Mapping], stats: Mapping, n_tasks: int) -> dict:
     wall = float(stats.get("wall_s") or 0.0)
     run = int(stats.get("episodes_run") or 0)
     return {"tasks": n_tasks, "episodes": len(records), "terminations": dict(sorted(terms.items())),
-            "answered": terms.get("answer", 0), "errors": terms.get("error", 0),
+            "concluded": terms.get("conclusion", 0), "errors": terms.get("error", 0),
             "run": {"episodes": run, "wall_s": round(wall, 3),
                     "episodes_per_s": round(run / wall, 4) if wall else None,
                     "llm_calls": int(stats.get("llm_calls") or 0),

@@ -15,14 +15,11 @@ from trajectories.sources import load_trajectories
 from trajectories.trajectory import TrajectoryError, write_jsonl_atomic
 
 from .. import EvaluationError
+from ..agent.members import PromptFit
+from ..agent.setup import evaluate_settings
 from .inference import find_gentool_exports, predict
 from .metrics import score_selection
 from .table import scenario_table
-
-DEFAULTS = {"references": None, "include_train": False, "limit": None, "batch_size": 8,
-            "max_new_tokens": 96, "device": None, "dtype": None, "max_prompt_tokens": None,
-            "out_dir": None}
-
 
 def read_examples(path) -> list[dict]:
     try:
@@ -37,13 +34,10 @@ def generate_response_name(records: list[dict]) -> str:
     return names.pop() if len(names) == 1 else "generate_response"
 
 
-def evaluate_gentool(run_dir, recipe: Mapping, test_path, train_path=None, cfg: Mapping | None = None,
+def evaluate_gentool(run_dir, recipe: Mapping, test_path, train_path=None, node: Mapping | None = None,
                      log=None) -> dict:
-    cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg or {}).items() if k not in ("enabled", "task")}}
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise EvaluationError(f"evaluate: unknown key(s) {', '.join(unknown)} for task gentool "
-                              f"(known: {', '.join(DEFAULTS)})")
+    """`node`: the `evaluate:` keys (recipe or command line; the schema's defaults fill the rest)."""
+    cfg = evaluate_settings(node)
     try:
         template = SelectionTemplate((recipe.get("template") or {}).get("gentool"))
     except TemplateError as exc:
@@ -60,12 +54,9 @@ def evaluate_gentool(run_dir, recipe: Mapping, test_path, train_path=None, cfg: 
     t0 = time.perf_counter()
     metrics, all_preds = {}, []
     for name, records in sets.items():
-        preds = predict(records, exports, template,
-                        add_bos=(recipe.get("tokenizer") or {}).get("add_bos", True),
+        preds = predict(records, exports, template, PromptFit.of_recipe(recipe, cfg["max_prompt_tokens"]),
                         batch_size=cfg["batch_size"], max_new_tokens=cfg["max_new_tokens"],
-                        device=cfg["device"], dtype=cfg["dtype"], max_prompt_tokens=cfg["max_prompt_tokens"],
-                        max_length=(recipe.get("data") or {}).get("max_length"),
-                        context_reserve=(recipe.get("data") or {}).get("context_reserve"), log=log)
+                        device=cfg["device"], dtype=cfg["dtype"], log=log)
         metrics[name] = score_selection(records, preds, gr)
         all_preds += [{**p, "set": name} for p in preds.values()]
     metrics["inference"] = {"run": str(run_dir), "models": exports, "references": str(test_path),
@@ -76,19 +67,3 @@ def evaluate_gentool(run_dir, recipe: Mapping, test_path, train_path=None, cfg: 
     write_text_atomic(out.gentool_metrics_file(), json.dumps(metrics, indent=2) + "\n")
     write_text_atomic(out.gentool_table_file(), table)
     return metrics
-
-
-# ----- command line (evaluate.py gentool) ----------------------------------------------------
-def add_gentool_args(p) -> None:
-    p.add_argument("--run", required=True, dest="run_dir", help="run directory (with recipe.yaml and <stage>/hf)")
-    p.add_argument("--references", help="test examples (selection JSONL); default: the split the "
-                                        "run's GenTool synthesis wrote")
-    p.add_argument("--train", help="also score these training examples (default with no "
-                                   "--references: the synthesized training split)")
-    p.add_argument("--recipe", nargs="+", help="recipe files (default: RUN/recipe.yaml)")
-    p.add_argument("--out", help="output folder (default: RUN/eval)")
-    p.add_argument("--limit", type=int, help="only the first N examples of each set")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--device")
-    p.add_argument("--dtype")

@@ -13,7 +13,9 @@ from prompting.segment_encoder import SegmentEncoder
 from prompting.selection_template import SelectionTemplate
 
 from .. import EvaluationError
+from ..agent.exports import longest_target
 from ..agent.generation import context_budget, generate, load_model
+from ..agent.members import PromptFit
 
 # A joint model fills ranking and call; a dedicated ranking or selection model replaces its part.
 ROLE_ORDER = ("ranking_selection", "ranking", "selection")
@@ -31,21 +33,25 @@ def find_gentool_exports(run_dir, recipe: Mapping) -> dict[str, str]:
     return found
 
 
-def predict(records: list[dict], exports: Mapping[str, str], template: SelectionTemplate, *,
-            add_bos: bool = True, batch_size: int = 8, max_new_tokens: int = 96,
-            device: str | None = None, dtype: str | None = None, max_prompt_tokens: int | None = None,
-            max_length: int | None = None, context_reserve: int | None = None,
-            log=None) -> dict[str, dict]:
-    """{id: {"ranking", "name", "arguments", "raw": {role: text}}} for every record."""
+def predict(records: list[dict], exports: Mapping[str, str], template: SelectionTemplate,
+            fit: PromptFit, *, batch_size: int, max_new_tokens: int | None, device: str | None = None,
+            dtype: str | None = None, log=None) -> dict[str, dict]:
+    """{id: {"ranking", "name", "arguments", "raw": {role: text}}} for every record; each model
+    generates up to `max_new_tokens`, or (None) its longest training target."""
     if not exports:
         raise EvaluationError("no GenTool export (ranking, selection or ranking_selection stage) to evaluate")
     preds = {r["id"]: {"id": r["id"], "raw": {}} for r in records}
     for role in (r for r in ROLE_ORDER if r in exports):
+        n = max_new_tokens or longest_target(exports[role], None)
+        if not n:
+            raise EvaluationError(f"{exports[role]}: no training record says how long a {role} output "
+                                  "may be; give the generation length (evaluate.max_new_tokens, or "
+                                  "--max-new-tokens)")
         model, tokenizer = load_model(exports[role], device, dtype)
-        encoder = SegmentEncoder(tokenizer, add_bos=add_bos)
-        budget = context_budget(model, max_new_tokens, max_prompt_tokens, max_length, context_reserve)
+        encoder = SegmentEncoder(tokenizer, add_bos=fit.add_bos)
+        budget = context_budget(model, n, fit.max_prompt_tokens, fit.max_length, fit.context_reserve)
         prompts = [prompt_ids(encoder, template.prompt(role, r), role, budget) for r in records]
-        outs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        outs = generate(model, tokenizer, prompts, max_new_tokens=n, batch_size=batch_size)
         for rec, out in zip(records, outs):
             pred = preds[rec["id"]]
             pred["raw"][role] = out.text

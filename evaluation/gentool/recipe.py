@@ -27,19 +27,15 @@ def synthesized_splits(recipe: dict) -> tuple[Path, Path]:
     return train, train.with_name("test.jsonl")
 
 
-def evaluate_gentool_recipe(recipe: dict, cfg: dict, train=None) -> dict:
-    """`train`: training examples to score too (default: the synthesized training split when the
-    test set is the synthesized one and `include_train` is set)."""
-    cfg = dict(cfg)
-    if cfg.get("references"):
-        test = Path(cfg["references"])
+def evaluate_gentool_recipe(recipe: dict, node: dict, train=None) -> dict:
+    """`node`: the `evaluate:` keys; `train`: training examples to score too (default: the
+    synthesized training split when the test set is the synthesized one and `include_train`)."""
+    if node.get("references"):
+        test = Path(node["references"])
     else:
         synth_train, test = synthesized_splits(recipe)
         train = train or synth_train
-    cfg.pop("references", None)
-    if train is not None:
-        cfg["include_train"] = cfg.get("include_train", True)
-    metrics = evaluate_gentool(recipe["run"]["dir"], recipe, test, train, cfg,
+    metrics = evaluate_gentool(recipe["run"]["dir"], recipe, test, train, node,
                                log=lambda m: print(f"[evaluate] {m}", file=sys.stderr, flush=True))
     print(f"\nGenTool evaluation ({recipe['run']['name']}; percentages):\n" + scenario_table(metrics))
     return metrics

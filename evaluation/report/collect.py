@@ -10,15 +10,16 @@ from typing import Mapping, Sequence
 from core.run_dir import RunDir
 
 from .. import EvaluationError
-from .results_table import GROUPS, METRICS, load_run, table_data
+from ..steps.metrics import STEP_METRICS
 from ..tables import Table
+from .results_table import load_run, set_lines, table_data
 
 METRIC_NOTES = {
     "plan_acc": "no evaluation step",
     "hallu": "no evaluation step",
     "act_em": "no reference step is a tool call, so there is no action to match",
     "arg_f1": "no reference step is a tool call, so there are no arguments to score",
-    "rouge_l": "no reference step is a conclusion (finish), so there is no answer to score",
+    "rouge_l": "no reference step is a conclusion, so there is no answer to score",
 }
 
 
@@ -81,7 +82,7 @@ def gather(runs: Sequence[Mapping]) -> list[dict]:
         try:
             row = load_run(str(r["run_dir"]), r["name"])
         except EvaluationError:
-            row = {"name": r["name"], "in_domain": None, "out_of_domain": None}
+            row = {"name": r["name"], "sets": {}, "gentool": None}
         r["row"] = row
         r["stages"] = run_stages(r)
         for s in r["stages"]:
@@ -92,25 +93,25 @@ def gather(runs: Sequence[Mapping]) -> list[dict]:
     return out
 
 
-def blank_reasons(run: Mapping, group: str) -> dict[str, str]:
-    """{metric: why it is blank} for one run and group (in_domain / out_of_domain)."""
-    metrics = run["row"].get(group)
+def blank_reasons(run: Mapping, test_set: str | None) -> dict[str, str]:
+    """{metric: why it is blank} for one run and test set (None: the run has none)."""
+    metrics = ((run["row"].get("sets") or {}).get(test_set) or {}).get("steps")
     if metrics is None:
         status = run.get("status")
         rd = RunDir(run["run_dir"])
-        if group == "out_of_domain":
-            why = f"no out-of-domain evaluation for this run ({rd.eval().metrics_file('_ood').name} missing)"
+        if test_set is not None:
+            why = f"no step evaluation of this test set ({rd.eval().metrics_file(test_set).relative_to(rd.path).as_posix()} missing)"
         elif status == "failed":
             why = f"the run failed ({run.get('error') or 'see the sweep log'})"
         elif status in (None, "done"):
-            why = f"not evaluated (no {rd.eval().metrics_file().relative_to(rd.path).as_posix()} in the run directory)"
+            why = f"not evaluated (no {rd.eval().path.relative_to(rd.path).as_posix()}/<test set>/metrics.json in the run directory)"
         else:
             why = f"not evaluated yet (status: {status})"
-        return {m: why for m, _ in METRICS}
+        return {m: why for m, _ in STEP_METRICS}
     reasons = {}
     n = metrics.get("n_steps")
     counts = (metrics.get("counts") or {}).get("reference") or {}
-    for m, _ in METRICS:
+    for m, _ in STEP_METRICS:
         if metrics.get(m) is None:
             why = METRIC_NOTES[m]
             if n is not None:
@@ -126,18 +127,16 @@ def build_table(runs: Sequence[Mapping]) -> dict:
     ({table, columns, rows, notes, cell_notes}) for results.json and W&B."""
     rows = [r["row"] for r in runs]
     columns, data = table_data(rows)
-    groups = [g for g in GROUPS if g[0] == "in_domain" or any(r.get(g[0]) for r in rows)]
     notes: list[str] = []
     cell_notes: dict[tuple[int, int], int] = {}
-    for i, run in enumerate(runs):
-        for gi, (group, _tag) in enumerate(groups):
-            reasons = blank_reasons(run, group)
-            for mi, (m, _label) in enumerate(METRICS):
-                col = 1 + gi * len(METRICS) + mi
-                if m not in reasons or data[i][col] is not None:
-                    continue
-                if reasons[m] not in notes:
-                    notes.append(reasons[m])
-                cell_notes[(i, col)] = notes.index(reasons[m]) + 1
+    for line, (i, test_set) in enumerate(set_lines(rows)):
+        reasons = blank_reasons(runs[i], test_set)
+        for mi, (m, _label) in enumerate(STEP_METRICS):
+            col = 2 + mi
+            if m not in reasons or data[line][col] is not None:
+                continue
+            if reasons[m] not in notes:
+                notes.append(reasons[m])
+            cell_notes[(line, col)] = notes.index(reasons[m]) + 1
     return {"table": Table(columns, data, numeric=True, notes=cell_notes), "columns": columns,
             "rows": data, "notes": notes, "cell_notes": cell_notes}

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 from core.vocabulary import KIND_OF_ROLE, SPAN_KINDS as ALL_KINDS
 
-from .results_table import GROUPS, METRICS
+from ..steps.metrics import STEP_METRICS as METRICS
 
 SPAN_KINDS = ALL_KINDS[1:]  # the supervised kinds, one loss curve each
 COLORS = {"thought": "tab:blue", "action": "tab:orange", "answer": "tab:green", "ranking": "tab:purple"}
@@ -105,29 +105,42 @@ def plot_loss_by_span(runs: Sequence[Mapping], path: Path) -> str:
     return _save(fig, path)
 
 
+def test_sets_of(runs: Sequence[Mapping]) -> list[str]:
+    """Every test set with step metrics in some run, in first-seen order."""
+    names: list[str] = []
+    for r in runs:
+        names += [s for s, parts in (r["row"].get("sets") or {}).items()
+                  if parts.get("steps") and s not in names]
+    return names
+
+
+def step_metrics(run: Mapping, test_set: str) -> Mapping:
+    return (((run["row"].get("sets") or {}).get(test_set)) or {}).get("steps") or {}
+
+
 def plot_metrics(runs: Sequence[Mapping], path: Path) -> str:
-    """The table as grouped bars (a blank value is drawn as no bar)."""
+    """The table as grouped bars, one panel per test set (a blank value is drawn as no bar)."""
     import numpy as np
-    groups = [g for g in GROUPS if g[0] == "in_domain" or any(r["row"].get(g[0]) for r in runs)]
-    fig = _figure(max(7.0, 2.5 + 0.3 * len(runs) * len(METRICS)), 3.2 * len(groups))
-    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    sets = test_sets_of(runs) or ["(none)"]
+    fig = _figure(max(7.0, 2.5 + 0.3 * len(runs) * len(METRICS)), 3.2 * len(sets))
+    axes = fig.subplots(len(sets), 1, squeeze=False)[:, 0]
     x = np.arange(len(METRICS))
     width = 0.8 / max(1, len(runs))
-    for ax, (group, tag) in zip(axes, groups):
+    for ax, test_set in zip(axes, sets):
         for i, run in enumerate(runs):
-            m = run["row"].get(group) or {}
+            m = step_metrics(run, test_set)
             pts = [(j, m.get(k)) for j, (k, _) in enumerate(METRICS) if m.get(k) is not None]
             ax.bar([x[j] - 0.4 + width * (i + 0.5) for j, _ in pts], [v for _, v in pts], width,
                    label=run["name"], color=f"C{i % 10}")
         for container in ax.containers:
             ax.bar_label(container, fmt="%.1f", fontsize=6, padding=1)
-        top = max([(r["row"].get(group) or {}).get(k) or 0 for r in runs for k, _ in METRICS] + [0])
+        top = max([step_metrics(r, test_set).get(k) or 0 for r in runs for k, _ in METRICS] + [0])
         ax.set_ylim(0, max(10.0, 1.15 * top))
         ax.set_xticks(x, [label for _, label in METRICS])
-        ax.set_ylabel(f"{tag} (%)")
+        ax.set_ylabel(f"{test_set} (%)")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Step-level metrics (Hallu.: lower is better)", fontsize=11)
+    fig.suptitle("Step-level metrics per test set (Hallu.: lower is better)", fontsize=11)
     return _save(fig, path)
 
 
@@ -136,25 +149,26 @@ def fraction_series(runs: Sequence[Mapping]) -> dict[str, list[tuple[float, Mapp
     series: dict[str, list] = {}
     for run in runs:
         frac = run.get("data_fraction")
-        if isinstance(frac, (int, float)) and run["row"].get("in_domain"):
+        if isinstance(frac, (int, float)) and test_sets_of([run]):
             series.setdefault(run.get("variant") or run["name"], []).append((float(frac), run))
     return {k: sorted(v, key=lambda p: p[0]) for k, v in series.items()
             if len({f for f, _ in v}) >= 2}
 
 
 def plot_data_fraction(series: Mapping[str, list], path: Path) -> str:
-    """Figure 4: each metric vs the fraction of training data, one line per variant."""
+    """Figure 4: each metric vs the fraction of training data, one line per variant and test set."""
+    sets = test_sets_of([r for pts in series.values() for _, r in pts])
+    styles = ("-", "--", ":", "-.")
     fig = _figure(3.2 * len(METRICS), 3.2)
     axes = fig.subplots(1, len(METRICS), squeeze=False)[0]
     for ax, (m, label) in zip(axes, METRICS):
         for name, pts in series.items():
-            for group, style in (("in_domain", "-"), ("out_of_domain", "--")):
-                xy = [(f, (r["row"].get(group) or {}).get(m)) for f, r in pts]
+            for k, test_set in enumerate(sets):
+                xy = [(f, step_metrics(r, test_set).get(m)) for f, r in pts]
                 xy = [(f, v) for f, v in xy if v is not None]
                 if xy:
-                    tag = "" if group == "in_domain" else " (OOD)"
-                    ax.plot([p[0] for p in xy], [p[1] for p in xy], style, marker="o", ms=4,
-                            label=f"{name}{tag}")
+                    ax.plot([p[0] for p in xy], [p[1] for p in xy], styles[k % len(styles)], marker="o",
+                            ms=4, label=f"{name} ({test_set})")
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("data fraction")
         ax.grid(alpha=0.3)

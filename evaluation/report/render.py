@@ -39,7 +39,8 @@ def runs_table(runs: Sequence[Mapping]) -> Table:
                "Eval", "Status"]
     rows = []
     for r in runs:
-        mode = r.get("mode") or ((r["row"].get("in_domain") or {}).get("inference") or {}).get("mode")
+        first = next(iter((r["row"].get("sets") or {}).values()), {}).get("steps") or {}
+        mode = r.get("mode") or (first.get("inference") or {}).get("mode")
         overlays = [Path(p).stem for p in (r.get("recipes") or [])[1:]]
         rows.append([r["name"], ", ".join(overlays) or BLANK,
                      " ".join(r.get("variant_overrides", r.get("overrides")) or []) or BLANK,

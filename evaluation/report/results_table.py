@@ -1,9 +1,9 @@
-"""A Markdown results table like the paper's Table 1, from metrics JSON files.
+"""A Markdown results table like the paper's Table 1: one line per run and test set, the step
+metrics then the whole-episode metrics, then GenTool's table for runs with GenTool metrics.
 
-A row is {"name", "in_domain": metrics or None, "out_of_domain": metrics or None, "gentool": GenTool
-metrics or None}. A run is given as a metrics JSON file, a run directory whose eval folder
-(core.run_dir.RunDir) holds the metrics (and optionally the out-of-domain metrics, episode metrics
-and the GenTool four-scenario metrics, shown as a second table), an eval folder itself, or NAME=PATH.
+A run row is {"name", "sets": {test set: {"steps": metrics or None, "episodes": metrics or None}},
+"gentool": GenTool metrics or None}. A run is given as a run directory (its eval folder's test
+sets, core.run_dir.EvalDir), an eval folder itself, one metrics JSON file, or NAME=PATH.
 """
 from __future__ import annotations
 
@@ -14,13 +14,11 @@ from pathlib import Path
 from core.run_dir import EvalDir, RunDir
 
 from .. import EvaluationError
-from ..tables import Table, to_markdown
+from ..gentool.table import COLUMNS as GENTOOL_COLUMNS, SCENARIO_SHORT, cell as gentool_cell
+from ..steps.metrics import STEP_METRICS
+from ..tables import BLANK, Table, to_markdown
 
-METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
-           ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
-GROUPS = (("in_domain", "ID"), ("out_of_domain", "OOD"))
-# Whole-episode metrics (evaluate.py episodes: one folder per config in the run's eval folder),
-# after the step ones.
+# Whole-episode metrics (`evaluate.py episodes` on a test set), after the step ones.
 EPISODE_METRICS = (("proc", "Proc."), ("ans", "Ans."), ("both", "Proc.&Ans."), ("pass_rate", "Pass rate"))
 
 
@@ -30,22 +28,26 @@ def load_run(spec: str, name: str | None = None) -> dict:
         name_part, _, spec = spec.partition("=")
         name, path = name or name_part, Path(spec)
     if path.is_dir():
-        folder = EvalDir(path) if EvalDir(path).metrics_file().exists() else RunDir(path).eval()
-        ind, ood = folder.metrics_file(), folder.metrics_file("_ood")
-        gentool = folder.gentool_metrics_file()
+        folder = EvalDir(path) if EvalDir(path).test_sets() else RunDir(path).eval()
         default = (path.parent if RunDir.owning_eval(path) else path).resolve().name
-        episodes = {k: v for f in folder.episode_metrics_files() for k, v in _read(f).items()}
-        if not ind.exists() and not ood.exists() and not episodes and not gentool.exists():
-            raise EvaluationError(f"{path}: no evaluation metrics in it ({ind}, {ood} or {gentool})")
-        return {"name": name or default, "in_domain": _read(ind) if ind.exists() else None,
-                "out_of_domain": _read(ood) if ood.exists() else None, "episodes": episodes,
-                "gentool": _read(gentool) if gentool.exists() else None}
+        sets = {s: {"steps": _read_if(folder.metrics_file(s)), "episodes": _read_if(folder.episode_metrics_file(s))}
+                for s in folder.test_sets()}
+        gentool = folder.gentool_metrics_file()
+        if not sets and not gentool.exists():
+            raise EvaluationError(f"{path}: no evaluation metrics in it (no {folder.path}/<test set>/"
+                                  f"metrics.json, no {gentool.name})")
+        return {"name": name or default, "sets": sets, "gentool": _read_if(gentool)}
     if not path.exists():
         raise EvaluationError(f"{path}: no such metrics file or run directory")
-    default = path.stem
-    if RunDir.owning_eval(path.parent):  # a run's eval metrics file: name it after the run
-        default = path.parent.parent.resolve().name
-    return {"name": name or default, "in_domain": _read(path), "out_of_domain": None}
+    eval_dir = RunDir.owning_eval(path.parent.parent)  # RUN/eval/<test set>/metrics.json
+    default = eval_dir.path.resolve().name if eval_dir else path.stem
+    test_set = path.parent.name if eval_dir else path.stem
+    return {"name": name or default, "sets": {test_set: {"steps": _read(path), "episodes": None}},
+            "gentool": None}
+
+
+def _read_if(path: Path) -> dict | None:
+    return _read(path) if path.is_file() else None
 
 
 def _read(path: Path) -> dict:
@@ -64,48 +66,47 @@ def load_runs(specs: list[str], names: list[str] | None = None) -> list[dict]:
     return [load_run(s, names[i] if names else None) for i, s in enumerate(specs)]
 
 
+def set_lines(rows: list[dict]) -> list[tuple[int, str | None]]:
+    """(row index, test set or None) of every table line: each run's test sets in its order, or
+    one blank line for a run with none."""
+    return [(i, s) for i, r in enumerate(rows) for s in (list(r.get("sets") or {}) or [None])]
+
+
 def table_data(rows: list[dict]) -> tuple[list[str], list[list]]:
-    """Column names and rows of values (None: blank); OOD columns only if some row has them, and
-    each episode metric (Proc., Ans., ...) only if some row has it."""
-    groups = [g for g in GROUPS if g[0] == "in_domain" or any(r.get(g[0]) for r in rows)]
-    grouped = len(groups) > 1
-    columns = ["Run"] + [f"{label} ({tag})" if grouped else label
-                         for _, tag in groups for _, label in METRICS]
+    """Column names and lines of values (None: blank); each episode metric (Proc., Ans., ...)
+    only if some line has it."""
+    lines = set_lines(rows)
+    cell = lambda i, s, part: ((rows[i].get("sets") or {}).get(s) or {}).get(part) or {}  # noqa: E731
     episodes = [(m, label) for m, label in EPISODE_METRICS
-                if any(_episode_value(r, m) is not None for r in rows)]
-    columns += [label for _, label in episodes]
-    data = []
-    for row in rows:
-        values = [row["name"]]
-        for key, _ in groups:
-            metrics = row.get(key) or {}
-            values += [metrics.get(m) for m, _ in METRICS]
-        values += [_episode_value(row, m) for m, _ in episodes]
-        data.append(values)
+                if any(cell(i, s, "episodes").get(m) is not None for i, s in lines)]
+    columns = ["Run", "Test set"] + [label for _, label in STEP_METRICS] + [label for _, label in episodes]
+    data = [[rows[i]["name"], s or BLANK] + [cell(i, s, "steps").get(m) for m, _ in STEP_METRICS]
+            + [cell(i, s, "episodes").get(m) for m, _ in episodes] for i, s in lines]
     return columns, data
-
-
-def _episode_value(row: dict, metric: str):
-    """From the run's episode metrics, or from a metrics file given directly."""
-    value = (row.get("episodes") or {}).get(metric)
-    return value if value is not None else (row.get("in_domain") or {}).get(metric)
 
 
 def results_table(rows: list[dict]) -> str:
     """The Table-1 metrics of the runs that have them, then GenTool's table (selection accuracy
     per scenario and the overall test metrics) for runs with GenTool metrics."""
     gentool = [r for r in rows if r.get("gentool")]
-    alpha = [r for r in rows if not r.get("gentool") or r.get("in_domain") or r.get("out_of_domain")
-             or r.get("episodes")]
-    out = _alpha_umi_table(alpha) if alpha else ""
+    alpha = [r for r in rows if r.get("sets") or not r.get("gentool")]
+    out = to_markdown(Table(*table_data(alpha), numeric=True)) if alpha else ""
     if gentool:
-        from ..gentool.table import runs_table
-        out += ("\n" if out else "") + runs_table(gentool)
+        out += ("\n" if out else "") + gentool_runs_table(gentool)
     return out
 
 
-def _alpha_umi_table(rows: list[dict]) -> str:
-    return to_markdown(Table(*table_data(rows), numeric=True))
+def gentool_runs_table(rows: list[dict]) -> str:
+    """One line per run: GenTool selection accuracy per scenario, then the overall test metrics."""
+    columns = ["Run"] + [f"Sel. Acc {short}" for short in SCENARIO_SHORT.values()] + \
+              [f"{label} (all)" for _, label in GENTOOL_COLUMNS]
+    data = []
+    for row in rows:
+        test = (row.get("gentool") or {}).get("test") or {}
+        data.append([str(row["name"])] + [gentool_cell((test.get(s) or {}).get("selection_acc"))
+                                           for s in SCENARIO_SHORT]
+                    + [gentool_cell((test.get("all") or {}).get(c)) for c, _ in GENTOOL_COLUMNS])
+    return to_markdown(Table(columns, data, numeric=True))
 
 
 def log_wandb(rows: list[dict], project: str | None = None, name: str | None = None) -> str:

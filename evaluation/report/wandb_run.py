@@ -10,8 +10,8 @@ from typing import Mapping
 
 from core.atomic_files import write_text_atomic
 
-from .results_table import METRICS
-from .plots import SPAN_KINDS
+from ..steps.metrics import STEP_METRICS as METRICS
+from .plots import SPAN_KINDS, step_metrics, test_sets_of
 
 
 def log_report_wandb(runs, table: dict, plots: dict, series: Mapping, out_dir: Path, *, title: str,
@@ -48,15 +48,17 @@ def log_report_wandb(runs, table: dict, plots: dict, series: Mapping, out_dir: P
                         keys=kinds, title=f"{r['name']} / {s['name']}: train loss per span", xname="step")
         log["results/loss_curves"] = wandb.Table(
             columns=["run", "stage", "role", "kind", "split", "step", "loss"], data=loss_rows)
+        sets = test_sets_of([r for pts in series.values() for _, r in pts])
         for m, label in METRICS:
             xs, ys, keys = [], [], []
             for name, pts in series.items():
-                xy = [(f, (r["row"].get("in_domain") or {}).get(m)) for f, r in pts]
-                xy = [(f, v) for f, v in xy if v is not None]
-                if xy:
-                    xs.append([p[0] for p in xy])
-                    ys.append([p[1] for p in xy])
-                    keys.append(name)
+                for test_set in sets:
+                    xy = [(f, step_metrics(r, test_set).get(m)) for f, r in pts]
+                    xy = [(f, v) for f, v in xy if v is not None]
+                    if xy:
+                        xs.append([p[0] for p in xy])
+                        ys.append([p[1] for p in xy])
+                        keys.append(f"{name} ({test_set})")
             if keys:
                 log[f"data_fraction/{m}"] = wandb.plot.line_series(
                     xs=xs, ys=ys, keys=keys, title=f"{label} vs data fraction", xname="data fraction")

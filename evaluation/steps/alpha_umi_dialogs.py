@@ -17,7 +17,6 @@ from collections import Counter
 from trajectories.sources.toolbench import CALLER, DECISIONS, MARKER, _strip_wrapper, convert_tools
 from trajectories.trajectory import TrajectoryError
 
-PLAN_OF_DECISION = {"call": "call", "conclusion": "finish", "give_up": "give_up"}
 IMPLIED = {"caller": "call", "conclusion": "conclusion"}  # decision of an unmarked assistant turn
 
 
@@ -33,7 +32,7 @@ def dialog_steps(record: dict, file, index: int, prefix: str, anomalies: Counter
     steps = []
     for k in marked:
         turn, follow = turns[k], turns[k + 1] if k + 1 < len(turns) else {}
-        plan = PLAN_OF_DECISION[turn["decision"]]
+        plan = turn["decision"]
         step = {"id": f"{prefix}-{len(steps):02d}", "plan": plan, "action": None,
                 "arguments": None, "answer": None, "tools": names, "thought": turn["thought"],
                 "instruction": instruction, "history": turns[:k], "tool_specs": tools,
@@ -43,7 +42,7 @@ def dialog_steps(record: dict, file, index: int, prefix: str, anomalies: Counter
                 step["action"], step["arguments"] = follow["name"], follow["arguments"]
             else:
                 anomalies["call_step_without_caller_turn"] += 1
-        elif plan == "finish":
+        elif plan == "conclusion":
             if follow.get("role") == "summarizer":
                 step["answer"] = follow["answer"]
             else:

@@ -1,9 +1,9 @@
 """Step extraction: every planner turn with a decision becomes one evaluation step.
 
 A step is the gold context before that planner turn (`instruction`, canonical `history`, offered
-`tools`) plus the reference: `plan` (call / finish / give_up); for a call, the `action` and
-`arguments` of the caller turn that follows; for a finish, the `answer` of the conclusion
-(summarizer) turn that follows. Ids are f"{file_stem}-{dialog:04d}-{step:02d}". For inference a
+`tools`) plus the reference: `plan` (the planner's decision: call / conclusion / give_up); for a
+call, the `action` and `arguments` of the caller turn that follows; for a conclusion, the `answer`
+of the summarizer turn that follows. Ids are f"{file_stem}-{dialog:04d}-{step:02d}". For inference a
 step also carries the gold planner `thought`, the canonical `tool_specs` and `trajectory_id`.
 
 Inputs, told apart per record: the α-UMi conversation form (a JSON list of
@@ -25,11 +25,10 @@ from pathlib import Path
 
 from trajectories.trajectory import read_jsonl, validate_trajectory, write_jsonl_atomic
 
+from core.vocabulary import DECISION_ALIASES, DECISIONS
+
 from .. import EvaluationError
 from .alpha_umi_dialogs import dialog_steps
-
-PLANS = ("call", "finish", "give_up")
-PLAN_OF_DECISION = {"call": "call", "conclusion": "finish", "give_up": "give_up"}
 
 
 def load_steps(path, anomalies: Counter | None = None) -> list[dict]:
@@ -49,9 +48,10 @@ def load_steps(path, anomalies: Counter | None = None) -> list[dict]:
             traj = validate_trajectory(record, file=path, index=index)
             steps += trajectory_steps(traj, f"{stem}-{index:04d}", None, where)
         elif "plan" in record and "id" in record:
-            if record["plan"] not in PLANS:
-                raise EvaluationError(f"{where}: plan {record['plan']!r} is not one of {PLANS}")
-            steps.append(record)
+            plan = DECISION_ALIASES.get(record["plan"], record["plan"])
+            if plan not in DECISIONS:
+                raise EvaluationError(f"{where}: plan {record['plan']!r} is not one of {DECISIONS}")
+            steps.append({**record, "plan": plan})
         else:
             raise EvaluationError(f"{where}: neither an α-UMi dialog (conversations), "
                                   "a canonical trajectory (turns) nor a step (id, plan)")
@@ -86,7 +86,7 @@ def trajectory_steps(traj: dict, prefix: str, step_turns: set | None = None,
     for i, turn in enumerate(turns):
         if turn["role"] != "planner" or (step_turns is not None and i not in step_turns):
             continue
-        plan = PLAN_OF_DECISION[turn["decision"]]
+        plan = turn["decision"]
         follow = turns[i + 1] if i + 1 < len(turns) else {}
         step = {"id": f"{prefix}-{len(steps):02d}", "plan": plan, "action": None,
                 "arguments": None, "answer": None, "tools": names, "thought": turn["thought"],
@@ -95,7 +95,7 @@ def trajectory_steps(traj: dict, prefix: str, step_turns: set | None = None,
         if plan == "call":
             _expect(follow, "caller", where, i)
             step["action"], step["arguments"] = follow["name"], follow["arguments"]
-        elif plan == "finish":
+        elif plan == "conclusion":
             _expect(follow, "summarizer", where, i)
             step["answer"] = follow["answer"]
         steps.append(step)
@@ -113,4 +113,4 @@ def write_steps(path, steps: list[dict]) -> int:
 
 def plan_counts(steps: list[dict]) -> dict:
     counts = Counter(s["plan"] for s in steps)
-    return {p: counts.get(p, 0) for p in PLANS}
+    return {p: counts.get(p, 0) for p in DECISIONS}

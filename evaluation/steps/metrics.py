@@ -1,7 +1,7 @@
 """The paper's step-level metrics (α-UMi, Table 1), computed without any model.
 
-References are steps (see steps.py); a prediction is a dict with the same fields: `plan`
-(call / finish / give_up), `action`, `arguments` (JSON text, or an already parsed object) and
+References are steps (see extract.py); a prediction is a dict with the same fields: `plan`
+(the decision: call / conclusion / give_up), `action`, `arguments` (JSON text, or an already parsed object) and
 `answer`. All metrics are percentages; a metric with no step to average over is None.
 
 - plan_acc: exact match of the plan over all steps (a missing prediction is wrong).
@@ -16,9 +16,9 @@ References are steps (see steps.py); a prediction is a dict with the same fields
             name (known or not) and arguments that parse as a JSON object; summarizer, of
             predicted conclusions, the share with a non-empty answer. What a model must learn
             first (the quickstart's measure).
-- rouge_l:  over reference-finish steps, ROUGE-L F of the answer with the `rouge` package
+- rouge_l:  over reference-conclusion steps, ROUGE-L F of the answer with the `rouge` package
             (`Rouge().get_scores(hyps, refs, avg=True)["rouge-l"]["f"]`). A step whose prediction
-            does not finish has the hypothesis "none". The package raises on a text made only of
+            is not a conclusion has the hypothesis "none". The package raises on a text made only of
             dots or empty, so such a text (or one that is just "," or ".") is replaced by "none",
             as the α-UMi inference does; the same guard applies to references.
 """
@@ -32,10 +32,13 @@ from contextlib import contextmanager
 
 from rouge import Rouge
 
-from .. import EvaluationError
-from .extract import PLANS
+from core.vocabulary import DECISION_ALIASES, DECISIONS
 
-PLAN_ALIASES = {"conclusion": "finish", "give up": "give_up"}
+from .. import EvaluationError
+
+# The step metrics and their column labels (the paper's Table 1), in the order tables show them.
+STEP_METRICS = (("plan_acc", "Plan ACC"), ("act_em", "Act. EM"), ("hallu", "Hallu."),
+                ("arg_f1", "Arg. F1"), ("rouge_l", "Rouge-L"))
 TOOL_NAME = re.compile(r"\w[\w.\-]*")  # what a tool name can look like (well_formed)
 
 
@@ -58,7 +61,7 @@ def score(references: list[dict], predictions: dict[str, dict]) -> dict:
             if plan == "call":
                 _tally(formed["caller"], bool(TOOL_NAME.fullmatch(action or ""))
                        and _json_object(pred.get("arguments")))
-            elif plan == "finish":
+            elif plan == "conclusion":
                 _tally(formed["summarizer"], bool((pred.get("answer") or "").strip()))
         ref_counts[ref["plan"]] += 1
         plan_hits += plan == ref["plan"]
@@ -70,8 +73,8 @@ def score(references: list[dict], predictions: dict[str, dict]) -> dict:
             same = plan == "call" and action == ref["action"]
             act_hits += same
             arg_scores.append(arg_f1(ref["arguments"], pred.get("arguments")) if same else 0.0)
-        elif ref["plan"] == "finish" and ref.get("answer") is not None:
-            hyps.append(_rouge_text(pred.get("answer") if plan == "finish" else None))
+        elif ref["plan"] == "conclusion" and ref.get("answer") is not None:
+            hyps.append(_rouge_text(pred.get("answer") if plan == "conclusion" else None))
             refs.append(_rouge_text(ref["answer"]))
     n = len(references)
     return {
@@ -80,8 +83,8 @@ def score(references: list[dict], predictions: dict[str, dict]) -> dict:
         "hallu": _percent(n_hallu, n),
         "arg_f1": _percent(sum(arg_scores), n_call),
         "rouge_l": None if not refs else 100.0 * rouge_l(hyps, refs),
-        "counts": {"reference": {p: ref_counts[p] for p in PLANS},
-                   "predicted": {**{p: 0 for p in PLANS}, **pred_counts}},
+        "counts": {"reference": {p: ref_counts[p] for p in DECISIONS},
+                   "predicted": {**{p: 0 for p in DECISIONS}, **pred_counts}},
         "well_formed": {role: _percent(ok, total) for role, (ok, total) in formed.items()},
         "hallucinated_names": dict(hallucinated.most_common()),
         "n_steps": n,
@@ -107,7 +110,7 @@ def _json_object(arguments) -> bool:
 def normalize_plan(plan) -> str:
     if plan is None:
         return "none"
-    return PLAN_ALIASES.get(plan, plan)
+    return DECISION_ALIASES.get(plan, plan)
 
 
 def _percent(hits: float, n: int) -> float | None:

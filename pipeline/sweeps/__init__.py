@@ -13,8 +13,8 @@ checked with the recipes' validator, so an error names the key path and the file
                     evaluate: {...}}        # all keys optional; evaluate merges onto the sweep's
         single_llm: {recipes: [recipes/ablations/single_llm.yaml]}
       grid: {data.data_fraction: [0.25, 0.5, 1.0]}   # optional: cross product with the variants
-      evaluate: {references: data/toolbench/dev_conversations.json, ood_references: null,
-                 limit: null, batch_size: 8, max_new_tokens: null}  # evaluate_run's keys; enabled
+      evaluate: {test_sets: {out-of-domain: data/toolbench/dev_conversations.json},
+                 limit: null, batch_size: 8, max_new_tokens: null}  # the recipe's evaluate keys;
                                             # (merged over each recipe's own `evaluate:` node)
       out: runs/sweeps/${sweep.name}        # sweep.json, report.md / report.html, plots/, wandb/
       runs_dir: ${sweep.out}/runs           # each variant's run.dir is RUNS_DIR/VARIANT; null: the
@@ -30,11 +30,11 @@ and `run.dir`. A grid point's name is VARIANT-KEY_VALUE (KEY: the last part of t
 Evaluation: the recipe's own `evaluate:` node, then the sweep's `evaluate:`, then the variant's
 (a layer that is given turns evaluation on unless it says `enabled: false`) become the variant
 recipe's `evaluate` node, which the stage runner runs after training (evaluate_run writes
-the run's eval metrics, and the out-of-domain ones for ood_references).
+each test set's metrics into the run's eval folder).
 
 Every variant's recipe is composed and validated before anything trains. Variants run one after
 the other; finished stages are skipped, and so is an evaluation whose metrics finished after the
-stages did (the times core.run_dir.RunDir records) and were made with the same references, limit,
+stages did (the times core.run_dir.RunDir records) and were made with the same test sets, limit,
 decoding length and mode (otherwise the sweep evaluates again, without retraining). `OUT/sweep.json` (variant -> run dir, overrides, status, timings, metrics) is
 rewritten atomically after each step, so an interrupted sweep resumes where it stopped. A variant
 that fails is recorded as failed and the sweep goes on (unless fail_fast).

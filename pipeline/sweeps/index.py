@@ -86,7 +86,7 @@ def refresh_index(sweep: Sweep, index: dict) -> dict:
                   "stages": stage_summary(v.recipe), "evaluate": v.evaluate})
         if not RunDir(v.run_dir).has_trace(enabled_stages(v.recipe)):
             # nothing of it on disk (new, or its run directory was removed): start afresh
-            for key in ("train_seconds", "eval_seconds", "trained_stages", "metrics", "metrics_ood",
+            for key in ("train_seconds", "eval_seconds", "trained_stages", "metrics",
                         "mode", "warning"):
                 e.pop(key, None)
             if e.get("status") != "failed":

@@ -8,8 +8,8 @@ from typing import Callable, Sequence
 
 
 from core.atomic_files import write_text_atomic
-from core.recipe import evaluate_defaults, redact
-from core.run_dir import EVAL_SUFFIXES, RunDir, parse_time
+from core.recipe import redact
+from core.run_dir import RunDir, parse_time
 from core.secrets import redact_argv, redact_text
 
 from .index import (enabled_stages, load_index, now_local, refresh_index, safe_index, save_index,
@@ -27,27 +27,26 @@ def _eval_dir(recipe: dict, cfg: dict):
 
 
 def eval_is_current(recipe: dict, cfg: dict) -> bool:
-    """Metrics files exist, finished after every stage did (the times the run directory records),
-    and were made with these references, limit, decoding length and mode."""
+    """Every test set's metrics exist, finished after every stage did (the times the run directory
+    records), and were made with this test set, limit, decoding length and mode."""
+    from evaluation.steps.teacher_forced import StaticEvaluation, test_set_source
+    settings = StaticEvaluation.from_node(cfg)
     run, out = RunDir.of(recipe), _eval_dir(recipe, cfg)
     done_times = [run.stage(n).finished() for n in enabled_stages(recipe) if run.stage(n).is_done()]
-    for refs, suffix in zip((cfg.get("references"), cfg.get("ood_references")), EVAL_SUFFIXES):
-        if not refs:
-            continue
-        inf = (out.read_metrics(suffix) or {}).get("inference")
+    for name, test_set in settings.test_sets.items():
+        inf = (out.read_metrics(name) or {}).get("inference")
         if not isinstance(inf, dict):
             return False
         finished = parse_time(inf.get("finished"))
         if finished is None or any(t is None or t > finished for t in done_times):
             return False
         decoding = inf.get("decoding") or {}
-        want_tokens = cfg.get("max_new_tokens", evaluate_defaults()["max_new_tokens"])
-        if (inf.get("references") != str(refs) or inf.get("limit") != cfg.get("limit")
-                or decoding.get("requested_max_new_tokens", decoding.get("max_new_tokens")) != want_tokens
-                or bool(decoding.get("do_sample")) != bool(cfg.get("do_sample"))):
+        team = settings.team
+        if (inf.get("references") != test_set_source(test_set) or inf.get("limit") != settings.limit
+                or decoding.get("requested_max_new_tokens") != team.max_new_tokens
+                or bool(decoding.get("do_sample")) != team.do_sample):
             return False
-        mode = cfg.get("mode") or "auto"
-        if mode != "auto" and inf.get("mode") != mode:
+        if team.mode != "auto" and inf.get("mode") != team.mode:
             return False
     return True
 
@@ -58,20 +57,21 @@ def recipe_drift(recipe: dict) -> list[str]:
 
 
 def _eval_stamps(recipe: dict, cfg: dict | None) -> dict:
-    """{suffix: the recorded end time of that metrics file's inference}."""
+    """{test set: the recorded end time of its metrics' inference}."""
     if cfg is None:
         return {}
     out = _eval_dir(recipe, cfg)
-    return {s: ((out.read_metrics(s) or {}).get("inference") or {}).get("finished") for s in EVAL_SUFFIXES}
+    return {n: ((out.read_metrics(n) or {}).get("inference") or {}).get("finished")
+            for n, f in (cfg.get("test_sets") or {}).items() if f}
 
 
 def _eval_seconds_since(recipe: dict, cfg: dict | None, before: dict) -> float:
     """Inference seconds of the metrics files (re)written since `before` (by the stage runner)."""
     total = 0.0
     out = _eval_dir(recipe, cfg) if cfg is not None else None
-    for suffix, stamp in _eval_stamps(recipe, cfg).items():
-        if stamp is not None and before.get(suffix) != stamp:
-            total += float(((out.read_metrics(suffix) or {}).get("inference") or {}).get("seconds") or 0)
+    for name, stamp in _eval_stamps(recipe, cfg).items():
+        if stamp is not None and before.get(name) != stamp:
+            total += float(((out.read_metrics(name) or {}).get("inference") or {}).get("seconds") or 0)
     return total
 
 
@@ -123,7 +123,7 @@ def run_variant(v: Variant, entry: dict, save: Callable[[], None], log=print) ->
         entry["status"] = "evaluating"
         save()
         limit = "" if cfg.get("limit") is None else f" (first {cfg['limit']} steps)"
-        log(f"[sweep] {v.name}: evaluating on {cfg['references']}{limit}")
+        log(f"[sweep] {v.name}: evaluating on {', '.join(cfg.get('test_sets') or {})}{limit}")
         t0 = time.perf_counter()
         res = evaluate_run(recipe, cfg)
         entry["eval_seconds"] = round(time.perf_counter() - t0, 1)
@@ -134,12 +134,14 @@ def run_variant(v: Variant, entry: dict, save: Callable[[], None], log=print) ->
 
 
 def _record_metrics(recipe: dict, cfg: dict, entry: dict) -> None:
-    from evaluation.report.results_table import METRICS
+    from evaluation.steps.metrics import STEP_METRICS
+    from evaluation.steps.teacher_forced import StaticEvaluation
     out = _eval_dir(recipe, cfg)
-    for suffix, key in zip(EVAL_SUFFIXES, ("metrics", "metrics_ood")):
-        data = out.read_metrics(suffix)
+    entry["metrics"] = {}
+    for name in StaticEvaluation.from_node(cfg).test_sets:
+        data = out.read_metrics(name)
         if data is not None:
-            entry[key] = {m: data.get(m) for m, _ in METRICS} | {"n_steps": data.get("n_steps")}
+            entry["metrics"][name] = {m: data.get(m) for m, _ in STEP_METRICS} | {"n_steps": data.get("n_steps")}
             entry.setdefault("mode", (data.get("inference") or {}).get("mode"))
 
 

@@ -15,6 +15,7 @@ from core.errors import ProjectError
 from core.recipe import SCHEMA_PATH as RECIPE_SCHEMA_PATH
 from core.recipe import RecipeError, key_error, load_recipe, origin_of, record_origins, schema_errors
 from core.repo_paths import REPO_ROOT
+from core.vocabulary import VAL_SPLIT
 
 SCHEMA_PATH = Path(__file__).with_name("sweep_schema.json")
 SPEC_DEFAULTS = {"out": "runs/sweeps/${sweep.name}", "runs_dir": "${sweep.out}/runs"}
@@ -235,9 +236,10 @@ def _evaluate_layer(value: dict | None, key: str, spec_path: Path, prov: dict) -
     if value is None:
         return None
     cfg = dict(value)
-    for k in ("references", "ood_references"):
-        if cfg.get(k):
-            cfg[k] = str(Path(spec_file(str(cfg[k]), spec_path, f"{key}.{k}", prov)).resolve())
+    if cfg.get("test_sets"):
+        cfg["test_sets"] = {n: f if f in (VAL_SPLIT, None) else
+                            str(Path(spec_file(str(f), spec_path, f"{key}.test_sets.{n}", prov)).resolve())
+                            for n, f in cfg["test_sets"].items()}
     return cfg
 
 
@@ -257,16 +259,18 @@ def _merge_evaluate(sweep: Sweep, v: Variant, recipe: dict) -> None:
             recipe["evaluate"] = {**node, "enabled": False}
         v.evaluate = None
         return
-    if not node.get("references"):
+    node["test_sets"] = {n: f for n, f in (node.get("test_sets") or {}).items() if f is not None}
+    if not node["test_sets"]:
         raise SweepError(f"{sweep.spec_path}: variant '{v.name}': evaluation is enabled but no test "
-                         f"set is given: set 'references' ({origin})")
-    for key in ("references", "ood_references"):
-        if node.get(key):
-            found = find_file(str(node[key]), sweep.spec_path)
-            if found is None:
-                raise SweepError(f"{sweep.spec_path}: variant '{v.name}': {origin}: {key}: "
-                                 f"file not found: {node[key]}")
-            node[key] = str(Path(found).resolve())
+                         f"set is given: set 'test_sets' ({origin})")
+    sets = {}
+    for name, test_set in node["test_sets"].items():
+        found = test_set if test_set == VAL_SPLIT else find_file(str(test_set), sweep.spec_path)
+        if found is None:
+            raise SweepError(f"{sweep.spec_path}: variant '{v.name}': {origin}: test_sets.{name}: "
+                             f"file not found: {test_set}")
+        sets[name] = found if found == VAL_SPLIT else str(Path(found).resolve())
+    node["test_sets"] = sets
     recipe["evaluate"] = node
     v.evaluate = {k: val for k, val in node.items() if k != "enabled"}
 
