@@ -1,11 +1,9 @@
 """Recipe composition, overrides and validation errors that name the key and its file."""
 import pytest
 
-from conftest import REPO
+from conftest import QUICKSTART, RECIPES
 from core.recipe import RecipeError, compose, load_recipe, redact
 from train import main, shipped_recipes
-
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 
 
 def test_every_shipped_recipe_validates():
@@ -15,7 +13,7 @@ def test_every_shipped_recipe_validates():
 
 
 def test_paper_settings_in_the_7b_recipe():
-    r = load_recipe([REPO / "recipes" / "llama2_7b_toolbench.yaml"])
+    r = load_recipe([RECIPES / "llama2_7b_toolbench.yaml"])
     st = r["stages"]
     assert r["data"]["global_batch_size"] == 48 and r["data"]["max_length"] == 4096
     assert r["trainer"]["precision"].startswith("bf16")

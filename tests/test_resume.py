@@ -10,14 +10,13 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from conftest import REPO, kill_training_at
+from conftest import QUICKSTART, REPO, kill_training_at
 from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.checkpoints import PREV_SUFFIX, AtomicCheckpointIO, pick_resume_checkpoint
 from pipeline.sharded_export import resumable_checkpoint
 from pipeline.stage_runner import run_recipe
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 ARGS = ["data.max_length=768", "data.val_fraction=0.2", "tokenizer.train_bpe.vocab_size=600",
         "logger.progress_bar=false", "logger.wandb.enabled=false", "evaluate.enabled=false",
         "checkpoint.every_n_train_steps=1", "stages.backbone.trainer.max_epochs=2",

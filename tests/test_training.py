@@ -9,12 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from conftest import REPO, kill_training_at
+from conftest import QUICKSTART, REPO, kill_training_at
 from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.stage_runner import run_recipe
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SMALL = ["data.max_length=768", "data.val_fraction=0.2", "tokenizer.train_bpe.vocab_size=1000",
          "logger.progress_bar=false", "evaluate.limit=6", "evaluate.max_new_tokens=16"]
 
