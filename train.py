@@ -7,6 +7,7 @@
     python train.py recipes/quickstart.yaml --stage planner
     python train.py recipes/quickstart.yaml --print-config
     python train.py --validate            # every shipped recipe, nothing trained
+    python train.py --write-composed      # recipes/composed/NAME.yaml: each shipped recipe composed
 
 A bad recipe, data file or run directory stops with one or two lines and exit code 2; --debug
 (or ALPHA_UMI_DEBUG=1) shows the traceback.
@@ -14,14 +15,19 @@ A bad recipe, data file or run directory stops with one or two lines and exit co
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from core.atomic_files import write_text_atomic
 from core.errors import run_cli
 from core.recipe import RECIPES_ROOT, RecipeError, load_recipe, redact, split_args, to_yaml
 
 FRAGMENT_DIRS = ("model", "data", "template", "trainer", "optim", "logger", "strategy", "stages",
                  "simulator", "ablations", "launch")
+COMPOSED_DIR = RECIPES_ROOT / "composed"
+COMPOSED_HEADER = ("# Generated: what `python train.py recipes/{name} --print-config` prints. Do not edit.\n"
+                   "# Regenerate every composed recipe: python train.py --write-composed\n")
 
 
 def shipped_recipes() -> list[Path]:
@@ -41,6 +47,23 @@ def validate_all() -> int:
     return 1 if failed else 0
 
 
+def composed_text(path: Path) -> str:
+    """recipes/composed/NAME.yaml of the shipped recipe `path`: a header, then --print-config's output."""
+    return COMPOSED_HEADER.format(name=path.name) + to_yaml(redact(load_recipe([path])))
+
+
+def write_composed() -> int:
+    """Rewrite recipes/composed/ from the shipped recipes: nothing is written unless every recipe
+    composes, each file is replaced atomically, and a file whose recipe is gone is removed."""
+    texts = {COMPOSED_DIR / p.name: composed_text(p) for p in shipped_recipes()}
+    for path in sorted(set(COMPOSED_DIR.glob("*.yaml")) - set(texts)):
+        path.unlink()
+    for path, text in texts.items():
+        write_text_atomic(path, text)
+        print(f"wrote   {os.path.relpath(path, RECIPES_ROOT.parent)}")
+    return 0
+
+
 def main(argv=None) -> int:
     return run_cli("train.py", _main, argv)
 
@@ -52,14 +75,18 @@ def _main(argv) -> int:
     parser.add_argument("--print-config", action="store_true", help="print the composed recipe and exit")
     parser.add_argument("--validate", action="store_true",
                         help="validate the given recipe, or every shipped recipe if none is given, and exit")
+    parser.add_argument("--write-composed", action="store_true",
+                        help="write recipes/composed/NAME.yaml (the composed form) of every shipped recipe and exit")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ALPHA_UMI_DEBUG=1)")
     ns = parser.parse_intermixed_args(argv)
     files, overrides = split_args(ns.args)
     if ns.validate and not files:
         return validate_all()
+    if ns.write_composed:
+        return write_composed()
     recipe = load_recipe(files, overrides)
     if ns.print_config:
-        print(to_yaml(redact(recipe)))
+        sys.stdout.write(to_yaml(redact(recipe)))
         return 0
     if ns.validate:
         from pipeline.preflight import check_model_configs

@@ -14,6 +14,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 CHAINS = DATA / "toolbench" / "train_sample_chains.json"
+RECIPES = REPO / "recipes"
+QUICKSTART = RECIPES / "quickstart.yaml"
+ABLATIONS = RECIPES / "ablations"
+STRATEGIES = RECIPES / "strategy"
 
 
 def load_template(name: str = "glpft") -> dict:

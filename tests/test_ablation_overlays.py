@@ -5,15 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import ABLATIONS, QUICKSTART, RECIPES
 from evaluation.agent.exports import find_exports, resolve_mode
 from core.recipe import enabled_stages, load_recipe
 from core.run_dir import RunDir
 from core.stage_config import resolve_init, stage_settings
 
-BASES = {"quickstart": REPO / "recipes/quickstart.yaml", "7b": REPO / "recipes/llama2_7b_toolbench.yaml"}
+BASES = {"quickstart": QUICKSTART, "7b": RECIPES / "llama2_7b_toolbench.yaml"}
 BASE_MODEL = {"quickstart": None, "7b": "meta-llama/Llama-2-7b-hf"}  # model.init_from of the base
-ABLATIONS = REPO / "recipes/ablations"
 ROLES3 = ("planner", "caller", "summarizer")
 
 

@@ -16,10 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import QUICKSTART, REPO, STRATEGIES
 from core.run_dir import RunDir
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SHRINK = ["data.max_length=256", "logger.wandb.enabled=false", "logger.progress_bar=false",
           "stages.caller.enabled=false", "stages.summarizer.enabled=false",
           "stages.backbone.trainer.max_epochs=1", "stages.planner.trainer.max_epochs=1"]
@@ -69,7 +68,7 @@ def _assert_same_curves(a_dir, b_dir, stages=("backbone", "planner"), tol=1e-4):
 def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     p1 = _start("train.py", one, "data.micro_batch_size=2", "trainer.accumulate_grad_batches=2")
-    p2 = _start("train.py", two, str(REPO / "recipes" / "strategy" / "ddp.yaml"), "trainer.devices=2",
+    p2 = _start("train.py", two, str(STRATEGIES / "ddp.yaml"), "trainer.devices=2",
                 "strategy.process_group_backend=gloo", "data.micro_batch_size=2", "trainer.accumulate_grad_batches=1")
     _finish(p1), _finish(p2)
     _assert_same_curves(one, two)
@@ -148,7 +147,7 @@ def test_deepspeed_zero3_on_cpu_matches_single_process_and_resumes(tmp_path, bas
     driver.write_text(DRIVER.format(repo=str(REPO)))
     base = [f"model.init_from={base_checkpoint}", "model.config=null", f"tokenizer.from_pretrained={base_checkpoint}",
             "trainer.accumulate_grad_batches=2"]
-    zero3 = [str(REPO / "recipes" / "strategy" / "deepspeed_zero3.yaml"),
+    zero3 = [str(STRATEGIES / "deepspeed_zero3.yaml"),
              "strategy._target_=pipeline.strategy_checks.CPUDeepSpeedStrategy",
              "strategy.config.zero_optimization.stage3_param_persistence_threshold=0",
              "strategy.config.bf16.enabled=false", "trainer.devices=2", "data.micro_batch_size=1",

@@ -6,7 +6,7 @@ import time
 import pytest
 
 import train
-from conftest import REPO
+from conftest import QUICKSTART, REPO
 from core.errors import DataError, ProjectError, run_cli
 from core.recipe import RecipeError, load_recipe
 from core.stage_config import stage_settings
@@ -14,7 +14,6 @@ from pipeline.stage_setup import build_datamodule
 from trajectories.sources import load_trajectories
 from trajectories.trajectory import TrajectoryError
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 ONE_STAGE = ["stages.planner.enabled=false", "stages.caller.enabled=false", "stages.summarizer.enabled=false",
              "evaluate.enabled=false", "logger.progress_bar=false", "tokenizer.train_bpe.vocab_size=600",
              "data.max_length=768"]
@@ -209,7 +208,7 @@ def test_changed_recipe_is_refused_on_a_run_dir_with_finished_stages(tmp_path, c
     from pipeline.stage_runner import refuse_drift
     run_dir = tmp_path / "run"
     names = ["backbone", "planner", "caller", "summarizer"]
-    base = load_recipe([REPO / "recipes/quickstart.yaml"], [f"run.dir={run_dir}"])
+    base = load_recipe([QUICKSTART], [f"run.dir={run_dir}"])
     run = RunDir(run_dir)
     run_dir.mkdir()
     run.save_recipe(to_yaml(base))
@@ -217,7 +216,7 @@ def test_changed_recipe_is_refused_on_a_run_dir_with_finished_stages(tmp_path, c
     run.stage("backbone").write_done({"stage": "backbone"})
 
     def recipe(*overrides):
-        return load_recipe([REPO / "recipes/quickstart.yaml"], [f"run.dir={run_dir}", *overrides])
+        return load_recipe([QUICKSTART], [f"run.dir={run_dir}", *overrides])
 
     refuse_drift(recipe("stages.planner.trainer.max_epochs=9", "logger.wandb.enabled=false",
                         "evaluate.limit=3"), run, names)  # backbone unaffected

@@ -3,13 +3,12 @@ export; selection only from the base model; one joint stage; α-UMi trajectories
 selection stage with the backbone's view."""
 import pytest
 
-from conftest import REPO
+from conftest import ABLATIONS as ABL, RECIPES
 from core.recipe import load_recipe
 from core.stage_config import stage_settings
 from pipeline.stage_runner import enabled_stages
 
-BASES = [REPO / "recipes/gentool.yaml", REPO / "recipes/gentool_llama3_8b.yaml"]
-ABL = REPO / "recipes/ablations"
+BASES = [RECIPES / "gentool.yaml", RECIPES / "gentool_llama3_8b.yaml"]
 
 
 def roles(recipe):

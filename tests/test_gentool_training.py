@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from conftest import REPO
+from conftest import ABLATIONS, RECIPES
 from core.recipe import load_recipe
 from core.run_dir import RunDir
 from evaluation.report.results_table import load_runs, results_table
 from pipeline.stage_runner import run_recipe
 
-RECIPE = REPO / "recipes" / "gentool.yaml"
-ONLY_SELECTION = REPO / "recipes" / "ablations" / "gentool_selection_only.yaml"
+RECIPE = RECIPES / "gentool.yaml"
+ONLY_SELECTION = ABLATIONS / "gentool_selection_only.yaml"
 TOY_DATA = """
 data:
   sources:

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import REPO
+from conftest import QUICKSTART
 from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.stage_runner import run_recipe
@@ -29,7 +29,7 @@ def first_steps(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("golden") / "quickstart"
     overrides = [f"run.dir={run_dir}", "logger.progress_bar=false", "logger.wandb.enabled=false",
                  "evaluate.enabled=false"] + [f"stages.{s}.trainer.max_steps={STEPS}" for s in STAGES]
-    run_recipe(load_recipe([REPO / "recipes" / "quickstart.yaml"], overrides))
+    run_recipe(load_recipe([QUICKSTART], overrides))
     losses = {}
     for stage in STAGES:
         with RunDir(run_dir).stage(stage).csv_log.open(newline="") as fh:

@@ -9,16 +9,15 @@ import pytest
 
 from core.run_dir import RunDir
 
-from conftest import REPO
+from conftest import ABLATIONS, QUICKSTART, RECIPES, REPO
 from core.recipe import load_recipe
 from pipeline.stage_runner import run_recipe
 
 pytestmark = pytest.mark.slow
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
-MEMORIZE = REPO / "recipes" / "checks" / "memorize.yaml"
-MULTITASK = [REPO / "recipes" / "ablations" / "single_llm_multitask.yaml", MEMORIZE,
-             REPO / "recipes" / "checks" / "memorize_multitask.yaml"]
+MEMORIZE = RECIPES / "checks" / "memorize.yaml"
+MULTITASK = [ABLATIONS / "single_llm_multitask.yaml", MEMORIZE,
+             RECIPES / "checks" / "memorize_multitask.yaml"]
 DIALOGS = REPO / "data" / "toolbench" / "memorize_conversations.json"
 QUIET = ["logger.progress_bar=false"]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from conftest import QUICKSTART
 from datamodules.packed_steps import PackedKey, PackedRows, PackedStepCollator, PackedStepSampler
 from datamodules.packing import best_fit_decreasing, pack_examples
 from datamodules.step_batches import pad_batch
@@ -206,7 +207,7 @@ def test_quickstart_packed_end_to_end(tmp_path):
     from core.recipe import load_recipe
     from pipeline.stage_runner import run_recipe
 
-    recipe = load_recipe(["recipes/quickstart.yaml"], [
+    recipe = load_recipe([QUICKSTART], [
         f"run.dir={tmp_path}", "data.packing.enabled=true", "data.packing.rows_per_micro_batch=2",
         "data.max_length=512", "data.data_fraction=0.5", "tokenizer.train_bpe.vocab_size=512",
         "data.micro_batch_size=2",  # 2 examples per optimizer step (the examples unit): enough steps

@@ -7,13 +7,12 @@ import lightning as L
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import QUICKSTART
 from core.build_sites import DATA, MODEL, SCHEDULER, SITES, TOKENIZER, TRAINER
 from core.instantiate import locate
 from core.recipe import RecipeError, compose, load_recipe
 from train import main
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 
 
 def _fails(overrides, files=(QUICKSTART,)) -> str:

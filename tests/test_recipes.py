@@ -1,11 +1,10 @@
 """Recipe composition, overrides and validation errors that name the key and its file."""
 import pytest
 
-from conftest import REPO
+import train
+from conftest import QUICKSTART, RECIPES, REPO
 from core.recipe import RecipeError, compose, load_recipe, redact
-from train import main, shipped_recipes
-
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+from train import COMPOSED_DIR, COMPOSED_HEADER, main, shipped_recipes
 
 
 def test_every_shipped_recipe_validates():
@@ -14,8 +13,43 @@ def test_every_shipped_recipe_validates():
     assert main(["--validate"]) == 0
 
 
+def test_composed_recipes_are_current(capsys):
+    """recipes/composed/NAME.yaml holds, under its header, what `python train.py recipes/NAME.yaml
+    --print-config` prints, for every shipped recipe and no other file."""
+    problems = []
+    for path in shipped_recipes():
+        assert main([str(path), "--print-config"]) == 0
+        printed = capsys.readouterr().out
+        composed = COMPOSED_DIR / path.name
+        if not composed.is_file():
+            problems.append(f"{composed.relative_to(REPO)} is missing")
+        elif composed.read_text() != COMPOSED_HEADER.format(name=path.name) + printed:
+            problems.append(f"{composed.relative_to(REPO)} is stale")
+    for extra in sorted(set(COMPOSED_DIR.glob("*.yaml")) - {COMPOSED_DIR / p.name for p in shipped_recipes()}):
+        problems.append(f"{extra.relative_to(REPO)} has no recipes/{extra.name}")
+    assert not problems, "; ".join(problems) + "; regenerate: python train.py --write-composed"
+
+
+def test_write_composed_rewrites_the_folder_or_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "composed"
+    monkeypatch.setattr(train, "COMPOSED_DIR", out)
+    out.mkdir()
+    (out / "removed_recipe.yaml").write_text("run: {name: x}\n")
+    assert main(["--write-composed"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in shipped_recipes())
+    assert (out / "quickstart.yaml").read_text() == (COMPOSED_DIR / "quickstart.yaml").read_text()
+    # a recipe that does not compose: an error, and no file is touched
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {max_lenght: 512}\n")
+    (out / "quickstart.yaml").write_text("old\n")
+    monkeypatch.setattr(train, "shipped_recipes", lambda: [QUICKSTART, bad])
+    assert main(["--write-composed"]) == 2
+    assert (out / "quickstart.yaml").read_text() == "old\n"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in shipped_recipes())
+
+
 def test_paper_settings_in_the_7b_recipe():
-    r = load_recipe([REPO / "recipes" / "llama2_7b_toolbench.yaml"])
+    r = load_recipe([RECIPES / "llama2_7b_toolbench.yaml"])
     st = r["stages"]
     assert r["data"]["global_batch_size"] == 48 and r["data"]["max_length"] == 4096
     assert r["trainer"]["precision"].startswith("bf16")

@@ -10,14 +10,13 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from conftest import REPO, kill_training_at
+from conftest import QUICKSTART, REPO, kill_training_at
 from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.checkpoints import PREV_SUFFIX, AtomicCheckpointIO, pick_resume_checkpoint
 from pipeline.sharded_export import resumable_checkpoint
 from pipeline.stage_runner import run_recipe
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 ARGS = ["data.max_length=768", "data.val_fraction=0.2", "tokenizer.train_bpe.vocab_size=600",
         "logger.progress_bar=false", "logger.wandb.enabled=false", "evaluate.enabled=false",
         "checkpoint.every_n_train_steps=1", "stages.backbone.trainer.max_epochs=2",
@@ -39,6 +38,7 @@ def test_kill_mid_epoch_resumes_on_the_next_batch_and_matches_an_uninterrupted_r
     cmd = [sys.executable, "train.py", str(QUICKSTART), *ARGS, f"run.dir={run_dir}", "--stage", "backbone"]
     last = RunDir(run_dir).stage("backbone").last_checkpoint
     at_kill = kill_training_at(cmd, last, lambda step: step >= 3 and step % steps_per_epoch, 240)
+    assert not RunDir(run_dir).stage("backbone").done_file.exists()  # a killed stage is not done
     rows_at_kill = _metrics_rows(run_dir)
     assert rows_at_kill and int(rows_at_kill[-1]["step"]) >= at_kill - 2  # flushed with each checkpoint
     # ... and the disk filled up while the next checkpoint was written: last.ckpt is cut short.
@@ -53,6 +53,7 @@ def test_kill_mid_epoch_resumes_on_the_next_batch_and_matches_an_uninterrupted_r
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "last.ckpt: it is truncated or corrupt" in out.stderr
     assert "resuming from the previous checkpoint" in out.stderr
+    assert f"[backbone] resuming from {prev}" in out.stdout  # resumed, not started over
     assert "not resumable" not in out.stderr  # Lightning sees a resumable loader
 
     a = LlamaForCausalLM.from_pretrained(RunDir(ref_dir).stage("backbone").export).state_dict()
@@ -66,6 +67,8 @@ def test_kill_mid_epoch_resumes_on_the_next_batch_and_matches_an_uninterrupted_r
         assert {k: v for k, v in before.items() if v} in [{k: v for k, v in r.items() if v} for r in rows]
     for r, ref in zip(rows, ref_rows):
         assert float(r["train/loss"]) == pytest.approx(float(ref["train/loss"]), abs=1e-5), r["step"]
+    steps = RunDir(run_dir).stage("backbone").read_done()["global_step"]
+    assert steps == RunDir(ref_dir).stage("backbone").read_done()["global_step"] == int(rows[-1]["step"]) + 1
 
 
 def test_checkpoint_write_is_atomic_and_keeps_the_previous_one(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """The summary train.py prints last, read back from a run directory."""
-from conftest import REPO
+from conftest import QUICKSTART, REPO
 from core.recipe import load_recipe
 from core.run_dir import RunDir
 from evaluation.steps.metrics import score
@@ -30,7 +30,7 @@ def test_epoch_means_not_single_steps(tmp_path):
 
 def test_summary_lists_stages_losses_exports_metrics_and_wandb(tmp_path):
     run_dir = tmp_path / "run"
-    recipe = load_recipe([REPO / "recipes/quickstart.yaml"], [f"run.dir={run_dir}"])
+    recipe = load_recipe([QUICKSTART], [f"run.dir={run_dir}"])
     run = RunDir(run_dir)
     for i, name in enumerate(STAGES):
         write_log(run.stage(name).csv_log, [[4.0 + i, 2.0 + i], [1.0, 0.5]])
@@ -60,6 +60,6 @@ def test_summary_lists_stages_losses_exports_metrics_and_wandb(tmp_path):
     assert "well formed, out-of-domain: planner 100%, caller 100%, summarizer 100%" in text
     assert "well formed, held-in: planner 50%" in text
     assert f"wandb sync {run_dir}/*/wandb/offline-run-*" in lines[-1]
-    off = load_recipe([REPO / "recipes/quickstart.yaml"],
+    off = load_recipe([QUICKSTART],
                       [f"run.dir={run_dir}", "logger.wandb.enabled=false"])
     assert "wandb sync" not in run_summary(off, STAGES, ran=STAGES)

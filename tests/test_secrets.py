@@ -2,12 +2,11 @@
 exports, logs, DONE.json."""
 import sys
 
-from conftest import REPO
+from conftest import QUICKSTART
 from core.recipe import load_recipe
 from core.secrets import redact, redact_argv
 from pipeline.stage_runner import run_recipe
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SECRET = "sk-live-0123456789abcdefXYZ"
 
 

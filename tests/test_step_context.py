@@ -3,9 +3,9 @@ every prompt the evaluation builds (planner, caller and summarizer, α-UMi and s
 token prefix of a training row of that role, and the token after it is supervised, including
 under a budget tight enough to trim turns and split trajectories into several rows."""
 import pytest
-from omegaconf import OmegaConf
 
-from conftest import REPO, load_template
+from conftest import QUICKSTART, load_template
+from core.recipe import compose
 from core.vocabulary import IGNORE_INDEX, TRAINED_ROLES
 from datamodules.role_examples import role_examples
 from datamodules.span_tokenization import EncodeStats, encode_example
@@ -19,9 +19,9 @@ from evaluation.steps.extract import trajectory_steps
 from prompting.prompt_template import PromptTemplate
 from prompting.segment_encoder import SegmentEncoder
 
-QUICKSTART = OmegaConf.load(REPO / "recipes" / "data" / "quickstart.yaml")["data"]
-BUDGETS = {"quickstart": (QUICKSTART["max_length"],
-                          QUICKSTART["context_reserve"] or QUICKSTART["max_length"] // 4),
+QUICKSTART_DATA = compose([QUICKSTART])[0].data
+BUDGETS = {"quickstart": (QUICKSTART_DATA.max_length,
+                          QUICKSTART_DATA.context_reserve or QUICKSTART_DATA.max_length // 4),
            "tight": (640, 128)}
 
 

@@ -7,15 +7,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import REPO
+from conftest import QUICKSTART, RECIPES, STRATEGIES
 from core.run_dir import StageDir
 from core.recipe import RecipeError, load_recipe
 from core.stage_config import stage_settings
 from pipeline.strategy_checks import (StrategyError, check_deepspeed, check_launch, check_stage,
                                       device_count, module_classes, strategy_kind, zero_stage)
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
-STRATEGY_DIR = REPO / "recipes" / "strategy"
 FRAGMENTS = {"ddp": ("ddp", 0), "deepspeed_zero2": ("deepspeed", 2), "deepspeed_zero3": ("deepspeed", 3),
              "deepspeed_zero3_offload": ("deepspeed", 3), "fsdp": ("fsdp", 0)}
 STAGES = ("backbone", "planner", "caller", "summarizer")
@@ -26,13 +24,13 @@ def _settings(recipe):
 
 
 def test_every_strategy_has_a_fragment():
-    assert {p.stem for p in STRATEGY_DIR.glob("*.yaml")} == set(FRAGMENTS)
+    assert {p.stem for p in STRATEGIES.glob("*.yaml")} == set(FRAGMENTS)
 
 
 @pytest.mark.parametrize("name", sorted(FRAGMENTS))
 def test_fragment_composes_with_the_quickstart_and_validates(name, tmp_path):
     kind, stage = FRAGMENTS[name]
-    as_file = load_recipe([QUICKSTART, STRATEGY_DIR / f"{name}.yaml"])  # extra recipe on the command line
+    as_file = load_recipe([QUICKSTART, STRATEGIES / f"{name}.yaml"])  # extra recipe on the command line
     by_name = tmp_path / "with_defaults.yaml"  # or selected by name in a recipe's defaults
     by_name.write_text(f"defaults: [quickstart, strategy/{name}]\n")
     assert load_recipe([by_name]) == as_file
@@ -47,7 +45,7 @@ def test_fragment_composes_with_the_quickstart_and_validates(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload"])
 def test_deepspeed_fragments_are_explicit(name):
-    r = load_recipe([QUICKSTART, STRATEGY_DIR / f"{name}.yaml"], ["data.micro_batch_size=3"])
+    r = load_recipe([QUICKSTART, STRATEGIES / f"{name}.yaml"], ["data.micro_batch_size=3"])
     cfg = r["strategy"]["config"]
     assert "auto" not in json.dumps(cfg)
     assert "gradient_accumulation_steps" not in cfg
@@ -61,13 +59,13 @@ def test_deepspeed_fragments_are_explicit(name):
 
 def test_paper_recipes_compose_with_zero3(tmp_path):
     for recipe in ("llama2_7b_toolbench.yaml", "llama2_13b_toolbench.yaml"):
-        r = load_recipe([REPO / "recipes" / recipe, STRATEGY_DIR / "deepspeed_zero3.yaml"])
+        r = load_recipe([RECIPES / recipe, STRATEGIES / "deepspeed_zero3.yaml"])
         for settings in _settings(r):
             check_stage(r, settings, env={"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"})
 
 
 def _zero3(*overrides):
-    return load_recipe([QUICKSTART, STRATEGY_DIR / "deepspeed_zero3.yaml"], list(overrides))
+    return load_recipe([QUICKSTART, STRATEGIES / "deepspeed_zero3.yaml"], list(overrides))
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -109,7 +107,7 @@ def test_schema_rejects_deepspeed_keys_early():
 
 def test_ddp_and_fsdp_need_no_deepspeed_settings():
     for name in ("ddp", "fsdp"):
-        r = load_recipe([QUICKSTART, STRATEGY_DIR / f"{name}.yaml"], ["trainer.accumulate_grad_batches=4"])
+        r = load_recipe([QUICKSTART, STRATEGIES / f"{name}.yaml"], ["trainer.accumulate_grad_batches=4"])
         for settings in _settings(r):
             check_deepspeed(r, settings, world_size=8)
 

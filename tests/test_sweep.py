@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import QUICKSTART, REPO
 from core.run_dir import RunDir, now
 from pipeline.sweeps import SweepError, load_sweep
 from sweep import main
@@ -178,7 +178,7 @@ def test_evaluate_settings_are_defined_once(tmp_path):
     with pytest.raises(SweepError) as sweep_err:
         load_sweep(spec, ["sweep.evaluate.mode=fast"])
     with pytest.raises(RecipeError) as recipe_err:
-        load_recipe([REPO / "recipes/quickstart.yaml"], ["evaluate.mode=fast"])
+        load_recipe([QUICKSTART], ["evaluate.mode=fast"])
     assert "key 'sweep.evaluate.mode': 'fast' is not one of ['auto', 'alpha_umi', 'single', None] " \
            "(from command line)" in str(sweep_err.value)
     assert "key 'evaluate.mode': 'fast' is not one of ['auto', 'alpha_umi', 'single', None] " \

@@ -1,20 +1,17 @@
-"""The stage graph end to end on CPU: exports, logs, skip on rerun, resume, loss normalisation."""
+"""The stage graph end to end on CPU: exports, logs, skip on rerun, loss normalisation (a killed
+stage's resume: test_resume.py)."""
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from conftest import REPO, kill_training_at
+from conftest import QUICKSTART
 from core.run_dir import RunDir
 from core.recipe import load_recipe
 from pipeline.stage_runner import run_recipe
 
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 SMALL = ["data.max_length=768", "data.val_fraction=0.2", "tokenizer.train_bpe.vocab_size=1000",
          "logger.progress_bar=false", "evaluate.limit=6", "evaluate.max_new_tokens=16"]
 
@@ -159,22 +156,3 @@ def test_loss_is_normalised_over_the_whole_optimizer_step(tmp_path, bpe_tokenize
     # A mean of per-micro-batch means would differ (the four examples have unequal target lengths).
     counts = (labels != -100).sum(1)
     assert len(set(counts.tolist())) > 1
-
-
-def test_killed_stage_resumes_from_its_checkpoint(tmp_path):
-    run_dir = tmp_path / "resume"
-    args = [sys.executable, "train.py", str(QUICKSTART), *SMALL, f"run.dir={run_dir}", "--stage", "backbone",
-            "checkpoint.every_n_train_steps=1", "stages.backbone.trainer.max_epochs=3", "logger.wandb.enabled=false",
-            "data.micro_batch_size=2"]
-    last = RunDir(run_dir).stage("backbone").last_checkpoint
-    step_at_kill = kill_training_at(args, last, lambda step: step >= 3, 120)
-    assert not RunDir(run_dir).stage("backbone").done_file.exists()
-    out = subprocess.run(args, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert f"resuming from {last}" in out.stdout
-    done = RunDir(run_dir).stage("backbone").read_done()
-    assert done["global_step"] > step_at_kill
-    # the resumed run logged only the steps after the checkpoint
-    rows = [r for r in csv.DictReader(open(RunDir(run_dir).stage("backbone").csv_log)) if r.get("train/loss")]
-    assert int(rows[-1]["step"]) == done["global_step"] - 1
