@@ -39,7 +39,7 @@ def _start(script, run_dir, *args, env=None):
                             text=True)
 
 
-def _finish(proc, timeout=400):
+def _finish(proc, timeout=1800):  # a bound against hangs, generous for a loaded 2-core machine
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-5000:]
     return out
@@ -48,6 +48,11 @@ def _finish(proc, timeout=400):
 def _losses(run_dir, stage):
     rows = csv.DictReader(open(RunDir(run_dir).stage(stage).csv_log))
     return [(int(r["step"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
+
+
+def _lrs(run_dir, stage):
+    rows = csv.DictReader(open(RunDir(run_dir).stage(stage).csv_log))
+    return [float(r["train/lr"]) for r in rows if r.get("train/lr")]
 
 
 def _export(run_dir, stage):
@@ -62,7 +67,14 @@ def _assert_same_curves(a_dir, b_dir, stages=("backbone", "planner"), tol=1e-4):
             assert sa == sb and abs(la - lb) <= tol, (stage, a, b)
         wa, wb = _export(a_dir, stage), _export(b_dir, stage)
         assert set(wa) == set(wb)
-        assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4, stage
+        # Two processes sum gradients in another order than one, so the runs differ by float rounding.
+        # Adam scales each coordinate's update to about lr whatever the gradient's size, so a coordinate
+        # whose gradient is near zero can move by a fraction of lr on rounding alone: the worst coordinate
+        # must stay under a tenth of one step, the mean at rounding level.
+        diffs = [(wa[k] - wb[k]).abs() for k in wa]
+        worst, lr = max(d.max().item() for d in diffs), max(_lrs(a_dir, stage))
+        assert worst < 0.1 * lr, (stage, worst, lr)
+        assert sum(d.sum().item() for d in diffs) / sum(d.numel() for d in diffs) < 1e-6, stage
 
 
 def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(tmp_path):
@@ -156,7 +168,7 @@ def test_deepspeed_zero3_on_cpu_matches_single_process_and_resumes(tmp_path, bas
     env = _env(DS_ACCELERATOR="cpu")
     p_ref = _start("train.py", ref, *base, "data.micro_batch_size=2")
     p_ds = _start(driver, ds, *base, *zero3, env=env)
-    _finish(p_ref), _finish(p_ds, timeout=600)
+    _finish(p_ref), _finish(p_ds)
     _assert_same_curves(ref, ds)
     last = RunDir(ds).stage("planner").last_checkpoint
     assert (last / "latest").is_file(), "ZeRO-3 checkpoints are directories"
@@ -164,7 +176,7 @@ def test_deepspeed_zero3_on_cpu_matches_single_process_and_resumes(tmp_path, bas
     # resume: the planner's final sharded checkpoint, one more epoch
     step_before = RunDir(ds).stage("planner").read_done()["global_step"]
     RunDir(ds).stage("planner").done_file.unlink()
-    out = _finish(_start(driver, ds, *base, *zero3, "stages.planner.trainer.max_epochs=2", env=env), timeout=600)
+    out = _finish(_start(driver, ds, *base, *zero3, "stages.planner.trainer.max_epochs=2", env=env))
     assert f"resuming from {last}" in out
     assert "[backbone] already finished" in out
     step_after = RunDir(ds).stage("planner").read_done()["global_step"]

@@ -3,6 +3,7 @@ module imports itself back through others (no circles, between folders or within
 from __future__ import annotations
 
 import ast
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,18 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def parse(source: str) -> ast.Module:
+    """ast.parse in a fresh thread: CPython 3.11's AST constructor can raise a spurious SystemError
+    ("recursion depth mismatch", python/cpython#106905) from the calling thread's state, as CI saw."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(ast.parse, source).result()
+
+
 def imported_modules(module: str, source: str, is_package: bool) -> set[str]:
     """Every project module `source` imports, at module level or inside functions."""
     out = set()
     package = module if is_package else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
