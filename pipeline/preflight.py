@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.errors import RunDirError
+from core.errors import RunDirError, human_size
 from core.recipe import RecipeError
 from core.stage_config import resolve_init, stage_settings
 from core.vocabulary import DTYPES
@@ -120,13 +120,6 @@ def check_free_space(recipe: dict, stages: list[str], run_dir: Path) -> None:
     base = _existing_ancestor(run_dir)
     free = shutil.disk_usage(base).free
     if need > free:
-        raise RunDirError(f"run.dir {run_dir}: {_size(free)} free on its disk, the checkpoints and exports "
-                          f"of {', '.join(stages)} need about {_size(need)}; free space, choose another "
+        raise RunDirError(f"run.dir {run_dir}: {human_size(free)} free on its disk, the checkpoints and exports "
+                          f"of {', '.join(stages)} need about {human_size(need)}; free space, choose another "
                           "run.dir, or set run.check_disk_space=false")
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"

@@ -11,7 +11,6 @@ pairs (cheap, deterministic) and written atomically.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import random
@@ -25,6 +24,7 @@ from core.llm_client import LLMClient, LLMError
 from trajectories.trajectory import write_jsonl_atomic
 
 from core.append_log import AppendLog
+from core.dir_lock import DirLock
 from ..settings import _refuse_secrets, settings_hash
 from .examples import ExampleBuilder, split_tools
 from .llm_generator import LLMGenerator
@@ -71,8 +71,7 @@ def build_gentool_corpus(settings, out_dir: Path) -> Path:
     run_dir = run_dir_for(cfg, out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stats_path = run_dir / "stats.json"
-    with open(run_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with DirLock(run_dir, what="a simulation", wait=True):  # a second process waits, then reuses the result
         if stats_path.exists() and json.loads(stats_path.read_text()).get("complete") \
                 and (run_dir / "train.jsonl").exists():
             return run_dir / "train.jsonl"
