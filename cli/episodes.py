@@ -70,7 +70,7 @@ def run(args) -> int:
     runner = EpisodeRunner(team, make_executor, max_steps=cfg["max_steps"],
                            in_flight=cfg["in_flight"], judge=judge, references=references,
                            unjudged=judge_cfg.get("fail_without_judging") or (),
-                           progress=bool(cfg.get("progress", True)))
+                           progress=bool(cfg.get("progress", True)), down_after=cfg["down_after"])
     records = runner.run(tasks, out / "episodes.jsonl")
     summary = summarize(records, runner.stats, len(tasks))
     summary.update(mode=meta["mode"], config=str(args.config), executor_llm=executor_stats(),
