@@ -96,7 +96,7 @@ class LLMClient:
         return await self._request("/completions", body, lambda resp: _reply(resp, chat=False))
 
     async def _request(self, path: str, body: dict, parse) -> Reply:
-        retries, url = 0, self.cfg["base_url"]
+        retries, url = 0, self.cfg.get("base_url")
         deadline = None  # timeout x attempts in wall time, backoff included, from the first send
         while True:
             retry_after = None

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import jsonschema
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from core.errors import ProjectError
 from core.secrets import redact  # noqa: F401  (the one redaction; imported from here by callers)
@@ -85,9 +86,13 @@ def compose(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> tuple
             continue
         if "=" not in item:
             raise RecipeError(f"command line: override '{item}' is not of the form key=value or ~key")
-        dot = OmegaConf.from_dotlist([item])
-        record_origins(dot, "command line", provenance)
-        cfg = OmegaConf.merge(cfg, dot)
+        try:
+            dot = OmegaConf.from_dotlist([item])
+            record_origins(dot, "command line", provenance)
+            cfg = OmegaConf.merge(cfg, dot)
+        except (OmegaConfBaseException, TypeError) as exc:  # e.g. `a[0].b=1`: lists merge whole
+            raise RecipeError(f"command line: cannot apply '{item}' ({str(exc).splitlines()[0]}); a list "
+                              "(data.sources) is set whole: put it in an overlay recipe file") from None
     return cfg, provenance
 
 

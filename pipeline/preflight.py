@@ -18,12 +18,26 @@ MARGIN = 1.1
 
 def preflight(recipe: dict, stages: list[str]) -> None:
     check_model_configs(recipe, stages)
+    check_embedded_settings(recipe)
     if not stages:
         return
     run_dir = Path(recipe["run"]["dir"])
     check_writable(run_dir)
     if recipe["run"].get("check_disk_space", True):
         check_free_space(recipe, stages, run_dir)
+
+
+def check_embedded_settings(recipe: dict) -> None:
+    """Simulator and GenTool settings a data source embeds, checked against their schema
+    (simulators/settings_schema.json) with the recipe's key path in the message."""
+    from simulators.corpus import corpus_kind
+    from simulators.gentool import load_gentool_settings
+    from simulators.settings import load_settings
+    for i, src in enumerate((recipe.get("data") or {}).get("sources") or []):
+        if isinstance(src, dict) and src.get("type") == "simulator":
+            settings, where = src.get("settings") or {}, f"data.sources[{i}].settings"
+            load = load_gentool_settings if corpus_kind(settings) == "gentool" else load_settings
+            load(settings, where=where)
 
 
 # ----- model.config ------------------------------------------------------------------------------

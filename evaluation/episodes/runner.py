@@ -75,7 +75,7 @@ class EpisodeRunner:
                  unjudged: Sequence[str] = ("error",), progress: bool = True,
                  workers: int | None = None, down_after: int):
         self.team, self.make_executor = team, make_executor
-        self.max_steps, self.in_flight = int(max_steps), max(1, int(in_flight))
+        self.max_steps, self.in_flight = int(max_steps), int(in_flight)
         self.judge, self.references = judge, references or {}
         self.unjudged = set(unjudged) | {"error"}
         self.progress = progress

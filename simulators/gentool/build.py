@@ -25,7 +25,7 @@ from trajectories.trajectory import write_jsonl_atomic
 
 from core.append_log import AppendLog
 from core.dir_lock import DirLock
-from ..settings import _refuse_secrets, settings_hash
+from ..settings import merge_checked, settings_hash
 from .examples import ExampleBuilder, split_tools
 from .llm_generator import LLMGenerator
 from .offline import OfflineGenerator, weak_arguments
@@ -34,25 +34,23 @@ from .validation import arguments_problem, tool_problem
 
 log = logging.getLogger(__name__)
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "simulator" / "gentool.yaml"
-GENERATORS = ("offline", "llm")
 
 
-def load_gentool_settings(settings, overrides: list[str] | None = None) -> dict:
-    """The `simulator:` node of a GenTool recipe merged over recipes/simulator/gentool.yaml."""
+def load_gentool_settings(settings, overrides: list[str] | None = None, where: str = "") -> dict:
+    """The `simulator:` node of a GenTool recipe merged over recipes/simulator/gentool.yaml,
+    checked against simulators/settings_schema.json ($defs.gentool)."""
+    origin = str(settings) if isinstance(settings, (str, Path)) else (where or "the settings")
     if isinstance(settings, (str, Path)):
         settings = OmegaConf.load(settings)
     cfg = settings if isinstance(settings, DictConfig) else OmegaConf.create(dict(settings))
     if "simulator" in cfg:
         cfg = cfg.simulator
-    base = OmegaConf.load(cfg.get("base") or DEFAULT_RECIPE)
-    cfg = OmegaConf.merge(base.simulator if "simulator" in base else base, cfg)
+    base_path = cfg.get("base") or DEFAULT_RECIPE
+    base = OmegaConf.load(base_path)
+    layers = [(base.simulator if "simulator" in base else base, str(base_path)), (cfg, origin)]
     if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("simulator.") for o in overrides]))
-    data = OmegaConf.to_container(cfg, resolve=True)
-    _refuse_secrets(data)
-    if data["generator"] not in GENERATORS:
-        raise ValueError(f"simulator.generator: {data['generator']!r} is not one of {', '.join(GENERATORS)}")
-    return data
+        layers.append((OmegaConf.from_dotlist([o.removeprefix("simulator.") for o in overrides]), "command line"))
+    return OmegaConf.to_container(merge_checked(layers, "gentool", where), resolve=True)
 
 
 def run_dir_for(cfg: dict, out_dir: Path) -> Path:
