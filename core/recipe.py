@@ -179,6 +179,10 @@ def _explain(err: jsonschema.ValidationError, provenance: dict) -> str:
     if err.validator == "required":
         missing = err.message.split("'")[1]
         key = f"{path}.{missing}" if path else missing
+        if len(err.absolute_path) == 2 and err.absolute_path[0] == "stages" and missing == "role":
+            known = sorted(k.split(".")[1] for k in provenance if re.fullmatch(r"stages\.[^.]+\.role", k))
+            return (f"unknown stage '{err.absolute_path[1]}' (from {origin_of(path, provenance)}); the "
+                    f"recipe's stages are {', '.join(known)} (a new stage needs a role)")
         return f"missing required key '{key}' (in {origin_of(path, provenance) if path else 'the recipe'})"
     hint = err.schema.get("errorMessage") if isinstance(err.schema, dict) else None
     return key_error(path, f"{err.instance!r} {hint}" if hint else err.message, provenance)

@@ -26,7 +26,7 @@ RECIPE_FILE = "recipe.yaml"
 DONE_FILE = "DONE.json"
 # Recipe keys that do not change what a stage trains: a finished stage stays valid when they change.
 NOT_TRAINING_KEYS = ("logger", "telemetry", "evaluate", "run.group", "run.name", "run.dir",
-                     "run.check_disk_space", "data.num_workers", "data.num_proc")
+                     "run.check_disk_space", "data.num_workers", "data.num_proc", "data.cache_dir")
 
 
 def now() -> str:
