@@ -49,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    parser = build_parser()
+    args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
+    # key=value overrides may also follow the options (`episodes CONFIG --run RUN in_flight=4`)
+    if extra and isinstance(getattr(args, "overrides", None), list) \
+            and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return run_cli(f"evaluate.py {args.command}", lambda _: args.run(args), argv)
 
 

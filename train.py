@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from core.atomic_files import write_text_atomic
-from core.errors import run_cli
+from core.errors import ProjectError, run_cli
 from core.recipe import RECIPES_ROOT, RecipeError, load_recipe, redact, split_args, to_yaml
 
 FRAGMENT_DIRS = ("model", "data", "template", "trainer", "optim", "logger", "strategy", "stages",
@@ -36,12 +36,13 @@ def shipped_recipes() -> list[Path]:
 
 
 def validate_all() -> int:
+    from pipeline.preflight import check_embedded_settings
     failed = 0
     for path in shipped_recipes():
         try:
-            load_recipe([path])
+            check_embedded_settings(load_recipe([path]))
             print(f"ok      {path.relative_to(RECIPES_ROOT.parent)}")
-        except RecipeError as exc:
+        except ProjectError as exc:  # the recipe, or settings it embeds
             failed += 1
             print(f"INVALID {path.relative_to(RECIPES_ROOT.parent)}\n  {exc}")
     return 1 if failed else 0
@@ -89,8 +90,9 @@ def _main(argv) -> int:
         sys.stdout.write(to_yaml(redact(recipe)))
         return 0
     if ns.validate:
-        from pipeline.preflight import check_model_configs
+        from pipeline.preflight import check_embedded_settings, check_model_configs
         check_model_configs(recipe)
+        check_embedded_settings(recipe)
         print("ok")
         return 0
     from pipeline.run_summary import quiet_third_party, run_summary

@@ -75,7 +75,7 @@ def main():
                                          "max_retries": 0},
                                  "executor": {"retries": 0}}}
             make, _ = executor_factory(cfg, DATA, {t["id"]: t for t in refs})
-            runner = EpisodeRunner(Team(template, *roles), make, max_steps=8, in_flight=n,
+            runner = EpisodeRunner(Team(template, *roles), make, max_steps=8, in_flight=n, down_after=3,
                                    progress=False)
             t0 = time.perf_counter()
             records = runner.run([task_of(t) for t in refs], tmp / f"episodes-{n}.jsonl")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.atomic_files import write_json_atomic
 from core.run_dir import RunDir
-from evaluation import EvaluationError
+from evaluation import EvaluationError, check_test_set
 from evaluation.agent.exports import load_run_recipe, warn_training_overlap
 from evaluation.agent.setup import TeamSettings, evaluate_settings, run_team
 from evaluation.episodes.config import load_episodes_config
@@ -49,6 +49,7 @@ def run(args) -> int:
         recorded = load_trajectories(cfg["test_set"], format=cfg.get("format") or "auto").trajectories
     except TrajectoryError as exc:
         raise EvaluationError(str(exc)) from None
+    check_test_set([(t["id"], i) for i, t in enumerate(recorded)], cfg["test_set"], "task")
     if cfg.get("limit"):
         recorded = recorded[:int(cfg["limit"])]
     tasks = [task_of(t) for t in recorded]
@@ -70,7 +71,7 @@ def run(args) -> int:
     runner = EpisodeRunner(team, make_executor, max_steps=cfg["max_steps"],
                            in_flight=cfg["in_flight"], judge=judge, references=references,
                            unjudged=judge_cfg.get("fail_without_judging") or (),
-                           progress=bool(cfg.get("progress", True)))
+                           progress=bool(cfg.get("progress", True)), down_after=cfg["down_after"])
     records = runner.run(tasks, out / "episodes.jsonl")
     summary = summarize(records, runner.stats, len(tasks))
     summary.update(mode=meta["mode"], config=str(args.config), executor_llm=executor_stats(),

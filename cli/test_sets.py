@@ -3,6 +3,7 @@ predictions against them, and the results table of runs."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 
 from core.atomic_files import write_text_atomic
@@ -35,6 +36,10 @@ def run_score(args) -> int:
     anomalies = Counter()
     steps = load_steps(args.references, anomalies)
     preds = load_predictions(args.predictions, [s["id"] for s in steps])
+    missing = sum(s["id"] not in preds for s in steps)
+    if missing:
+        print(f"warning: {args.predictions}: no prediction for {missing} of the {len(steps)} steps of "
+              f"{args.references} (scored as wrong)", file=sys.stderr)
     metrics = {**score(steps, preds), "anomalies": dict(sorted(anomalies.items()))}
     text = json.dumps(metrics, indent=2) + "\n"
     if args.out:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Sequence
 
 DEBUG_ENV = "ALPHA_UMI_DEBUG"
@@ -29,6 +32,36 @@ class DataError(ProjectError, ValueError):
 
 class RunDirError(ProjectError, OSError):
     """The run directory cannot hold the run (not writable, not enough free space)."""
+
+
+class DiskFull(RunDirError):
+    """A write that failed for lack of space; names the path and the space it needs."""
+
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+@contextmanager
+def disk_full_as_error(path, need: int):
+    """Turn a write of `path` that fails for lack of space (ENOSPC, or torch.save's "file write
+    failed") into DiskFull: one line with the path, the space needed and what is free."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        full = exc.errno == errno.ENOSPC if isinstance(exc, OSError) else "write failed" in str(exc)
+        if not full or isinstance(exc, ProjectError):
+            raise
+        try:
+            free = human_size(shutil.disk_usage(Path(path).parent).free)
+        except OSError:
+            free = "unknown"
+        raise DiskFull(f"{path}: no space left on the device to write it (it needs about "
+                       f"{human_size(need)}, {free} free); free some space and rerun the same "
+                       f"command to resume") from None
 
 
 def debug_requested(argv: Sequence[str] = ()) -> bool:

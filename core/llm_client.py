@@ -29,9 +29,17 @@ from core.errors import ProjectError
 RETRY_STATUSES = {408, 409, 429}
 
 
+TRANSPORT = {"timeouts", "server_errors", "connection_errors", "rate_limited"}
+
+
 class LLMError(ProjectError, RuntimeError):
-    """A request that failed for good (retries exhausted, or an error not worth retrying)."""
+    """A request that failed for good (retries exhausted, or an error not worth retrying).
+    `reason` is the last failure's kind (TRANSPORT ones say the endpoint, not the request, failed)."""
     exit_code = 1  # the endpoint failed, not the input
+
+    def __init__(self, message: str, *, reason: str | None = None, url: str | None = None):
+        super().__init__(message)
+        self.reason, self.url = reason, url
 
 
 @dataclass
@@ -54,6 +62,7 @@ class LLMClient:
             key = "EMPTY"  # local servers ignore it
         self.timeout = float(cfg["timeout_s"])
         self.max_retries = int(cfg["max_retries"])
+        self.max_reply_chars = cfg.get("max_reply_chars")  # longer replies are cut (and counted)
         self.client = AsyncOpenAI(api_key=key, base_url=cfg["base_url"], max_retries=0,
                                   timeout=self.timeout + 1.0)
         self.semaphore = asyncio.Semaphore(int(cfg["concurrency"]))
@@ -87,16 +96,23 @@ class LLMClient:
         return await self._request("/completions", body, lambda resp: _reply(resp, chat=False))
 
     async def _request(self, path: str, body: dict, parse) -> Reply:
-        retries = 0
+        retries, url = 0, self.cfg.get("base_url")
+        deadline = None  # timeout x attempts in wall time, backoff included, from the first send
         while True:
             retry_after = None
             try:
                 async with self.semaphore:
                     self.stats["calls"] += 1
-                    resp = await asyncio.wait_for(self._create(path, body), self.timeout)
+                    loop = asyncio.get_running_loop()
+                    deadline = deadline or loop.time() + self.timeout * (self.max_retries + 1)
+                    resp = await asyncio.wait_for(self._create(path, body),
+                                                  max(0.0, min(self.timeout, deadline - loop.time())))
                 reply = parse(resp)
                 if reply is not None:
                     reply.retries = retries
+                    if self.max_reply_chars is not None and len(reply.text) > int(self.max_reply_chars):
+                        reply.text = reply.text[:int(self.max_reply_chars)]
+                        self.stats["truncated_replies"] += 1
                     self.stats["prompt_tokens"] += reply.prompt_tokens
                     self.stats["completion_tokens"] += reply.completion_tokens
                     return reply
@@ -106,7 +122,8 @@ class LLMClient:
             except openai.APIStatusError as exc:
                 if exc.status_code < 500 and exc.status_code not in RETRY_STATUSES:
                     self.stats["failed"] += 1
-                    raise LLMError(f"HTTP {exc.status_code} from the LLM server: {exc.message}") from None
+                    raise LLMError(f"{url}: HTTP {exc.status_code}: {exc.message}",
+                                   reason=f"http_{exc.status_code}", url=url) from None
                 reason = "rate_limited" if exc.status_code == 429 else "server_errors"
                 retry_after = _retry_after(exc)
             except openai.APIConnectionError:
@@ -114,12 +131,13 @@ class LLMClient:
             except (openai.APIResponseValidationError, json.JSONDecodeError):
                 reason = "malformed"
             self.stats[reason] += 1
-            if retries >= self.max_retries:
+            left = deadline - asyncio.get_running_loop().time() if deadline else 0.0
+            if retries >= self.max_retries or left <= 0:
                 self.stats["failed"] += 1
-                raise LLMError(f"giving up after {retries} retries (last: {reason})")
+                raise LLMError(f"{url}: giving up after {retries} retries (last: {reason})", reason=reason, url=url)
             retries += 1
             self.stats["retries"] += 1
-            await asyncio.sleep(self.backoff(retries, retry_after))
+            await asyncio.sleep(min(left, self.backoff(retries, retry_after)))
 
     async def _create(self, path: str, body: dict) -> dict:
         # POST through the client's documented `post` (auth, base URL, error

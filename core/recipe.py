@@ -16,6 +16,7 @@ from typing import Sequence
 
 import jsonschema
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from core.errors import ProjectError
 from core.secrets import redact  # noqa: F401  (the one redaction; imported from here by callers)
@@ -85,9 +86,13 @@ def compose(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> tuple
             continue
         if "=" not in item:
             raise RecipeError(f"command line: override '{item}' is not of the form key=value or ~key")
-        dot = OmegaConf.from_dotlist([item])
-        record_origins(dot, "command line", provenance)
-        cfg = OmegaConf.merge(cfg, dot)
+        try:
+            dot = OmegaConf.from_dotlist([item])
+            record_origins(dot, "command line", provenance)
+            cfg = OmegaConf.merge(cfg, dot)
+        except (OmegaConfBaseException, TypeError) as exc:  # e.g. `a[0].b=1`: lists merge whole
+            raise RecipeError(f"command line: cannot apply '{item}' ({str(exc).splitlines()[0]}); a list "
+                              "(data.sources) is set whole: put it in an overlay recipe file") from None
     return cfg, provenance
 
 
@@ -174,6 +179,10 @@ def _explain(err: jsonschema.ValidationError, provenance: dict) -> str:
     if err.validator == "required":
         missing = err.message.split("'")[1]
         key = f"{path}.{missing}" if path else missing
+        if len(err.absolute_path) == 2 and err.absolute_path[0] == "stages" and missing == "role":
+            known = sorted(k.split(".")[1] for k in provenance if re.fullmatch(r"stages\.[^.]+\.role", k))
+            return (f"unknown stage '{err.absolute_path[1]}' (from {origin_of(path, provenance)}); the "
+                    f"recipe's stages are {', '.join(known)} (a new stage needs a role)")
         return f"missing required key '{key}' (in {origin_of(path, provenance) if path else 'the recipe'})"
     hint = err.schema.get("errorMessage") if isinstance(err.schema, dict) else None
     return key_error(path, f"{err.instance!r} {hint}" if hint else err.message, provenance)

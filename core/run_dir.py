@@ -1,5 +1,6 @@
 """The on-disk layout of a run (`run.dir`). Nothing else in the code spells these names.
 
+    .lock                     held (core.dir_lock) while a stage trains or evaluates: its PID and host
     recipe.yaml               the composed recipe the run was trained with (secrets redacted)
     tokenizer/                the tokenizer trained on the corpus (embedded default only)
     <stage>/checkpoints/      Lightning checkpoints (last.ckpt resumes an interrupted stage)
@@ -25,7 +26,7 @@ RECIPE_FILE = "recipe.yaml"
 DONE_FILE = "DONE.json"
 # Recipe keys that do not change what a stage trains: a finished stage stays valid when they change.
 NOT_TRAINING_KEYS = ("logger", "telemetry", "evaluate", "run.group", "run.name", "run.dir",
-                     "run.check_disk_space", "data.num_workers", "data.num_proc")
+                     "run.check_disk_space", "data.num_workers", "data.num_proc", "data.cache_dir")
 
 
 def now() -> str:
@@ -173,6 +174,12 @@ class RunDir:
 
     recipe_file = property(lambda self: self.path / RECIPE_FILE)
     tokenizer = property(lambda self: self.path / "tokenizer")
+
+    def lock(self, what: str = "training"):
+        """The run's lock: `with run_dir.lock():` stops with one line naming the holder when
+        another process trains or evaluates here."""
+        from core.dir_lock import DirLock
+        return DirLock(self.path, what=f"{what} of {self.path}")
 
     def stage(self, name: str) -> StageDir:
         return StageDir(self.path / name)

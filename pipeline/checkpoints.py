@@ -23,6 +23,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from core.atomic_files import atomic_open
+from core.errors import disk_full_as_error
 
 PREV_SUFFIX = ".prev"
 
@@ -32,14 +33,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("storage_options are not supported by AtomicCheckpointIO")
         path = Path(path)
-        with atomic_open(path, "wb") as fh:  # temp file beside `path`, fsync, then rename
-            torch.save(checkpoint, fh)
+        # a full disk leaves the previous checkpoint in place and stops with one line (DiskFull)
+        with disk_full_as_error(path, tensor_bytes(checkpoint)), atomic_open(path, "wb") as fh:
+            torch.save(checkpoint, fh)  # temp file beside `path`, fsync, then rename
             if path.is_file():  # keep the one being replaced until the new one is in place
                 os.replace(path, path.with_name(path.name + PREV_SUFFIX))
 
     def remove_checkpoint(self, path) -> None:
         super().remove_checkpoint(path)
         Path(str(path) + PREV_SUFFIX).unlink(missing_ok=True)
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) checkpoint: about what torch.save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def checkpoint_problem(path: Path) -> str | None:

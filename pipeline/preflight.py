@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.errors import RunDirError
+from core.errors import RunDirError, human_size
 from core.recipe import RecipeError
 from core.stage_config import resolve_init, stage_settings
 from core.vocabulary import DTYPES
@@ -18,12 +18,26 @@ MARGIN = 1.1
 
 def preflight(recipe: dict, stages: list[str]) -> None:
     check_model_configs(recipe, stages)
+    check_embedded_settings(recipe)
     if not stages:
         return
     run_dir = Path(recipe["run"]["dir"])
     check_writable(run_dir)
     if recipe["run"].get("check_disk_space", True):
         check_free_space(recipe, stages, run_dir)
+
+
+def check_embedded_settings(recipe: dict) -> None:
+    """Simulator and GenTool settings a data source embeds, checked against their schema
+    (simulators/settings_schema.json) with the recipe's key path in the message."""
+    from simulators.corpus import corpus_kind
+    from simulators.gentool import load_gentool_settings
+    from simulators.settings import load_settings
+    for i, src in enumerate((recipe.get("data") or {}).get("sources") or []):
+        if isinstance(src, dict) and src.get("type") == "simulator":
+            settings, where = src.get("settings") or {}, f"data.sources[{i}].settings"
+            load = load_gentool_settings if corpus_kind(settings) == "gentool" else load_settings
+            load(settings, where=where)
 
 
 # ----- model.config ------------------------------------------------------------------------------
@@ -120,13 +134,6 @@ def check_free_space(recipe: dict, stages: list[str], run_dir: Path) -> None:
     base = _existing_ancestor(run_dir)
     free = shutil.disk_usage(base).free
     if need > free:
-        raise RunDirError(f"run.dir {run_dir}: {_size(free)} free on its disk, the checkpoints and exports "
-                          f"of {', '.join(stages)} need about {_size(need)}; free space, choose another "
+        raise RunDirError(f"run.dir {run_dir}: {human_size(free)} free on its disk, the checkpoints and exports "
+                          f"of {', '.join(stages)} need about {human_size(need)}; free space, choose another "
                           "run.dir, or set run.check_disk_space=false")
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"

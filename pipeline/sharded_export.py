@@ -28,6 +28,7 @@ from typing import Mapping
 
 import torch
 
+from core.errors import disk_full_as_error
 from core.run_dir import RunDir, StageDir
 from core.vocabulary import DTYPES
 
@@ -153,8 +154,14 @@ def write_hf_dir(model, tokenizer, out: Path) -> None:
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    need = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    try:
+        with disk_full_as_error(out, need):
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written
+        raise
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 

@@ -6,6 +6,7 @@ the DONE marker written last (a finished stage is skipped on rerun).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import warnings
@@ -18,7 +19,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
 from core.build_sites import STRATEGY, TRAINER
-from core.errors import ProjectError
+from core.errors import DiskFull, ProjectError
 from core.recipe import RecipeError, enabled_stages, redact, to_yaml
 from core.run_dir import RunDir, StageDir, now
 from core.secrets import redacted_argv
@@ -141,11 +142,19 @@ def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
     names = enabled_stages(recipe)
     if only is not None and only not in names:
         raise RecipeError(f"--stage {only}: not an enabled stage of this recipe ({', '.join(names)})")
+    if only is not None:
+        refuse_unready_init(recipe, only)
     preflight(recipe, [n for n in ([only] if only else names) if not is_done(recipe, n)])
     run_dir = RunDir.of(recipe)
     refuse_drift(recipe, run_dir, names)
     fresh = not run_dir.path.exists()
     run_dir.path.mkdir(parents=True, exist_ok=True)
+    # one process per run directory (the ranks of one launch share it: rank 0 holds the lock)
+    with run_dir.lock() if launch_rank() == 0 else contextlib.nullcontext():
+        return _run_locked(recipe, run_dir, names, only, fresh)
+
+
+def _run_locked(recipe: dict, run_dir: RunDir, names: list[str], only: str | None, fresh: bool) -> list[str]:
     if launch_rank() == 0:  # what this run was trained with (evaluation reads it)
         run_dir.save_recipe(to_yaml(redact(recipe)))
     if only is not None:
@@ -159,13 +168,22 @@ def run_recipe(recipe: dict, only: str | None = None) -> list[str]:
             run_stage(recipe, name)
             ran.append(name)
     except ProjectError as exc:
-        if fresh and not ran and launch_rank() == 0 and not isinstance(exc, StageInterrupted) \
+        if fresh and not ran and launch_rank() == 0 and not isinstance(exc, (StageInterrupted, DiskFull)) \
                 and not any(run_dir.path.rglob("*.ckpt*")):
             shutil.rmtree(run_dir.path, ignore_errors=True)  # bad input before any training: leave nothing
         raise
     if only is None:
         run_evaluation(recipe)
     return ran
+
+
+def refuse_unready_init(recipe: dict, name: str) -> None:
+    """`--stage NAME` needs the stage it starts from finished; say so before anything is written."""
+    init = stage_settings(recipe, name)["init_from"]
+    if init and init.startswith("stage:") and not is_done(recipe, init.split(":", 1)[1]):
+        first = init.split(":", 1)[1]
+        raise RecipeError(f"--stage {name} starts from stage {first}, which has not finished in "
+                          f"{RunDir.of(recipe).path}; run `{first}` first (or the whole recipe, without --stage)")
 
 
 def refuse_drift(recipe: dict, run_dir: RunDir, names: list[str]) -> None:

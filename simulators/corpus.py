@@ -9,7 +9,6 @@ written nowhere: a rerun retries them.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import time
@@ -20,6 +19,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from core.append_log import AppendLog
+from core.dir_lock import DirLock
 from core.atomic_files import write_json_atomic
 from core.repo_paths import resolve_data_path
 
@@ -207,8 +207,7 @@ def build_corpus(settings, out_dir: Path) -> Path:
     corpus = run_dir / settings["output"]["corpus"]
     stats_path = run_dir / settings["output"]["stats"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then reuses the result
+    with DirLock(run_dir, what="a simulation", wait=True):  # a second process waits, then reuses the result
         if stats_path.exists() and corpus.exists():
             if json.loads(stats_path.read_text(encoding="utf-8")).get("complete"):
                 return corpus

@@ -162,7 +162,7 @@ def test_local_members_batch_across_episodes(tmp_path):
                             else "Look.\nNext: caller."),
              BatchingMember("caller", lambda p: f"Action: {text(p).split('- ', 1)[1].split(':', 1)[0]}\nAction Input: {{}}"),
              BatchingMember("summarizer", lambda p: "All done.")]
-    runner = EpisodeRunner(Team(tpl, *roles), lambda t: ReplayExecutor(t), max_steps=4, in_flight=6,
+    runner = EpisodeRunner(Team(tpl, *roles), lambda t: ReplayExecutor(t), max_steps=4, in_flight=6, down_after=3,
                            progress=False)
     records = runner.run([task_of(c) for c in chains], tmp_path / "episodes.jsonl")
     assert len(records) == 12 and {r["termination"] for r in records} == {"conclusion"}

@@ -9,7 +9,10 @@ takes the next batch when its current one is done; requests that come meanwhile 
 Each finished episode is one line of `episodes.jsonl` (the simulator's append-only log: flushed
 and fsynced per line; a torn last line from a kill is dropped and redone), so a rerun skips the
 ids already there. An episode that crashes (a role or executor error after the client's retries)
-is an outcome, `termination: error`, and like `max_steps` it fails in the denominator.
+is recorded as `termination: error` (like `max_steps` it fails in the denominator), but it is not
+final: a rerun runs it again, as it does an episode whose judge failed. An endpoint that fails
+`down_after` requests in a row (timeouts, 5xx, refused connections; a refused connection at once)
+ends the run with EndpointDown (exit 1) once what finished is written; Ctrl-C ends it with one line.
 """
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from core.llm_client import run_sync
+from core.llm_client import TRANSPORT, LLMError, run_sync
 
+from .. import EvaluationError
 from ..agent.loop import Request, ToolRequest, episode_steps, finish, new_trajectory
 from ..agent.team import Team
 
@@ -43,6 +47,19 @@ class _Episode:
     counters: Counter = field(default_factory=Counter)
 
 
+class EndpointDown(EvaluationError):
+    exit_code = 1  # the endpoint failed for good, not the input
+
+
+class EpisodesInterrupted(EvaluationError):
+    exit_code = 130
+
+
+def is_final(record: Mapping) -> bool:
+    """A record a rerun keeps: not a crash, and judged (or not to be judged) without error."""
+    return record.get("termination") != "error" and "error" not in (record.get("verdict") or {})
+
+
 class _Failed:
     def __init__(self, exc: BaseException):
         self.exc = exc
@@ -56,14 +73,16 @@ class EpisodeRunner:
     def __init__(self, team: Team, make_executor: Callable[[Mapping], object], *, max_steps: int,
                  in_flight: int, judge=None, references: Mapping[str, Mapping] | None = None,
                  unjudged: Sequence[str] = ("error",), progress: bool = True,
-                 workers: int | None = None):
+                 workers: int | None = None, down_after: int):
         self.team, self.make_executor = team, make_executor
-        self.max_steps, self.in_flight = int(max_steps), max(1, int(in_flight))
+        self.max_steps, self.in_flight = int(max_steps), int(in_flight)
         self.judge, self.references = judge, references or {}
         self.unjudged = set(unjudged) | {"error"}
         self.progress = progress
         self.pool = ThreadPoolExecutor(max_workers=workers or self.in_flight + 4)
         self.stats = Counter()
+        self.down_after, self.failing = int(down_after), Counter()  # transport failures in a row, per kind
+        self.down: tuple[str, LLMError] | None = None
 
     # ----- the loop ------------------------------------------------------------------------
     def run(self, tasks: Sequence[Mapping], out: Path) -> list[dict]:
@@ -74,8 +93,8 @@ class EpisodeRunner:
         records: dict[str, dict] = {}
         log = AppendLog(Path(out), lambda r: records.__setitem__(r["id"], r))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        done = log.load()
-        todo = [t for t in tasks if t["id"] not in done]
+        log.load()
+        todo = [t for t in tasks if t["id"] not in records or not is_final(records[t["id"]])]
         bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="episode",
                    disable=not self.progress, dynamic_ncols=True)
         t0 = time.perf_counter()
@@ -84,15 +103,24 @@ class EpisodeRunner:
 
         def write(rec):
             writes.append(writer.submit(lambda: (run_sync(log.append(rec)), bar.update(1))))
+        clean = False
         try:
             self._loop(todo, write)
+            clean = self.down is None
+        except KeyboardInterrupt:
+            raise EpisodesInterrupted(f"interrupted; the episodes that finished are in {out}; rerun the "
+                                      "same command to run the rest") from None
         finally:
             writer.shutdown(wait=True)
             log.close()
             bar.close()
-            self.pool.shutdown(wait=True)
+            self.pool.shutdown(wait=clean, cancel_futures=True)  # requests left end by their timeout
         for done in writes:
             done.result()  # a failed write (disk full, ...) is an error of the run
+        if self.down is not None:
+            kind, exc = self.down
+            raise EndpointDown(f"the {kind} endpoint {exc.url} failed for good ({exc}); the episodes that "
+                               f"finished are in {out}; rerun the same command once it answers")
         self.stats["wall_s"] = time.perf_counter() - t0
         self.stats["episodes_run"] = len(todo)
         return [records[t["id"]] for t in tasks if t["id"] in records]
@@ -103,7 +131,7 @@ class EpisodeRunner:
         pending: dict[str, list[_Episode]] = {role: [] for role in self.team.members}
         running: dict[Future, tuple[str, list[_Episode]]] = {}
         busy: set[int] = set()
-        while queue or active:
+        while (queue or active) and self.down is None:
             while queue and len(active) < self.in_flight:
                 ep = self._start(queue.pop())
                 active.append(ep)
@@ -128,6 +156,8 @@ class EpisodeRunner:
                     answers = fut.result()
                 except BaseException as exc:  # noqa: BLE001 - counted as the episode's outcome
                     answers = [_Failed(exc)] * len(eps)
+                if any(self._endpoint_down(kind, a) for a in answers):
+                    return  # what finished is written; the rest is run again on rerun
                 for ep, answer in zip(eps, answers):
                     if kind == JUDGE:
                         ep.record["verdict"] = answer if not isinstance(answer, _Failed) else \
@@ -141,6 +171,16 @@ class EpisodeRunner:
                         self._finish(ep, running, active, write)
                     else:
                         self._route(ep, pending, running)
+
+    def _endpoint_down(self, kind: str, answer) -> bool:
+        exc = answer.exc if isinstance(answer, _Failed) else None
+        if not (isinstance(exc, LLMError) and exc.reason in TRANSPORT):
+            self.failing[kind] = 0
+            return False
+        self.failing[kind] += 1
+        if exc.reason == "connection_errors" or self.failing[kind] >= self.down_after:
+            self.down = (kind, exc)
+        return self.down is not None
 
     def _start(self, task: Mapping) -> _Episode:
         traj = new_trajectory(task, self.max_steps)
@@ -207,16 +247,17 @@ class EpisodeRunner:
             return self.team.act(role, batch)
         try:
             return method(trajs)
-        except Exception:  # noqa: BLE001 - find the episode at fault: ask each alone
+        except Exception:  # noqa: BLE001 - find the episode at fault: ask each alone, all at once
             if len(trajs) == 1:
                 raise
-        out = []
-        for traj in trajs:
+
+        def alone(traj):
             try:
-                out.append(method([traj])[0])
+                return method([traj])[0]
             except Exception as exc:  # noqa: BLE001
-                out.append(_Failed(exc))
-        return out
+                return _Failed(exc)
+        with ThreadPoolExecutor(max_workers=len(trajs)) as each:
+            return list(each.map(alone, trajs))
 
     @staticmethod
     def _tool(executor, name: str, arguments: str) -> list:

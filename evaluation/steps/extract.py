@@ -27,7 +27,7 @@ from trajectories.trajectory import read_jsonl, validate_trajectory, write_jsonl
 
 from core.vocabulary import DECISION_ALIASES, DECISIONS
 
-from .. import EvaluationError
+from .. import EvaluationError, check_test_set
 from .alpha_umi_dialogs import dialog_steps
 
 
@@ -37,8 +37,9 @@ def load_steps(path, anomalies: Counter | None = None) -> list[dict]:
     path = Path(path)
     stem = path.stem
     anomalies = Counter() if anomalies is None else anomalies
-    steps = []
+    steps, numbers = [], []  # numbers: the record each step comes from
     for index, record in _records(path):
+        numbers += [index - 1] * (len(steps) - len(numbers))
         where = f"{path}: record {index}"
         if not isinstance(record, dict):
             raise EvaluationError(f"{where}: expected a JSON object")
@@ -55,10 +56,9 @@ def load_steps(path, anomalies: Counter | None = None) -> list[dict]:
         else:
             raise EvaluationError(f"{where}: neither an α-UMi dialog (conversations), "
                                   "a canonical trajectory (turns) nor a step (id, plan)")
-    seen = Counter(s["id"] for s in steps)
-    dup = [i for i, n in seen.items() if n > 1]
-    if dup:
-        raise EvaluationError(f"{path}: duplicate step id {dup[0]!r}")
+    if steps:
+        numbers += [index] * (len(steps) - len(numbers))
+    check_test_set([(s["id"], n) for s, n in zip(steps, numbers)], path, "step")
     return steps
 
 

@@ -11,7 +11,6 @@ pairs (cheap, deterministic) and written atomically.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import random
@@ -25,7 +24,8 @@ from core.llm_client import LLMClient, LLMError
 from trajectories.trajectory import write_jsonl_atomic
 
 from core.append_log import AppendLog
-from ..settings import _refuse_secrets, settings_hash
+from core.dir_lock import DirLock
+from ..settings import merge_checked, settings_hash
 from .examples import ExampleBuilder, split_tools
 from .llm_generator import LLMGenerator
 from .offline import OfflineGenerator, weak_arguments
@@ -34,25 +34,23 @@ from .validation import arguments_problem, tool_problem
 
 log = logging.getLogger(__name__)
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "simulator" / "gentool.yaml"
-GENERATORS = ("offline", "llm")
 
 
-def load_gentool_settings(settings, overrides: list[str] | None = None) -> dict:
-    """The `simulator:` node of a GenTool recipe merged over recipes/simulator/gentool.yaml."""
+def load_gentool_settings(settings, overrides: list[str] | None = None, where: str = "") -> dict:
+    """The `simulator:` node of a GenTool recipe merged over recipes/simulator/gentool.yaml,
+    checked against simulators/settings_schema.json ($defs.gentool)."""
+    origin = str(settings) if isinstance(settings, (str, Path)) else (where or "the settings")
     if isinstance(settings, (str, Path)):
         settings = OmegaConf.load(settings)
     cfg = settings if isinstance(settings, DictConfig) else OmegaConf.create(dict(settings))
     if "simulator" in cfg:
         cfg = cfg.simulator
-    base = OmegaConf.load(cfg.get("base") or DEFAULT_RECIPE)
-    cfg = OmegaConf.merge(base.simulator if "simulator" in base else base, cfg)
+    base_path = cfg.get("base") or DEFAULT_RECIPE
+    base = OmegaConf.load(base_path)
+    layers = [(base.simulator if "simulator" in base else base, str(base_path)), (cfg, origin)]
     if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("simulator.") for o in overrides]))
-    data = OmegaConf.to_container(cfg, resolve=True)
-    _refuse_secrets(data)
-    if data["generator"] not in GENERATORS:
-        raise ValueError(f"simulator.generator: {data['generator']!r} is not one of {', '.join(GENERATORS)}")
-    return data
+        layers.append((OmegaConf.from_dotlist([o.removeprefix("simulator.") for o in overrides]), "command line"))
+    return OmegaConf.to_container(merge_checked(layers, "gentool", where), resolve=True)
 
 
 def run_dir_for(cfg: dict, out_dir: Path) -> Path:
@@ -71,8 +69,7 @@ def build_gentool_corpus(settings, out_dir: Path) -> Path:
     run_dir = run_dir_for(cfg, out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stats_path = run_dir / "stats.json"
-    with open(run_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with DirLock(run_dir, what="a simulation", wait=True):  # a second process waits, then reuses the result
         if stats_path.exists() and json.loads(stats_path.read_text()).get("complete") \
                 and (run_dir / "train.jsonl").exists():
             return run_dir / "train.jsonl"

@@ -7,7 +7,8 @@ message) answer with the first rule that matches the request. A rule is a dict:
   reply: str | callable   the assistant's text (a callable gets the request body)
   status: int             answer with this HTTP error instead (429, 500, ...)
   delay: float            sleep this long first (past the client's timeout, say)
-  malformed: "json" | "shape"   a body that is not JSON / JSON that is not a chat completion
+  malformed: "json" | "shape" | "null"   a body that is not JSON / JSON that is not a chat
+                          completion / a chat completion whose content is null
   times: int              use the rule this many times, then skip it
 An asyncio server on its own thread: waits cost nothing, so added latency stays exact under load.
 It is bounded: it stops by itself after `lifetime_s` or `max_requests`.
@@ -140,6 +141,10 @@ class FakeOpenAIServer:
             return rule["status"], {"error": {"message": "scripted error", "type": "scripted"}}, extra
         if rule.get("malformed") == "json":
             return 200, b"this is not json {", {}
+        if rule.get("malformed") == "null":
+            done = _completion("", body)
+            done["choices"][0]["message"]["content"] = None
+            return 200, done, {}
         if rule.get("malformed"):
             return 200, {"id": "chatcmpl-fake", "object": "chat.completion"}, {}
         reply = rule.get("reply", "")

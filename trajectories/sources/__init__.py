@@ -100,9 +100,9 @@ def detect_format(path) -> str:
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
         # recursive: ToolBench's answer folder keeps one subfolder per group (G1_answer, ...)
-        files = sorted(p for p in path.rglob("*.json") if p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
         if not files:
-            raise fail("missing_field", "directory holds no .json files (searched recursively)",
+            raise fail("missing_field", "directory holds no .json or .jsonl files (searched recursively)",
                        file=path)
         return files
     if not path.is_file():
