@@ -116,7 +116,7 @@ class LocalMember:
         fitted its rows (datamodules.step_context.prompt_ids) and generating up to the length for
         the turn it is for; a plain list's first `n_header` segments form its header."""
         from datamodules.step_context import prompt_ids
-        from prompting.segment_encoder import SegmentEncoder
+        from prompting.text_encoder import TextEncoder
 
         from .generation import generate
         if not prompts:
@@ -124,7 +124,7 @@ class LocalMember:
         d = self.decoding
         with self._lock:
             self.load()
-            enc = SegmentEncoder(self.tokenizer, add_bos=self.fit.add_bos)
+            enc = TextEncoder(self.tokenizer, add_bos=self.fit.add_bos)
             lengths = [d.new_tokens(getattr(p, "next_turn", None)) for p in prompts]
             self.last = [None] * len(prompts)
             for n in sorted(set(lengths)):
