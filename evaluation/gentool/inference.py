@@ -49,7 +49,8 @@ def predict(records: list[dict], exports: Mapping[str, str], template: Selection
                                   "--max-new-tokens)")
         model, tokenizer = load_model(exports[role], device, dtype)
         encoder = TextEncoder(tokenizer, add_bos=fit.add_bos)
-        budget = context_budget(model, n, fit.max_prompt_tokens, fit.max_length, fit.context_reserve)
+        budget = context_budget(getattr(model.config, "max_position_embeddings", None), n,
+                                fit.max_prompt_tokens, fit.max_length, fit.context_reserve)
         prompts = [prompt_ids(encoder, template.prompt(role, r), role, budget) for r in records]
         outs = generate(model, tokenizer, prompts, max_new_tokens=n, batch_size=batch_size)
         for rec, out in zip(records, outs):
