@@ -81,11 +81,12 @@ class LLMClient:
             kwargs["seed"] = int(seed)
         return await self._request("/chat/completions", kwargs, _reply)
 
-    async def complete(self, prompt: str, *, max_tokens: int | None = None,
+    async def complete(self, prompt: str | list[int], *, max_tokens: int | None = None,
                        temperature: float | None = None, top_p: float | None = None,
                        stop: list[str] | None = None) -> Reply:
         """A text completion of `prompt` (the legacy `/completions` API that serves trained
-        exports: the prompt is rendered exactly as in training, no chat template involved)."""
+        exports: the prompt is rendered exactly as in training, no chat template involved), or of
+        the token ids `prompt` (servers that take them: vLLM)."""
         body = {"model": self.cfg["model"], "prompt": prompt,
                 "max_tokens": int(max_tokens or self.cfg["max_tokens"]),
                 "temperature": self.cfg["temperature"] if temperature is None else temperature}

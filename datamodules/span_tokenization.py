@@ -1,8 +1,10 @@
 """Segments to token ids with exact span labels.
 
-Each segment is tokenized on its own and the pieces are concatenated, so a span starts and ends on
-a token boundary. Labels are -100 except on the role's target spans and their EOS; `span_kinds`
-gives each supervised token its kind (1 thought, 2 action, 3 answer) for per-kind loss curves.
+The example's whole text is tokenized at once (prompting.text_encoder): a row's ids are the
+tokenizer's ids of its text, and a token is supervised when it starts in a target span (its EOS
+included). Labels are -100 elsewhere; `span_kinds` gives each supervised token its kind (1 thought,
+2 action, 3 answer) for per-kind loss curves. Each target's prompt (the text before it) is checked
+to be a token prefix of the row (`prefix_checked` / `prefix_failures`).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 
 from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from prompting.prompt_template import EOS
-from prompting.segment_encoder import SegmentEncoder
+from prompting.text_encoder import TextEncoder
 from .role_examples import RoleExample
 from .step_context import ContextBudget, fit_header, folded_rows, per_step_context
 
@@ -25,6 +27,13 @@ class EncodeStats:
     supervised_tokens: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> count
     max_target_tokens: Counter = field(default_factory=Counter)  # producing turn -> longest target
+    prefix_checked: int = 0   # targets whose prompt was checked to be a token prefix of the row
+    prefix_failures: int = 0  # ... and was not (the tokenizer merges across the prompt's end)
+
+    def check_prefixes(self, enc, segments, pieces, supervised) -> None:
+        checked, failed = enc.prefix_failures(segments, pieces, supervised)
+        self.prefix_checked += checked
+        self.prefix_failures += failed
 
     def note_target(self, segments, pieces) -> None:
         """Count each target's tokens (its EOS included) under the turn role that produces it."""
@@ -38,7 +47,8 @@ class EncodeStats:
     def as_dict(self) -> dict:
         return {"examples": self.examples, "sequences": self.sequences, "tokens": self.tokens,
                 "supervised_tokens": self.supervised_tokens, "dropped": dict(self.dropped),
-                "max_target_tokens": dict(self.max_target_tokens)}
+                "max_target_tokens": dict(self.max_target_tokens),
+                "prefix_checked": self.prefix_checked, "prefix_failures": self.prefix_failures}
 
 
 def _labelled(pieces, segments, supervised) -> tuple[list, list, list]:
@@ -50,12 +60,14 @@ def _labelled(pieces, segments, supervised) -> tuple[list, list, list]:
     return ids, labels, kinds
 
 
-def encode_per_step(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget,
+def encode_per_step(ex: RoleExample, enc: TextEncoder, budget: ContextBudget,
                     stats: EncodeStats) -> list[dict]:
     """The header kept, the rest of the context cut from the left (step_context), never the target."""
     stats.examples += 1
     n_head = ex.n_header
     pieces = enc.encode(ex.context + ex.target)
+    stats.check_prefixes(enc, ex.context + ex.target, pieces,
+                         [False] * len(ex.context) + [True] * len(ex.target))
     head, rest, target = pieces[:n_head], pieces[n_head:len(ex.context)], pieces[len(ex.context):]
     if not any(s.text.strip() for s in ex.target if s.text is not EOS):
         stats.dropped["empty_target"] += 1
@@ -72,16 +84,18 @@ def encode_per_step(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget,
                  [0] * len(context) + target_kinds, stats)]
 
 
-def encode_folded(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget,
+def encode_folded(ex: RoleExample, enc: TextEncoder, budget: ContextBudget,
                   stats: EncodeStats) -> list[dict]:
     """One sequence per trajectory, or rows overlapping in context when it does not fit
     (step_context)."""
     stats.examples += 1
     segs = [s for step in ex.steps for s in step]
-    pieces, sup = enc.encode(segs), [ex.is_supervised(s) for s in segs]
+    n = len(ex.context)
+    whole, sup = enc.encode(ex.context + segs), [ex.is_supervised(s) for s in segs]
+    stats.check_prefixes(enc, ex.context + segs, whole, [False] * n + sup)
+    pieces = whole[n:]
     stats.note_target([s for s, k in zip(segs, sup) if k], [p for p, k in zip(pieces, sup) if k])
-    header, pieces, rows = folded_rows(enc.encode(ex.context), pieces, sup, budget, len(enc.bos),
-                                       stats.dropped)
+    header, pieces, rows = folded_rows(whole[:n], pieces, sup, budget, len(enc.bos), stats.dropped)
     head = _labelled(header, ex.context, [False] * len(ex.context))
     room = budget.max_length - len(enc.bos)
     out = []
@@ -106,7 +120,7 @@ def _row(ex, enc, ids, labels, kinds, stats) -> dict:
     return {"id": ex.id, "role": ex.role, "input_ids": ids, "labels": labels, "span_kinds": kinds}
 
 
-def encode_example(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget | int,
+def encode_example(ex: RoleExample, enc: TextEncoder, budget: ContextBudget | int,
                    stats: EncodeStats) -> list[dict]:
     """Training rows of one example; an int budget is a max_length with the default reserve."""
     if isinstance(budget, int):

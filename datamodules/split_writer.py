@@ -23,7 +23,7 @@ from datasets.exceptions import DatasetGenerationError
 
 from core.vocabulary import GENTOOL_ROLES
 from prompting.prompt_template import PromptTemplate
-from prompting.segment_encoder import SegmentEncoder
+from prompting.text_encoder import TextEncoder
 from prompting.selection_template import SelectionTemplate
 from trajectories.selection import is_selection_record
 from .role_examples import role_examples
@@ -98,7 +98,7 @@ def write_splits(tmp: Path, split_trajectories: Callable[[], Iterable[tuple[str,
             encode_batch, batched=True, batch_size=MAP_BATCH, with_indices=True,
             remove_columns=part.column_names, features=ROW_FEATURES,
             num_proc=num_proc if num_proc and num_proc > 1 and len(part) > MAP_BATCH else None,
-            fn_kwargs={"views": views, "encoder": SegmentEncoder(tokenizer, add_bos=add_bos),
+            fn_kwargs={"views": views, "encoder": TextEncoder(tokenizer, add_bos=add_bos),
                        "budget": budget, "stats_dir": str(stats_dir)},
             writer_batch_size=WRITER_BATCH, cache_file_name=str(out_dir / "rows.arrow"),
             load_from_cache_file=False,
@@ -142,7 +142,8 @@ def _sum_stats(stats_dir: Path) -> EncodeStats:
     total = EncodeStats()
     for path in sorted(stats_dir.glob("*.json")):
         part = json.loads(path.read_text())
-        for key in ("examples", "sequences", "tokens", "supervised_tokens"):
+        for key in ("examples", "sequences", "tokens", "supervised_tokens", "prefix_checked",
+                    "prefix_failures"):
             setattr(total, key, getattr(total, key) + part[key])
         total.dropped.update(part["dropped"])
         for turn, n in part.get("max_target_tokens", {}).items():

@@ -32,7 +32,7 @@ from .split_writer import RoleViews, load_split, write_splits
 from .step_batches import Rows, StepBatchSampler, StepCollator
 from .step_context import ContextBudget
 
-CACHE_VERSION = 2  # 2: a split is the Arrow files its map wrote (split_writer)
+CACHE_VERSION = 3  # 2: a split is the Arrow files its map wrote (split_writer); 3: whole-text tokens
 # Which instructions a stage trains on: all, or one of two disjoint halves (stage 1 "global",
 # stage 2 "local": the paper's "without reuse" ablation).
 InstructionPart = Literal["all", "global", "local"]
@@ -72,7 +72,7 @@ class ToolUseDataModule(L.LightningDataModule):
                  cache_dir: str = ".cache/datasets", num_workers: int = 0,
                  num_proc: int | None = None, packing: dict | None = None,
                  batch_unit: str = "examples", trajectory_role: str | None = None,
-                 context_reserve: int | None = None):
+                 context_reserve: int | None = None, max_prefix_failure_share: float = 0.01):
         super().__init__()
         if instruction_part not in PARTS:
             raise DataError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
@@ -116,6 +116,9 @@ class ToolUseDataModule(L.LightningDataModule):
         if batch_unit not in BATCH_UNITS:
             raise ValueError(f"data.batch_unit: {batch_unit!r} is not one of {BATCH_UNITS}")
         self.batch_unit = batch_unit
+        # Refuse a split where more than this share of targets has a prompt that is not a token
+        # prefix of its row (the tokenizer merges across the prompt's end; see prompting/text_encoder).
+        self.max_prefix_failure_share = max_prefix_failure_share
         self.stats: dict = {}
         self.splits: dict[str, Dataset] = {}
 
@@ -239,12 +242,31 @@ class ToolUseDataModule(L.LightningDataModule):
             return
         self.splits = self.build_splits()
         self.check_training_examples(len(self.splits["train"]))
+        self.check_prefixes()
         self.report_skips()
 
     def setup(self, stage=None):
         if not self.splits:
             self.splits = self.build_splits()
             self.check_training_examples(len(self.splits["train"]))
+
+    def check_prefixes(self):
+        """Warn when a target's prompt is not a token prefix of its row; stop above the share
+        `data.max_prefix_failure_share`."""
+        trainer = getattr(self, "trainer", None)
+        for name in ("train", "val"):
+            split = self.stats.get(name) or {}
+            checked, failed = split.get("prefix_checked", 0), split.get("prefix_failures", 0)
+            if not failed:
+                continue
+            what = (f"{self.role} {name} split: {failed} of {checked} targets have a prompt (the text "
+                    "before them) that does not tokenize to the tokens before them in training")
+            if failed > self.max_prefix_failure_share * checked:
+                raise DataError(f"{what}, more than data.max_prefix_failure_share="
+                                f"{self.max_prefix_failure_share}; end the template's turn prefixes "
+                                "where the tokenizer splits (a body that starts with a space)")
+            if trainer is None or trainer.is_global_zero:
+                print(f"warning: {what}")
 
     def check_training_examples(self, n_train: int):
         if n_train == 0:

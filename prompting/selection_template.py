@@ -56,7 +56,7 @@ class SelectionTemplate:
         return [Segment(system), Segment(self.query.format(query=query))]
 
     def ranking_text(self, names) -> str:
-        return self.separator.join(names)
+        return self.ranking["body"].format(ranking=self.separator.join(names))
 
     def call_text(self, name: str, arguments: str) -> str:
         return self.call["body"].format(name=name, arguments=arguments)

@@ -198,6 +198,8 @@ class CompletionsServer:
                 outer.headers.append({k.lower(): v for k, v in self.headers.items()})
                 if not self.path.endswith("/completions") or "chat" in self.path:
                     data, status = b'{"error": {"message": "not found"}}', 404
+                elif not isinstance(body["prompt"], str):  # as `transformers serve` answers
+                    data, status = b'{"error": {"message": "prompt must be a string."}}', 400
                 else:
                     text = outer.reply(body["prompt"])
                     data = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0,
@@ -237,7 +239,8 @@ def gold_reply(tpl, gold, eos="</s>"):
     prefixes = {tpl.turns[k]["prefix"]: k for k in queues}
 
     def reply(prompt):
-        kind = next(k for p, k in prefixes.items() if prompt.endswith(p))
+        kind = next((k for p, k in prefixes.items() if prompt.endswith(p)), None)
+        assert kind, repr(prompt[-300:])
         return queues[kind].pop(0) + eos + "text after EOS"  # a server ignoring `stop`
     return reply
 
@@ -275,9 +278,21 @@ def test_cli_agent_with_endpoints(tiny_run, chains, tpl, tmp_path, capsys):
     assert evaluate.main(args) == 2
     assert "--max-new-tokens" in capsys.readouterr().err
     with CompletionsServer(gold_reply(tpl, gold)) as server:
-        rc = evaluate.main(args + ["--endpoint", f"all={server.base_url}", "--max-new-tokens", "64"])
+        # room for whole prompts: the scripted server answers by the prompt's last words
+        rc = evaluate.main(args + ["--endpoint", f"all={server.base_url}", "--max-new-tokens", "64",
+                                   "--max-prompt-tokens", "8000"])
     assert rc == 0
-    traj = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    traj = json.loads(out.out)
     assert _norm(traj["turns"]) == _norm(copy.deepcopy(gold["turns"]))
     assert {r["model"] for r in server.requests} == {"planner", "caller", "summarizer"}
     assert all(r["stop"] == ["</s>"] for r in server.requests)
+    # token ids first (prompt_as: auto); refused, so each member sends the fitted text from then on
+    by_model = {}
+    for r in server.requests:
+        by_model.setdefault(r["model"], []).append(r["prompt"])
+    for prompts in by_model.values():
+        assert isinstance(prompts[0], list) and all(isinstance(p, str) for p in prompts[1:])
+    err = out.err
+    assert err.count("takes no token ids as prompt") == 3
+    assert err.count("prompt tokens where training's tokenizer gives") == 3  # the fake counts 1

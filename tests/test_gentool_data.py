@@ -9,7 +9,7 @@ from conftest import load_template
 from core.vocabulary import IGNORE_INDEX
 from datamodules.selection_examples import selection_role_examples
 from datamodules.span_tokenization import EncodeStats, encode_example
-from prompting.segment_encoder import SegmentEncoder
+from prompting.text_encoder import TextEncoder
 from prompting.selection_template import SelectionTemplate
 from trajectories.selection import validate_selection
 from trajectories.trajectory import TrajectoryError
@@ -42,12 +42,12 @@ def supervised_text(row, tok):
 
 @pytest.mark.parametrize("role", ["ranking", "selection", "ranking_selection"])
 def test_supervised_tokens_decode_to_the_ranking_or_call_plus_eos(template, bpe_tokenizer, role):
-    enc = SegmentEncoder(bpe_tokenizer)
+    enc = TextEncoder(bpe_tokenizer)
     (ex,) = selection_role_examples(template, RECORD, role)
     (row,) = encode_example(ex, enc, 4096, EncodeStats())
     ranking = "tides > tidesLite > generate_response > moonPhase"
     call = 'tides\nArguments: {"harbour": "Porto", "days": 2}'
-    want = {"ranking": ranking, "selection": call, "ranking_selection": f"{ranking}\nCall: {call}"}[role]
+    want = {"ranking": " " + ranking, "selection": " " + call, "ranking_selection": f" {ranking}\nCall: {call}"}[role]
     assert supervised_text(row, bpe_tokenizer) == want + bpe_tokenizer.eos_token
     # the supervised tokens are the last ones, right after the inference prompt
     prompt = enc.prompt_ids(template.prompt(role, RECORD))
@@ -60,7 +60,7 @@ def test_outputs_parse_back_with_the_same_template(template):
     ranking, call = template.ranking_text(RECORD["ranking"]), template.call_text("tides", '{"harbour": "Porto"}')
     assert template.parse_ranking(ranking) == RECORD["ranking"]
     assert template.parse_call(call) == ("tides", '{"harbour": "Porto"}')
-    assert template.parse_joint(ranking + "\nCall: " + call) == (RECORD["ranking"], "tides", '{"harbour": "Porto"}')
+    assert template.parse_joint(ranking + "\nCall:" + call) == (RECORD["ranking"], "tides", '{"harbour": "Porto"}')
     assert template.parse_call("") == (None, "")
 
 

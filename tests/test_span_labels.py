@@ -8,7 +8,7 @@ from prompting.prompt_template import PromptTemplate
 from datamodules.role_examples import role_examples
 from core.vocabulary import IGNORE_INDEX
 from datamodules.span_tokenization import EncodeStats, encode_example
-from prompting.segment_encoder import SegmentEncoder
+from prompting.text_encoder import TextEncoder
 
 ROLES = ("backbone", "planner", "caller", "summarizer")
 
@@ -31,7 +31,7 @@ def supervised_runs(row):
 @pytest.mark.parametrize("role", ROLES)
 def test_supervised_tokens_decode_to_target_plus_eos(chains_trajectories, bpe_tokenizer, role, layout, template):
     tpl = PromptTemplate(load_template(template))
-    enc = SegmentEncoder(bpe_tokenizer)
+    enc = TextEncoder(bpe_tokenizer)
     checked = 0
     for traj in chains_trajectories:
         for ex in role_examples(tpl, traj, role, layout):
@@ -46,7 +46,7 @@ def test_supervised_tokens_decode_to_target_plus_eos(chains_trajectories, bpe_to
 
 def test_span_kinds_follow_the_fields(chains_trajectories, bpe_tokenizer):
     tpl = PromptTemplate(load_template())
-    enc = SegmentEncoder(bpe_tokenizer)
+    enc = TextEncoder(bpe_tokenizer)
     traj = next(t for t in chains_trajectories if any(x["role"] == "summarizer" for x in t["turns"]))
     row = encode_example(role_examples(tpl, traj, "backbone")[0], enc, 100_000, EncodeStats())[0]
     text_of = {k: bpe_tokenizer.decode([t for t, kind, lab in zip(row["input_ids"], row["span_kinds"], row["labels"])
@@ -63,7 +63,7 @@ def test_per_step_keeps_the_header_and_cuts_history_from_the_left_never_the_targ
         chains_trajectories, bpe_tokenizer):
     from datamodules.step_context import ContextBudget
     tpl = PromptTemplate(load_template())
-    enc = SegmentEncoder(bpe_tokenizer)
+    enc = TextEncoder(bpe_tokenizer)
     ex = role_examples(tpl, chains_trajectories[0], "caller", "per_step")[-1]
     full = encode_example(ex, enc, 100_000, EncodeStats())[0]
     n_target = sum(l != IGNORE_INDEX for l in full["labels"])
@@ -84,7 +84,7 @@ def test_per_step_keeps_the_header_and_cuts_history_from_the_left_never_the_targ
 
 def test_folded_split_keeps_the_header_in_every_piece(chains_trajectories, bpe_tokenizer):
     tpl = PromptTemplate(load_template())
-    enc = SegmentEncoder(bpe_tokenizer)
+    enc = TextEncoder(bpe_tokenizer)
     traj = max(chains_trajectories, key=lambda t: len(t["turns"]))
     ex = role_examples(tpl, traj, "planner")[0]
     whole = encode_example(ex, enc, 100_000, EncodeStats())[0]
@@ -106,7 +106,7 @@ def test_empty_target_is_dropped_with_a_count(bpe_tokenizer):
                       {"role": "summarizer", "answer": ""}]}
     stats = EncodeStats()
     ex = role_examples(tpl, traj, "summarizer", "per_step")[0]
-    assert encode_example(ex, SegmentEncoder(bpe_tokenizer), 1000, stats) == []
+    assert encode_example(ex, TextEncoder(bpe_tokenizer), 1000, stats) == []
     assert stats.dropped["empty_target"] == 1
 
 
@@ -118,7 +118,7 @@ def test_folded_and_per_step_give_the_same_token_losses(chains_trajectories, bpe
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                          max_position_embeddings=8192)).eval()
-    tpl, enc = PromptTemplate(load_template()), SegmentEncoder(bpe_tokenizer)
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer)
 
     def token_losses(row):
         ids = torch.tensor([row["input_ids"]])

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from prompting.prompt_template import EOS, PromptTemplate, Segment
-from prompting.segment_encoder import SegmentEncoder
+from prompting.text_encoder import TextEncoder
 from evaluation import EvaluationError
 from evaluation.agent.exports import find_exports, resolve_mode
 from evaluation.agent.members import Decoding, LocalMember, PromptFit
@@ -120,7 +120,7 @@ def test_single_mode_uses_backbone(tiny_run, tmp_path):
 def test_left_padding_matches_unbatched(tiny_run, dev_steps):
     model, tok = load_model(str(RunDir(tiny_run).stage("planner").export), device="cpu")
     tpl = PromptTemplate(load_template("glpft"))
-    enc = SegmentEncoder(tok)
+    enc = TextEncoder(tok)
     prompts = [prompt_ids(enc, tpl.render_prompt("planner", step_trajectory(s), "planner"),
                           "planner", ContextBudget(240 + 74 * i, 100)) for i, s in enumerate(dev_steps[:6])]
     assert len({len(p) for p in prompts}) > 1  # different lengths: the batch is padded
@@ -134,10 +134,10 @@ def test_left_padding_matches_unbatched(tiny_run, dev_steps):
 
 
 def test_prompt_ids_match_training_encoding(tiny_run, dev_steps):
-    """Untruncated prompt ids are SegmentEncoder.prompt_ids of render_prompt: as training."""
+    """Untruncated prompt ids are TextEncoder.prompt_ids of render_prompt: as training."""
     _model, tok = load_model(str(RunDir(tiny_run).stage("caller").export), device="cpu")
     tpl = PromptTemplate(load_template("glpft"))
-    enc = SegmentEncoder(tok, add_bos=True)
+    enc = TextEncoder(tok, add_bos=True)
     segs = tpl.render_prompt("caller", step_trajectory(dev_steps[1]), "caller")
     assert prompt_ids(enc, segs, "caller", ContextBudget(100_000, 100)) == enc.prompt_ids(segs)
 
@@ -145,7 +145,7 @@ def test_prompt_ids_match_training_encoding(tiny_run, dev_steps):
 def test_truncation_keeps_bos_header_and_end(tiny_run, dev_steps):
     _model, tok = load_model(str(RunDir(tiny_run).stage("planner").export), device="cpu")
     tpl = PromptTemplate(load_template("glpft"))
-    enc = SegmentEncoder(tok, add_bos=True)
+    enc = TextEncoder(tok, add_bos=True)
     traj = {"id": "t", "tools": [{"name": "f", "description": "d", "parameters": {}}],
             "instruction": "Do it.", "turns": []}
     for i in range(12):
@@ -219,7 +219,7 @@ def test_merged_single_llm_template(dev_steps):
     assert [(p["plan"], p["action"], p["arguments"], p["answer"]) for p in preds] == [
         ("call", "f", '{"a": 1}', None), ("conclusion", None, None, "42"), ("give_up", None, None, None)]
     assert set(timing) == {"planner"} and len(backbone.prompts) == 3
-    assert backbone.prompts[0][-1] == Segment("assistant: ")
+    assert backbone.prompts[0][-1] == Segment("assistant:")
     assert "Reply with your thought" in backbone.prompts[0][-2].text  # the backbone cue
 
 

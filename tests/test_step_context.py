@@ -17,7 +17,7 @@ from evaluation.agent.team import Team
 from evaluation.steps.teacher_forced import step_trajectory
 from evaluation.steps.extract import trajectory_steps
 from prompting.prompt_template import PromptTemplate
-from prompting.segment_encoder import SegmentEncoder
+from prompting.text_encoder import TextEncoder
 
 QUICKSTART_DATA = compose([QUICKSTART])[0].data
 BUDGETS = {"quickstart": (QUICKSTART_DATA.max_length,
@@ -35,7 +35,7 @@ def test_every_evaluation_prompt_is_a_prefix_of_a_supervised_training_row(
         chains_trajectories, bpe_tokenizer, monkeypatch, budget_name, mode):
     max_length, reserve = BUDGETS[budget_name]
     budget = ContextBudget(max_length, reserve)
-    tpl, enc = PromptTemplate(load_template()), SegmentEncoder(bpe_tokenizer)
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer)
     stats = EncodeStats()
     rows = {role: [row for traj in chains_trajectories for ex in role_examples(tpl, traj, role)
                    for row in encode_example(ex, enc, budget, stats)] for role in TRAINED_ROLES}

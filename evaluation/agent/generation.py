@@ -86,12 +86,14 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int 
     return out  # type: ignore[return-value]
 
 
-def context_budget(model, new_tokens: int, max_prompt_tokens, max_length, context_reserve) -> ContextBudget:
+def context_budget(positions: int | None, new_tokens: int, max_prompt_tokens, max_length,
+                   context_reserve) -> ContextBudget:
     """The budget training fitted its rows to (data.max_length, data.context_reserve); without a
-    recipe, the model's positions less the generation length."""
+    recipe, the model's `positions` (its max_position_embeddings, or a served tokenizer's
+    model_max_length) less the generation length."""
     if max_prompt_tokens:
         return ContextBudget(int(max_prompt_tokens) + new_tokens, new_tokens)
     if max_length:
         return ContextBudget(max_length, context_reserve or max_length // 4)
-    positions = getattr(model.config, "max_position_embeddings", None) or 4 * new_tokens
+    positions = positions or 4 * new_tokens
     return ContextBudget(positions, min(new_tokens, positions // 2 - 1))

@@ -7,9 +7,12 @@ it is rendered with (planner / caller / summarizer, or backbone for a single-LLM
 - `LocalMember`: a local Hugging Face export, batched greedy generation (a batch may hold prompts
   of many episodes: the episodes runner batches across them).
 - `EndpointMember`: an OpenAI-compatible server's `/completions` (vLLM, `transformers serve`, ...)
-  through the project's one client (core/llm_client.py: its retries, its key handling), the
-  prompt as one string with the tokenizer's EOS text where training has an EOS token, stopping
-  at EOS; a batch's prompts are sent concurrently.
+  through the project's one client (core/llm_client.py: its retries, its key handling). With the
+  export's tokenizer it fits prompts with the same function as `LocalMember` (`fitted_prompts`)
+  and sends their token ids as `prompt` (`prompt_as: token_ids`, or `auto` where the server takes
+  them) or their text, and warns (once) when the server counts other prompt tokens; without a
+  tokenizer it sends the rendered text unfitted. It stops at EOS; a batch's prompts are sent
+  concurrently.
 
 How members generate and fit prompts is given once, as `Decoding` and `PromptFit` (settings
 validated where they are read: the recipe's `evaluate:` node or the command line).
@@ -17,11 +20,12 @@ validated where they are read: the recipe's `evaluate:` node or the command line
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
-from core.llm_client import LLMClient, run_sync
+from core.llm_client import LLMClient, LLMError, run_sync
 from prompting.prompt_template import EOS, Segment
 
 
@@ -55,6 +59,29 @@ class PromptFit:
         data, tokenizer = recipe.get("data") or {}, recipe.get("tokenizer") or {}
         return cls(data.get("max_length"), data.get("context_reserve"),
                    bool(tokenizer.get("add_bos", True)), max_prompt_tokens)
+
+
+@dataclass(frozen=True)
+class FittedPrompts:
+    ids: list[list[int]]   # token ids of each prompt (BOS included), fitted to the budget
+    lengths: list[int]     # the generation length of each prompt's turn
+
+
+def fitted_prompts(tokenizer, fit: PromptFit, decoding: Decoding, positions: int | None, role: str,
+                   prompts: Sequence[list[Segment]], n_header: int) -> FittedPrompts:
+    """Every member's prompts: rendered segments tokenized as training tokenizes its rows (the
+    whole text) and fitted to the context budget by the rules training's rows follow
+    (datamodules.step_context.prompt_ids), each leaving room for its turn's generation length."""
+    from datamodules.step_context import prompt_ids
+    from prompting.text_encoder import TextEncoder
+
+    from .generation import context_budget
+    enc = TextEncoder(tokenizer, add_bos=fit.add_bos)
+    lengths = [decoding.new_tokens(getattr(p, "next_turn", None)) for p in prompts]
+    budgets = {n: context_budget(positions, n, fit.max_prompt_tokens, fit.max_length, fit.context_reserve)
+               for n in set(lengths)}
+    return FittedPrompts([prompt_ids(enc, p, role, budgets[n], n_header) for p, n in zip(prompts, lengths)],
+                         lengths)
 
 
 class Member(Protocol):
@@ -106,31 +133,24 @@ class LocalMember:
         self.load()
         return self.tokenizer.eos_token
 
-    def budget(self, new_tokens: int):
-        from .generation import context_budget
-        return context_budget(self.model, new_tokens, self.fit.max_prompt_tokens,
-                              self.fit.max_length, self.fit.context_reserve)
 
     def complete(self, prompts: Sequence[list[Segment]], n_header: int = 1) -> list[str]:
         """Completions of rendered prompts, each fitted to the context budget exactly as training
         fitted its rows (datamodules.step_context.prompt_ids) and generating up to the length for
         the turn it is for; a plain list's first `n_header` segments form its header."""
-        from datamodules.step_context import prompt_ids
-        from prompting.segment_encoder import SegmentEncoder
-
         from .generation import generate
         if not prompts:
             return []
         d = self.decoding
         with self._lock:
             self.load()
-            enc = SegmentEncoder(self.tokenizer, add_bos=self.fit.add_bos)
-            lengths = [d.new_tokens(getattr(p, "next_turn", None)) for p in prompts]
+            positions = getattr(self.model.config, "max_position_embeddings", None)
+            fitted = fitted_prompts(self.tokenizer, self.fit, self.decoding, positions, self.role,
+                                    prompts, n_header)
             self.last = [None] * len(prompts)
-            for n in sorted(set(lengths)):
-                idx = [i for i, m in enumerate(lengths) if m == n]
-                budget = self.budget(n)
-                ids = [prompt_ids(enc, prompts[i], self.role, budget, n_header) for i in idx]
+            for n in sorted(set(fitted.lengths)):
+                idx = [i for i, m in enumerate(fitted.lengths) if m == n]
+                ids = [fitted.ids[i] for i in idx]
                 gens = generate(self.model, self.tokenizer, ids, max_new_tokens=n,
                                 batch_size=d.batch_size, do_sample=d.do_sample,
                                 temperature=d.temperature, top_p=d.top_p, seed=d.seed)
@@ -142,16 +162,24 @@ class LocalMember:
 
 class EndpointMember:
     """An OpenAI-compatible completions endpoint. `llm` is the client's settings (base_url, model,
-    api_key_env, timeout and retry settings: recipes/eval/endpoint.yaml); the API key is read from
-    the environment variable `api_key_env` only (a placeholder when unset: local servers ignore it)."""
+    api_key_env, timeout and retry settings, prompt_as: recipes/eval/endpoint.yaml); the API key is
+    read from the environment variable `api_key_env` only (a placeholder when unset: local servers
+    ignore it). `tokenizer` (the served export's) and `fit` make prompts as `LocalMember` makes
+    them; without a tokenizer the rendered text is sent as it is."""
 
     def __init__(self, llm: Mapping, *, role: str, decoding: Decoding, eos_text: str,
-                 bos_text: str = "", client: LLMClient | None = None):
+                 fit: PromptFit | None = None, tokenizer=None, client: LLMClient | None = None,
+                 log=None):
         self.role, self.decoding = role, decoding
-        self.eos_text, self.bos_text = eos_text, bos_text
+        self.eos_text, self.fit, self.tokenizer = eos_text, fit, tokenizer
+        # prompt_as (token_ids, text or auto) matters only with a tokenizer to make token ids
+        self.prompt_as = llm["prompt_as"] if tokenizer is not None else "text"
         self.llm_cfg = {**llm, "require_key": False, "temperature": decoding.temperature,
                         "max_tokens": max(decoding.max_new_tokens.values())}
         self._client = client
+        self._token_ids_taken: bool | None = None if self.prompt_as == "auto" else self.prompt_as == "token_ids"
+        self.warned: set[str] = set()
+        self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         self.calls = 0
 
     def __repr__(self):
@@ -164,14 +192,46 @@ class EndpointMember:
         return self._client
 
     def prompt_text(self, segments: list[Segment]) -> str:
-        return self.bos_text + "".join(self.eos_text if s.text is EOS else s.text for s in segments)
+        return "".join(self.eos_text if s.text is EOS else s.text for s in segments)
 
-    async def _one(self, segments: list[Segment]) -> str:
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            self.log(f"warning: {self.role} endpoint {self.llm_cfg['base_url']}: {message}")
+
+    def fitted_text(self, ids: list[int], segments: list[Segment]) -> str:
+        """The text whose tokens are `ids`: the rendered text when nothing was cut, else the ids
+        decoded; with the BOS text in front when the served tokenizer does not add BOS itself."""
+        tok = self.tokenizer
+        bos = bool(ids) and self.fit.add_bos and ids[0] == tok.bos_token_id
+        body = ids[1:] if bos else ids
+        text = self.prompt_text(segments)
+        if tok(text, add_special_tokens=False)["input_ids"] != body:
+            text = tok.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if bos and tok("")["input_ids"][:1] != [tok.bos_token_id]:
+            text = tok.bos_token + text
+        return text
+
+    async def _one(self, segments: list[Segment], ids: list[int] | None, max_tokens: int) -> str:
         d = self.decoding
-        reply = await self.client.complete(self.prompt_text(segments),
-                                           max_tokens=d.new_tokens(getattr(segments, "next_turn", None)),
-                                           temperature=d.temperature if d.do_sample else 0.0,
-                                           top_p=d.top_p, stop=[self.eos_text])
+        kwargs = dict(max_tokens=max_tokens, temperature=d.temperature if d.do_sample else 0.0,
+                      top_p=d.top_p, stop=[self.eos_text])
+        reply = None
+        if ids is not None and self._token_ids_taken is not False:
+            try:
+                reply = await self.client.complete(ids, **kwargs)
+                self._token_ids_taken = True
+            except LLMError as exc:
+                if self._token_ids_taken:
+                    raise
+                self._token_ids_taken = False
+                self.warn_once("text", f"takes no token ids as prompt ({exc}); sending the fitted text")
+        if reply is None:
+            reply = await self.client.complete(self.prompt_text(segments) if ids is None
+                                               else self.fitted_text(ids, segments), **kwargs)
+        if ids is not None and reply.prompt_tokens and reply.prompt_tokens != len(ids):
+            self.warn_once("count", f"the server counted {reply.prompt_tokens} prompt tokens where "
+                           f"training's tokenizer gives {len(ids)} (warned once)")
         cut = reply.text.find(self.eos_text)  # servers that ignore `stop`
         return reply.text[:cut] if cut >= 0 else reply.text
 
@@ -179,7 +239,16 @@ class EndpointMember:
         if not prompts:
             return []
         self.calls += len(prompts)
-        return run_sync(_gather([self._one(p) for p in prompts]))
+        d = self.decoding
+        if self.tokenizer is None:
+            ids = [None] * len(prompts)
+            lengths = [d.new_tokens(getattr(p, "next_turn", None)) for p in prompts]
+        else:
+            n = getattr(self.tokenizer, "model_max_length", None)
+            fitted = fitted_prompts(self.tokenizer, self.fit, d, n if n and n < 10 ** 9 else None,
+                                    self.role, prompts, n_header)
+            ids, lengths = fitted.ids, fitted.lengths
+        return run_sync(_gather([self._one(p, i, n) for p, i, n in zip(prompts, ids, lengths)]))
 
 
 async def _gather(coros):

@@ -98,8 +98,10 @@ def build_team(template: PromptTemplate, mode: str, exports: Mapping[str, str], 
 
     def member(role: str) -> Member:
         if role in endpoints:
-            eos = eos_text or _eos_text(exports.get(role) or next(iter(exports.values()), None))
-            return EndpointMember(endpoints[role], role=role, decoding=decoding, eos_text=eos)
+            tok = served_tokenizer(exports.get(role), endpoints[role].get("model"))
+            eos = eos_text or (tok.eos_token if tok is not None else None) or "</s>"
+            return EndpointMember(endpoints[role], role=role, decoding=decoding, eos_text=eos,
+                                  fit=fit, tokenizer=tok)
         if role not in exports:
             raise ValueError(f"no model for the {role} role")
         return LocalMember(exports[role], role=role, fit=fit, decoding=decoding, device=device,
@@ -113,12 +115,13 @@ def build_team(template: PromptTemplate, mode: str, exports: Mapping[str, str], 
     raise ValueError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
 
 
-def _eos_text(path: str | None) -> str:
-    """The EOS text an endpoint's prompts use: the export's tokenizer's."""
-    if path:
-        try:
+def served_tokenizer(export: str | None, model_name: str | None):
+    """The tokenizer of the export a server serves for a role (the run's export of the role, or
+    the served model's name when it is a local export folder), or None when there is none."""
+    from pathlib import Path
+    for path in (export, model_name):
+        if path and (Path(path) / "tokenizer_config.json").is_file():
             from transformers import AutoTokenizer
-            return AutoTokenizer.from_pretrained(path).eos_token or "</s>"
-        except Exception:  # noqa: BLE001 - fall back to the Llama EOS text
-            pass
-    return "</s>"
+            from .generation import prepare_tokenizer
+            return prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    return None

@@ -9,7 +9,7 @@ from core.recipe import stage_order
 from core.run_dir import RunDir
 from core.vocabulary import GENTOOL_ROLES
 from datamodules.step_context import prompt_ids
-from prompting.segment_encoder import SegmentEncoder
+from prompting.text_encoder import TextEncoder
 from prompting.selection_template import SelectionTemplate
 
 from .. import EvaluationError
@@ -48,8 +48,9 @@ def predict(records: list[dict], exports: Mapping[str, str], template: Selection
                                   "may be; give the generation length (evaluate.max_new_tokens, or "
                                   "--max-new-tokens)")
         model, tokenizer = load_model(exports[role], device, dtype)
-        encoder = SegmentEncoder(tokenizer, add_bos=fit.add_bos)
-        budget = context_budget(model, n, fit.max_prompt_tokens, fit.max_length, fit.context_reserve)
+        encoder = TextEncoder(tokenizer, add_bos=fit.add_bos)
+        budget = context_budget(getattr(model.config, "max_position_embeddings", None), n,
+                                fit.max_prompt_tokens, fit.max_length, fit.context_reserve)
         prompts = [prompt_ids(encoder, template.prompt(role, r), role, budget) for r in records]
         outs = generate(model, tokenizer, prompts, max_new_tokens=n, batch_size=batch_size)
         for rec, out in zip(records, outs):
