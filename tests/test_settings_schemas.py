@@ -46,11 +46,22 @@ def test_episodes_config_is_checked_and_overrides_may_follow_the_options(tmp_pat
     assert "key 'episodes.limit': 'abc' is not of type 'integer', 'null' (from command line)" in err
     assert "key 'episodes.max_steps': 0 is less than the minimum of 1 (from command line)" in err
     child = tmp_path / "child.yaml"
-    child.write_text(f"defaults: {config}\nepisodes:\n  in_flight: 0\n  judge: {{kind: tfidf}}\n")
+    child.write_text(f"defaults: {config}\nepisodes:\n  in_flight: 0\n  judge: {{kind: tfidf}}\n"
+                     "  endpoint: {prompt_as: ids}\n")
     assert evaluate.main(["episodes", str(child), *run]) == 2
     err = _err(capsys)
     assert f"key 'episodes.in_flight': 0 is less than the minimum of 1 (from {child})" in err
     assert f"key 'episodes.judge.kind': 'tfidf' is not one of ['process_answer', 'pass_rate'] (from {child})" in err
+    assert f"key 'episodes.endpoint.prompt_as': 'ids' is not one of ['auto', 'token_ids', 'text'] (from {child})" in err
+
+
+def test_the_shipped_endpoint_defaults_fit_the_schema_an_episodes_config_is_checked_by():
+    import jsonschema
+    from omegaconf import OmegaConf
+    from evaluation.episodes.config import episodes_schema
+    schema = episodes_schema()
+    defaults = OmegaConf.to_container(OmegaConf.load(RECIPES / "eval" / "endpoint.yaml"))["endpoint"]
+    jsonschema.validate(defaults, {**schema["$defs"]["endpoint"], "$defs": schema["$defs"]})
 
 
 def test_list_index_override_is_one_line(capsys):

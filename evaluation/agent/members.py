@@ -160,6 +160,9 @@ class LocalMember:
             return [g.text for g in self.last]
 
 
+PROMPT_AS = ("auto", "token_ids", "text")  # what an endpoint member sends as `prompt`
+
+
 class EndpointMember:
     """An OpenAI-compatible completions endpoint. `llm` is the client's settings (base_url, model,
     api_key_env, timeout and retry settings, prompt_as: recipes/eval/endpoint.yaml); the API key is

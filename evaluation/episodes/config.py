@@ -17,10 +17,13 @@ def episodes_schema() -> dict:
     from simulators.settings import SCHEMA_PATH as SIMULATOR_SCHEMA
 
     from ..agent.loop import TERMINATIONS
+    from ..agent.members import PROMPT_AS
     from .judge import KINDS
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    schema["$defs"].update(llm=json.loads(SIMULATOR_SCHEMA.read_text(encoding="utf-8"))["$defs"]["llm"],
-                           termination={"enum": list(TERMINATIONS)}, judge_kind={"enum": list(KINDS)})
+    llm = json.loads(SIMULATOR_SCHEMA.read_text(encoding="utf-8"))["$defs"]["llm"]
+    endpoint = {**llm, "properties": {**llm["properties"], "prompt_as": {"enum": list(PROMPT_AS)}}}
+    schema["$defs"].update(llm=llm, endpoint=endpoint, termination={"enum": list(TERMINATIONS)},
+                           judge_kind={"enum": list(KINDS)})
     return schema
 
 
