@@ -1,6 +1,7 @@
 """The tool world (simulators/world): determinism, splits by API, the executor's errors and the
 computed verdicts on hand-made episodes."""
 import copy
+import re
 import json
 
 import pytest
@@ -139,3 +140,57 @@ def test_bad_settings_name_the_key(tmp_path):
         WorldSettings.load(None, ["domains=[atlantis]"])
     with pytest.raises(WorldSettingsError, match="simulator.unseen_api_fraction"):
         WorldSettings.load(None, ["unseen_api_fraction=1.5"])
+
+
+def test_shipped_world_is_up_to_date(tmp_path):
+    """data/world is `python -m simulators world tasks.train=0 output.dir=data/world`; rewrite it so
+    when recipes/simulator/world.yaml or the world's code changes."""
+    from core.repo_paths import REPO_ROOT
+    build_world(WorldSettings.load(None, ["tasks.train=0"]), tmp_path)
+    shipped = world_paths(REPO_ROOT / "data" / "world")
+    for key, path in world_paths(tmp_path).items():
+        assert path.read_bytes() == shipped[key].read_bytes(), f"data/world/{path.name} is stale"
+
+
+def test_world_episodes_oracle_scores_100_and_mistakes_score_lower(tmp_path):
+    """`evaluate.py episodes recipes/eval/world.yaml` with an agent (fake endpoint) that replays
+    each instance's recorded turns: every verdict yes; wrong calls / non-answers fail."""
+    from fakes.openai_server import FakeOpenAIServer
+
+    import evaluate
+    from core.repo_paths import REPO_ROOT
+    test = records(REPO_ROOT / "data" / "world", "unseen-apis")[:16]
+    by_text = {r["instruction"]: r for r in test}
+
+    def reply(body, wrong=()):
+        prompt = body["prompt"]
+        rec = by_text[re.search(r"^Task: (.*)$", prompt, re.M).group(1)]
+        done = prompt.count("\nObservation: ")
+        turns = rec["turns"]
+        if prompt.endswith("Planner:"):
+            t = [t for t in turns if t["role"] == "planner"][done]
+            return f" {t['thought']}\nNext: {WORDS[t['decision']]}.</s>"
+        if prompt.endswith("Caller:"):
+            t = [t for t in turns if t["role"] == "caller"][done]
+            args = '{"nope": 1}' if rec["id"] in wrong else t["arguments"]
+            return f" Action: {t['name']}\nAction Input: {args}</s>"
+        return " I do not know.</s>" if rec["id"] in wrong else f" {turns[-1]['answer']}</s>"
+
+    def run(name, wrong=()):
+        rules = [{"match": "Task: ", "reply": lambda body: reply(body, wrong)}]
+        with FakeOpenAIServer(rules) as server:
+            assert evaluate.main(["episodes", str(REPO_ROOT / "recipes/eval/world.yaml"), "limit=16",
+                                  "progress=false", "--run", str(tmp_path / "run"), "--recipe",
+                                  str(REPO_ROOT / "recipes/template/glpft.yaml"), "--endpoint",
+                                  f"all={server.base_url}", "--max-new-tokens", "64",
+                                  "--out", str(tmp_path / name)]) == 0
+        return json.loads((tmp_path / name / "metrics.json").read_text())
+
+    assert {k: run("oracle")[k] for k in ("proc", "ans", "both")} == {"proc": 100.0, "ans": 100.0, "both": 100.0}
+    concluding = [r["id"] for r in test if r["meta"]["world"]["expect"] == "conclusion"]
+    wrong = set(concluding[:4])
+    got = run("wrong", wrong)
+    assert got["proc"] == got["ans"] == 100.0 * (len(test) - len(wrong)) / len(test)
+
+
+WORDS = {"call": "caller", "conclusion": "conclusion", "give_up": "give up"}

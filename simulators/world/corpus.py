@@ -1,8 +1,8 @@
 """Writing the world: world.json, one canonical JSONL per split and stats.json (written last: a
 folder whose stats.json has the settings' hash is finished and reused).
 
-Splits by API: `train` and `held-in` draw on the held-in generated APIs (held-in instructions
-never appear in training), `unseen-apis` on the generated APIs held out of training, and
+Splits by API: `train` and `held-in` draw on the held-in generated APIs (no test instruction
+appears in training; the test splits are drawn first, so they do not change with `tasks.train`), `unseen-apis` on the generated APIs held out of training, and
 `unseen-real-specs` on the functions of the shipped OpenAPI specs; no unseen API is ever offered
 in training. Same settings, byte-identical files."""
 from __future__ import annotations
@@ -39,7 +39,7 @@ def make_splits(s: WorldSettings, world: World, pools: dict) -> dict[str, list[d
     weights = [float(s.task_mix[k]) for k in kinds]
     seen: set[str] = set()
     out = {}
-    for split in SPLITS:
+    for split in SPLITS[1:] + SPLITS[:1]:  # test splits first: they do not depend on the training size
         want = int(s.tasks.get(split, 0))
         rng = random.Random(f"{s.seed}-{split}")
         records = []
@@ -66,7 +66,7 @@ def make_splits(s: WorldSettings, world: World, pools: dict) -> dict[str, list[d
                       "turns": task["turns"], "meta": {**task["meta"], "split": split}}
             records.append(validate_trajectory(record))
         out[split] = records
-    return out
+    return {split: out[split] for split in SPLITS}
 
 
 def world_paths(out_dir) -> dict[str, Path]:
