@@ -61,7 +61,10 @@ def run(args) -> int:
     make_executor, executor_stats = executor_factory(cfg["executor"], cfg["test_set"], references)
     judge_cfg = cfg["judge"]
     judge = None
-    if judge_cfg.get("enabled", True):
+    if judge_cfg.get("enabled", True) and judge_cfg.get("kind") == "world":
+        from simulators.world.verdicts import WorldJudge  # computed verdicts, no LLM
+        judge = WorldJudge()
+    elif judge_cfg.get("enabled", True):
         from core.llm_client import LLMError
         try:
             judge = Judge(judge_cfg, api_documentation(cfg["executor"].get("apis") or cfg["test_set"]))
@@ -78,9 +81,9 @@ def run(args) -> int:
                    training_overlap=overlap)
     metrics = {}
     if judge is not None:
-        kind = judge_cfg.get("kind", "process_answer")
+        kind = getattr(judge, "kind", None) or judge_cfg.get("kind", "process_answer")
         summary["judge"] = judge_metrics(records, kind, float(judge_cfg.get("uncertain_credit", 0.0)))
-        summary["judge_llm"] = dict(judge.llm.stats)
+        summary["judge_llm"] = dict(judge.llm.stats) if hasattr(judge, "llm") else {}
         metrics = {k: summary["judge"][k] for k in ("proc", "ans", "both", "pass_rate")
                    if k in summary["judge"]}
     metrics.update(episodes=len(records), concluded=summary["concluded"], errors=summary["errors"])

@@ -52,6 +52,14 @@ def stage_losses(path: Path) -> dict:
             "epochs": len(means), "supervised_tokens": int(tokens)}
 
 
+def _read_json(path: Path) -> dict:
+    import json
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def _num(x, fmt="{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
@@ -91,6 +99,11 @@ def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
             lines.append(f"  well formed, {name}: " + ", ".join(
                 f"{role} {_num(formed.get(role), '{:.0f}')}%" for role in ("planner", "caller", "summarizer"))
                 + "  (decision / name + JSON arguments / non-empty answer)")
+    for name in names:  # `evaluate.py episodes` pass rates (e.g. the tool world's exact verdicts)
+        if eval_dir.episode_metrics_file(name).is_file():
+            e = _read_json(eval_dir.episode_metrics_file(name))
+            lines.append(f"  episodes, {name}: process {_num(e.get('proc'))}  answer {_num(e.get('ans'))}"
+                         f"  both {_num(e.get('both'))}  ({e.get('episodes', 0)} episodes)")
     wandb = (recipe.get("logger") or {}).get("wandb") or {}
     mode = os.environ.get("WANDB_MODE", wandb.get("mode", "offline"))
     if wandb.get("enabled", True) and mode == "offline":

@@ -5,6 +5,9 @@ Reads the recipe (its `simulator:` node, else the whole file), applies the dot-l
 <output.dir>/simulator-<settings hash>/. Prints the corpus path and a summary. Bad settings or specs
 stop with one or two lines and exit code 2 (an LLM endpoint that fails for good: 1); --debug (or
 ALPHA_UMI_DEBUG=1) shows the traceback.
+
+python -m simulators world [key=value ...] writes the tool world of recipes/simulator/world.yaml
+(simulators/world) into its output.dir.
 """
 import json
 import logging
@@ -28,6 +31,16 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):  # one line per request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if argv[0] == "world":
+        from .world.settings import DEFAULT_RECIPE
+        argv = [str(DEFAULT_RECIPE), *argv[1:]]
+    if corpus_kind(argv[0]) == "world":
+        from .world import WorldSettings, build_world
+        settings = WorldSettings.load(argv[0], overrides=argv[1:])
+        train = build_world(settings)
+        print(train.parent)
+        print((train.parent / "stats.json").read_text(encoding="utf-8").strip())
+        return 0
     if corpus_kind(argv[0]) == "gentool":
         from .gentool.build import load_gentool_settings
         settings = load_gentool_settings(argv[0], overrides=argv[1:])

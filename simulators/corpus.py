@@ -187,10 +187,11 @@ def run_dir_for(settings, out_dir: Path) -> Path:
 
 
 def corpus_kind(settings) -> str:
-    """`gentool` for GenTool synthesis settings, else `trajectories` (the ToolAlpaca-style simulator)."""
+    """`gentool` for GenTool synthesis settings, `world` for the tool world's, else `trajectories`
+    (the ToolAlpaca-style simulator)."""
     node = OmegaConf.load(settings) if isinstance(settings, (str, Path)) else settings
     node = node.get("simulator", node) if hasattr(node, "get") else {}
-    return "gentool" if node.get("corpus") == "gentool" else "trajectories"
+    return node.get("corpus") if node.get("corpus") in ("gentool", "world") else "trajectories"
 
 
 def build_corpus(settings, out_dir: Path) -> Path:
@@ -198,10 +199,14 @@ def build_corpus(settings, out_dir: Path) -> Path:
     of the corpus JSONL. Settings: the recipe's `simulator:` node, a dict or DictConfig; keys it
     leaves out come from its `base:` recipe (default recipes/simulator/toolalpaca.yaml).
     Settings with `corpus: gentool` run GenTool synthesis instead (simulators/gentool) and return
-    its train.jsonl of tool-selection examples."""
+    its train.jsonl of tool-selection examples; `corpus: world` writes the tool world
+    (simulators/world) and returns its train.jsonl."""
     if corpus_kind(settings) == "gentool":
         from .gentool import build_gentool_corpus
         return build_gentool_corpus(settings, out_dir)
+    if corpus_kind(settings) == "world":  # the tool world (simulators/world), in <out_dir>/world/
+        from .world import build_world
+        return build_world(settings, Path(out_dir) / "world")
     settings = load_settings(settings)
     run_dir = run_dir_for(settings, out_dir)
     corpus = run_dir / settings["output"]["corpus"]

@@ -60,6 +60,12 @@ def test_summary_lists_stages_losses_exports_metrics_and_wandb(tmp_path):
     assert "well formed, out-of-domain: planner 100%, caller 100%, summarizer 100%" in text
     assert "well formed, held-in: planner 50%" in text
     assert f"wandb sync {run_dir}/*/wandb/offline-run-*" in lines[-1]
+    assert "episodes," not in text
+    from core.atomic_files import write_json_atomic
+    write_json_atomic(eval_dir.episode_metrics_file("held-in"),
+                      {"proc": 62.5, "ans": 50.0, "both": 45.0, "episodes": 40})
+    assert "  episodes, held-in: process 62.50  answer 50.00  both 45.00  (40 episodes)" in \
+        run_summary(recipe, STAGES, ran=STAGES).splitlines()
     off = load_recipe([QUICKSTART],
                       [f"run.dir={run_dir}", "logger.wandb.enabled=false"])
     assert "wandb sync" not in run_summary(off, STAGES, ran=STAGES)

@@ -4,7 +4,8 @@
 - `ReplayExecutor`: answers from a recorded canonical trajectory (ToolBench static sets);
 - simulated: the simulator's LLM-played API (simulators.SimulatedToolExecutor), from
   each API's OpenAPI spec (ToolAlpaca's `eval_simulated.json`);
-- `HttpExecutor` (http_executor.py): real HTTP calls built from the spec, off unless asked for.
+- `HttpExecutor` (http_executor.py): real HTTP calls built from the spec, off unless asked for;
+- world: the tool world's deterministic APIs (simulators/world), from its world.json.
 `executor_factory(cfg, test_file, recorded)` turns the episodes config's `executor:` node into a
 function task -> executor.
 """
@@ -17,7 +18,7 @@ from typing import Callable, Mapping
 
 from .. import EvaluationError
 
-EXECUTOR_TYPES = ("simulated", "http", "replay")
+EXECUTOR_TYPES = ("simulated", "http", "replay", "world")
 
 
 def _args_key(arguments) -> str:
@@ -112,6 +113,10 @@ def executor_factory(cfg: Mapping, test_file, recorded: Mapping[str, Mapping]
         raise EvaluationError(f"executor.type {kind!r}: expected one of {', '.join(EXECUTOR_TYPES)}")
     if kind == "replay":
         return (lambda task: ReplayExecutor(recorded[task["id"]])), dict
+    if kind == "world":  # executor.world: a world folder or world.json; null: the test set's folder
+        from simulators.world import World, WorldExecutor
+        world = World.load(cfg.get("world") or Path(test_file).parent)
+        return (lambda task: WorldExecutor(world, task)), dict
     toolsets = api_toolsets(cfg.get("apis") or test_file)
     pseudo = dict(cfg.get("pseudo_tools") or {})
 

@@ -1,0 +1,95 @@
+"""The world's settings, typed: the recipe's `simulator:` node (corpus: world) over
+recipes/simulator/world.yaml, which holds every default."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from core.errors import ProjectError
+
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "simulator" / "world.yaml"
+SPLITS = ("train", "held-in", "unseen-apis", "unseen-real-specs")
+TASK_KINDS = ("lookup", "top", "count", "pair", "chain", "chain3", "chain4", "no_tool", "failing")
+
+
+class WorldSettingsError(ProjectError, ValueError):
+    """Bad world settings; names the key."""
+
+
+@dataclass(frozen=True)
+class WorldSettings:
+    seed: int
+    domains: tuple
+    entities_per_type: int
+    unseen_api_fraction: float
+    failing_api_fraction: float
+    distractors: int
+    real_specs: tuple
+    tasks: dict
+    task_mix: dict
+    lexicon: dict
+    attributes: dict
+    groups: dict
+    names: dict
+    wording: dict
+    output_dir: str
+
+    @classmethod
+    def load(cls, settings=None, overrides: list[str] | None = None) -> "WorldSettings":
+        """From a recipe file, a mapping (its `simulator:` node or the node itself) or None (the
+        defaults), with `key=value` overrides."""
+        base = OmegaConf.load(DEFAULT_RECIPE).simulator
+        node = OmegaConf.create({})
+        if isinstance(settings, (str, Path)):
+            loaded = OmegaConf.load(settings)
+            node = loaded.simulator if "simulator" in loaded else loaded
+        elif settings is not None:
+            node = OmegaConf.create(OmegaConf.to_container(settings, resolve=True)
+                                    if OmegaConf.is_config(settings) else dict(settings))
+            node = node.simulator if "simulator" in node else node
+        cfg = OmegaConf.merge(base, node)
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("simulator.")
+                                                               for o in overrides]))
+        return cls.of(OmegaConf.to_container(cfg, resolve=True))
+
+    @classmethod
+    def of(cls, d: dict) -> "WorldSettings":
+        def need(cond, key, what):
+            if not cond:
+                raise WorldSettingsError(f"simulator.{key}: {what} (recipes/simulator/world.yaml "
+                                         f"shows the form)")
+        need(set(d["domains"]) <= set(d["lexicon"]), "domains",
+             f"unknown domain(s) {sorted(set(d['domains']) - set(d['lexicon']))}; "
+             f"known: {sorted(d['lexicon'])}")
+        need(d["domains"], "domains", "name at least one domain")
+        need(0 <= d["unseen_api_fraction"] < 1, "unseen_api_fraction", "must be in [0, 1)")
+        need(0 <= d["failing_api_fraction"] < 1, "failing_api_fraction", "must be in [0, 1)")
+        need(set(d["tasks"]) <= set(SPLITS), "tasks", f"splits are {', '.join(SPLITS)}")
+        need(all(isinstance(n, int) and n >= 0 for n in d["tasks"].values()), "tasks",
+             "counts must be non-negative integers")
+        need(set(d["task_mix"]) <= set(TASK_KINDS), "task_mix", f"kinds are {', '.join(TASK_KINDS)}")
+        need(d["entities_per_type"] >= 2, "entities_per_type", "must be at least 2")
+        for dom in d["domains"]:
+            for ent, spec in d["lexicon"][dom].items():
+                need(spec["group"] in d["groups"], f"lexicon.{dom}.{ent}.group",
+                     f"{spec['group']!r} is not in groups")
+                missing = [a for a in spec["attributes"] if a not in d["attributes"]]
+                need(not missing, f"lexicon.{dom}.{ent}.attributes", f"{missing} not in attributes")
+        return cls(seed=int(d["seed"]), domains=tuple(d["domains"]),
+                   entities_per_type=int(d["entities_per_type"]),
+                   unseen_api_fraction=float(d["unseen_api_fraction"]),
+                   failing_api_fraction=float(d["failing_api_fraction"]),
+                   distractors=int(d["distractors"]), real_specs=tuple(d["real_specs"] or ()),
+                   tasks=dict(d["tasks"]), task_mix=dict(d["task_mix"]),
+                   lexicon={k: d["lexicon"][k] for k in d["domains"]}, attributes=d["attributes"],
+                   groups=d["groups"], names=d["names"], wording=d["wording"],
+                   output_dir=str(d["output"]["dir"]))
+
+    def hash(self) -> str:
+        data = {k: v for k, v in asdict(self).items() if k != "output_dir"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
