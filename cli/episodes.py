@@ -35,7 +35,7 @@ def run(args) -> int:
 
     from evaluation.agent.loop import task_of
     from evaluation.episodes.executors import executor_factory
-    from evaluation.episodes.judge import Judge, api_documentation, judge_metrics
+    from evaluation.episodes.judge import WORLD_KIND, Judge, api_documentation, judge_metrics
     from evaluation.episodes.runner import EpisodeRunner, summarize
 
     cfg = load_episodes_config(args.config, args.overrides)
@@ -61,7 +61,7 @@ def run(args) -> int:
     make_executor, executor_stats = executor_factory(cfg["executor"], cfg["test_set"], references)
     judge_cfg = cfg["judge"]
     judge = None
-    if judge_cfg.get("enabled", True) and judge_cfg.get("kind") == "world":
+    if judge_cfg.get("enabled", True) and judge_cfg.get("kind") == WORLD_KIND:
         from simulators.world.verdicts import WorldJudge  # computed verdicts, no LLM
         judge = WorldJudge()
     elif judge_cfg.get("enabled", True):

@@ -51,7 +51,7 @@ def test_episodes_config_is_checked_and_overrides_may_follow_the_options(tmp_pat
     assert evaluate.main(["episodes", str(child), *run]) == 2
     err = _err(capsys)
     assert f"key 'episodes.in_flight': 0 is less than the minimum of 1 (from {child})" in err
-    assert f"key 'episodes.judge.kind': 'tfidf' is not one of ['process_answer', 'pass_rate'] (from {child})" in err
+    assert f"key 'episodes.judge.kind': 'tfidf' is not one of ['process_answer', 'pass_rate', 'world'] (from {child})" in err
     assert f"key 'episodes.endpoint.prompt_as': 'ids' is not one of ['auto', 'token_ids', 'text'] (from {child})" in err
 
 

@@ -18,12 +18,12 @@ def episodes_schema() -> dict:
 
     from ..agent.loop import TERMINATIONS
     from ..agent.members import PROMPT_AS
-    from .judge import KINDS
+    from .judge import JUDGE_KINDS
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     llm = json.loads(SIMULATOR_SCHEMA.read_text(encoding="utf-8"))["$defs"]["llm"]
     endpoint = {**llm, "properties": {**llm["properties"], "prompt_as": {"enum": list(PROMPT_AS)}}}
     schema["$defs"].update(llm=llm, endpoint=endpoint, termination={"enum": list(TERMINATIONS)},
-                           judge_kind={"enum": list(KINDS)})
+                           judge_kind={"enum": list(JUDGE_KINDS)})
     return schema
 
 

@@ -25,6 +25,8 @@ from simulators.prompts import render
 from .. import EvaluationError
 
 KINDS = {"process_answer": ("process", "answer"), "pass_rate": ("solved",)}
+WORLD_KIND = "world"  # verdicts computed by the tool world (simulators/world/verdicts.py), no LLM
+JUDGE_KINDS = (*KINDS, WORLD_KIND)  # what an episodes config's judge.kind may say
 LABELS = {"process": "Process", "answer": "Answer", "solved": "Solved"}
 VALUES = ("yes", "no", "uncertain")
 
