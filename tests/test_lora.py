@@ -118,7 +118,8 @@ def test_killed_lora_stage_resumes_exactly(lora_run, tmp_path):
     run_dir = tmp_path / "killed"
     shutil.copytree(ref.path, run_dir, ignore=shutil.ignore_patterns("planner", "caller", "summarizer", "eval"))
     killed = RunDir(run_dir).stage("planner")
-    cmd = [sys.executable, "train.py", str(QUICKSTART), str(LORA), *ARGS, f"run.dir={run_dir}", "--stage", "planner"]
+    cmd = [sys.executable, "train.py", str(QUICKSTART), str(LORA), *ARGS, f"run.dir={run_dir}", "--stage", "planner",
+           f"data.cache_dir={ref.path / 'cache'}"]  # the run's recipe names its cache under run.dir
     kill_training_at(cmd, killed.last_checkpoint, lambda step: step >= 2, 240)
     assert not killed.is_done()
     import subprocess
@@ -135,14 +136,15 @@ def test_killed_lora_stage_resumes_exactly(lora_run, tmp_path):
 
 def test_lora_stage_under_ddp_gives_the_single_process_losses(lora_run, tmp_path):
     """Planner adapters on the fixture's backbone export: 2 gloo processes x 1 micro-batch of 2
-    against 1 process x 2 micro-batches of 2."""
+    against 1 process x 2 micro-batches of 2 (no dropout: each process draws its own masks)."""
     from test_ddp_cpu import _env, _finish
     import subprocess
     _, ref = lora_run
     base = str(ref.stage("backbone").export)
     common = [str(QUICKSTART), str(LORA), *ARGS, "stages.backbone.enabled=false", "stages.caller.enabled=false",
               "stages.summarizer.enabled=false", f"stages.planner.init_from={base}", f"tokenizer.from_pretrained={base}",
-              "data.micro_batch_size=2", "checkpoint.every_n_train_steps=1000", "checkpoint.merge_adapter=false"]
+              "data.micro_batch_size=2", "checkpoint.every_n_train_steps=1000", "checkpoint.merge_adapter=false",
+              "model.adapter.lora_dropout=0.0"]
     one, two = tmp_path / "one", tmp_path / "two"
 
     def start(run_dir, *extra):
