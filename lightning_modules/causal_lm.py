@@ -73,7 +73,25 @@ def with_adapter(model, adapter, quantized: bool, resized: bool, recomputed: boo
             model, use_gradient_checkpointing=recomputed)
     elif recomputed:
         model.enable_input_require_grads()  # frozen embeddings: recomputed blocks still need grads
-    return peft.get_peft_model(model, adapter)
+    model = peft.get_peft_model(model, adapter)
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    if is_deepspeed_zero3_enabled():
+        _init_adapter_under_zero3(model)
+    return model
+
+
+def _init_adapter_under_zero3(model) -> None:
+    """Under deepspeed.zero.Init each new LoRA weight is partitioned as it is built, so peft's
+    initialisation (B = 0: the adapter starts as the identity) touched empty partitions. Redo it on
+    the gathered weights; rank 0's values are kept."""
+    import deepspeed
+    from peft.tuners.lora import LoraLayer
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            params = [p for n, p in module.named_parameters() if "lora_" in n]
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+                for name in list(module.lora_A):
+                    module.reset_lora_parameters(name, True)
 
 
 def _zero3_config(strategy) -> dict | None:

@@ -152,6 +152,9 @@ class SpanLMModule(L.LightningModule):
                 (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
         wd = self.optimizer_cfg.get("weight_decay", 0.0)
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        # An adapter may have no 1-D parameter; DeepSpeed drops an empty group and the scheduler,
+        # built on the groups given, would then fail on its first step.
+        groups = [g for g in groups if g["params"]]
         optimizer = OPTIMIZER.build(self.optimizer_cfg, groups)
         scheduler = SCHEDULER.build(self.scheduler_cfg, optimizer,
                                     total_steps=max(1, int(self.trainer.estimated_stepping_batches)))

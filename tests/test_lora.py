@@ -169,3 +169,36 @@ def test_adapter_recipes_validate_and_refuse_a_random_init_base():
         load_recipe([QUICKSTART, ABLATIONS / "multi_llm_one_stage.yaml", LORA])
     with pytest.raises(RecipeError, match="unknown key 'model.adapter.rank'"):
         load_recipe([QUICKSTART, LORA], ["model.adapter.rank=4"])
+
+
+@pytest.mark.slow
+def test_lora_stage_composes_with_deepspeed_zero3_on_cpu(lora_run, tmp_path):
+    """ZeRO-3 (2 CPU ranks, every parameter partitioned) builds the adapter under zero.Init: it must
+    start as the identity (step 0's loss is the single process's), train to nearly the same curve
+    (A is drawn from another RNG stream, so not to the digit) and export adapter and merged model."""
+    from test_ddp_cpu import _env, _finish
+    import subprocess
+    _, ref = lora_run
+    base = str(ref.stage("backbone").export)
+    common = [str(QUICKSTART), str(LORA), *ARGS, "stages.backbone.enabled=false", "stages.caller.enabled=false",
+              "stages.summarizer.enabled=false", f"stages.planner.init_from={base}", f"tokenizer.from_pretrained={base}",
+              "data.micro_batch_size=1", "checkpoint.every_n_train_steps=1000", "model.adapter.lora_dropout=0.0",
+              "stages.planner.optimizer.lr=1.0e-3"]
+    zero3 = [str(STRATEGIES / "deepspeed_zero3.yaml"), "strategy._target_=pipeline.strategy_checks.CPUDeepSpeedStrategy",
+             "strategy.config.zero_optimization.stage3_param_persistence_threshold=0",
+             "strategy.config.bf16.enabled=false", "trainer.devices=2"]
+    one, ds = tmp_path / "one", tmp_path / "zero3"
+
+    def start(run_dir, *extra):
+        return subprocess.Popen([sys.executable, "train.py", *common, *extra, f"run.dir={run_dir}"], cwd=REPO,
+                                env=_env(DS_ACCELERATOR="cpu"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for p in [start(one, "trainer.accumulate_grad_batches=2"), start(ds, *zero3)]:
+        _finish(p, timeout=600)
+    a, b = _losses(RunDir(one).stage("planner")), _losses(RunDir(ds).stage("planner"))
+    assert len(a) == len(b) > 3 and a[0][1] == pytest.approx(b[0][1], abs=1e-4)
+    assert max(abs(la - lb) for (_, la), (_, lb) in zip(a, b)) < 5e-2
+    sdir = RunDir(ds).stage("planner")
+    with torch.no_grad():
+        x = AutoPeftModelForCausalLM.from_pretrained(sdir.adapter).eval()(_ids()).logits
+        y = AutoModelForCausalLM.from_pretrained(sdir.export).eval()(_ids()).logits
+    assert torch.allclose(x, y, atol=1e-5, rtol=0)
