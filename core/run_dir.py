@@ -7,6 +7,9 @@
     <stage>/logs/metrics.csv  CSV metrics (per-span losses, lr, grad norm, tokens/s)
     <stage>/wandb/            the W&B run; <stage>/wandb_id.txt keeps its id across resumes
     <stage>/hf/               save_pretrained of model and tokenizer
+    <stage>/adapter/          an adapter stage's adapter (PEFT format, its adapter_config.json
+                              naming the base export) and tokenizer; hf/ then holds the merged
+                              model, when asked for
     <stage>/DONE.json         written last, with the stage's start and end time: a finished stage
                               is skipped on rerun
     eval/<test set>/          metrics.json and predictions.jsonl per test set (EvalDir); each
@@ -67,6 +70,7 @@ class StageDir:
     wandb = property(lambda self: self.path / "wandb")
     wandb_run_id_file = property(lambda self: self.path / "wandb_id.txt")
     export = property(lambda self: self.path / "hf")
+    adapter = property(lambda self: self.path / "adapter")
     consolidated = property(lambda self: self.path / "consolidated")
     done_file = property(lambda self: self.path / DONE_FILE)
 
@@ -75,6 +79,14 @@ class StageDir:
 
     def has_export(self) -> bool:
         return (self.export / "config.json").is_file()
+
+    def has_adapter(self) -> bool:
+        return (self.adapter / "adapter_config.json").is_file()
+
+    def model_export(self) -> Path | None:
+        """What evaluation loads for this stage: its adapter (on its base) if it has one, else its
+        full export, else None."""
+        return self.adapter if self.has_adapter() else self.export if self.has_export() else None
 
     def read_done(self) -> dict | None:
         """The stage's summary (None: not finished, or unreadable)."""

@@ -51,5 +51,10 @@ def check_stage_values(recipe: dict, origin: Callable[[str], str]) -> list[str]:
             key = path("data", "packing.max_tokens")
             found.setdefault((key, f"{max_tokens} is shorter than data.max_length={max_length}, so "
                                    "some examples would not fit a row"), []).append(name)
+        if eff["model"].get("adapter") and stage.get("enabled", True) is not False \
+                and not stage.get("init_from") and not eff["model"].get("init_from"):
+            found.setdefault((path("model", "adapter"), "an adapter needs weights to adapt, and this stage "
+                              "starts from a random init; give it an init_from (another stage or a "
+                              "checkpoint) or set its model.adapter to null"), []).append(name)
     return [f"key '{key}': {what} (stage{'s' * (len(names) > 1)} {', '.join(names)}; from {origin(key)})"
             for (key, what), names in found.items()]

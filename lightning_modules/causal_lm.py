@@ -15,14 +15,26 @@ from . import packed_attention  # noqa: F401  registers attn_implementation "sdp
 def build_causal_lm(init_from: str | None = None, config: Mapping | None = None,
                     dtype: str = "float32", attn_implementation: str | None = None,
                     vocab_size: int | None = None, gradient_checkpointing: bool = False,
-                    trust_remote_code: bool = False, special_token_ids: Mapping | None = None):
+                    trust_remote_code: bool = False, special_token_ids: Mapping | None = None,
+                    adapter=None, quantization=None):
     """`init_from` set: `from_pretrained` of a user's checkpoint or hub id. Otherwise a freshly
     initialised model from `config` (a transformers config as a mapping with `model_type`).
     `special_token_ids` ({bos,eos,pad}_token_id of the tokenizer) are written into the model's
-    config and generation config, so an export generates and stops like the training data."""
+    config and generation config, so an export generates and stops like the training data.
+    `adapter` (a peft config, e.g. `peft.LoraConfig`): only the adapter trains, on the frozen
+    weights of `init_from`. `quantization` (a `transformers.BitsAndBytesConfig`: QLoRA) loads
+    those weights quantized; it needs an adapter and a GPU."""
     kwargs = {"dtype": DTYPES[dtype]}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if adapter is not None and not init_from:
+        raise ValueError("model.adapter: an adapter needs weights to adapt; give the stage an "
+                         "init_from (another stage's export or a checkpoint), or set model.adapter=null")
+    if quantization is not None:
+        if adapter is None:
+            raise ValueError("model.quantization: a quantized model trains only through an adapter; "
+                             "add recipes/adapter/lora.yaml (model.adapter)")
+        kwargs["quantization_config"] = quantization
     if init_from:
         model = AutoModelForCausalLM.from_pretrained(init_from, trust_remote_code=trust_remote_code,
                                                      **kwargs)
@@ -34,7 +46,8 @@ def build_causal_lm(init_from: str | None = None, config: Mapping | None = None,
             cfg["vocab_size"] = vocab_size
         model_config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
         model = AutoModelForCausalLM.from_config(model_config, **kwargs)
-    if vocab_size is not None and model.get_input_embeddings().num_embeddings < vocab_size:
+    resized = vocab_size is not None and model.get_input_embeddings().num_embeddings < vocab_size
+    if resized:
         model.resize_token_embeddings(vocab_size)
     for key, value in (special_token_ids or {}).items():
         if value is not None:
@@ -43,7 +56,42 @@ def build_causal_lm(init_from: str | None = None, config: Mapping | None = None,
                 setattr(model.generation_config, key, value)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if adapter is not None:
+        model = with_adapter(model, adapter, quantization is not None, resized, gradient_checkpointing)
     return model
+
+
+def with_adapter(model, adapter, quantized: bool, resized: bool, recomputed: bool):
+    """`model` wrapped by peft with a fresh adapter; every other weight frozen."""
+    import peft
+    if resized and not adapter.modules_to_save:
+        raise ValueError("model.adapter: the tokenizer has more tokens than the checkpoint's "
+                         "embeddings, which an adapter alone cannot train; add "
+                         "model.adapter.modules_to_save=[embed_tokens,lm_head]")
+    if quantized:
+        model = peft.prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=recomputed)
+    elif recomputed:
+        model.enable_input_require_grads()  # frozen embeddings: recomputed blocks still need grads
+    model = peft.get_peft_model(model, adapter)
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    if is_deepspeed_zero3_enabled():
+        _init_adapter_under_zero3(model)
+    return model
+
+
+def _init_adapter_under_zero3(model) -> None:
+    """Under deepspeed.zero.Init each new LoRA weight is partitioned as it is built, so peft's
+    initialisation (B = 0: the adapter starts as the identity) touched empty partitions. Redo it on
+    the gathered weights; rank 0's values are kept."""
+    import deepspeed
+    from peft.tuners.lora import LoraLayer
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            params = [p for n, p in module.named_parameters() if "lora_" in n]
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+                for name in list(module.lora_A):
+                    module.reset_lora_parameters(name, True)
 
 
 def _zero3_config(strategy) -> dict | None:

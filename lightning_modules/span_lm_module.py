@@ -59,8 +59,14 @@ class SpanLMModule(L.LightningModule):
         return reduce_span_losses(losses, kinds, len(SPAN_KINDS), mask=labels != IGNORE_INDEX)
 
     # ----- training --------------------------------------------------------------------------
+    def on_fit_start(self):
+        self._seed = torch.initial_seed()  # the run's seed (seed_everything ran before fit)
+
     def training_step(self, micro_batches, batch_idx):
         micro_batches = micro_batches if isinstance(micro_batches, list) else [micro_batches]
+        # Dropout (LoRA's lora_dropout) draws from the global RNG, which no checkpoint holds: seeded
+        # per step and rank, a resumed stage draws what an uninterrupted one would have.
+        torch.manual_seed(self._seed + 1_000_003 * self.global_step + self.global_rank)
         opt, sched = self.optimizers(), self.lr_schedulers()
         strategy = self.trainer.strategy
         local = sum((b["labels"][:, 1:] != IGNORE_INDEX).sum() for b in micro_batches).float()
@@ -146,6 +152,9 @@ class SpanLMModule(L.LightningModule):
                 (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
         wd = self.optimizer_cfg.get("weight_decay", 0.0)
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        # An adapter may have no 1-D parameter; DeepSpeed drops an empty group and the scheduler,
+        # built on the groups given, would then fail on its first step.
+        groups = [g for g in groups if g["params"]]
         optimizer = OPTIMIZER.build(self.optimizer_cfg, groups)
         scheduler = SCHEDULER.build(self.scheduler_cfg, optimizer,
                                     total_steps=max(1, int(self.trainer.estimated_stepping_batches)))

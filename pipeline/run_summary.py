@@ -76,7 +76,8 @@ def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
         lines.append(f"  {name:<11} loss {_num(loss['first'], '{:.3f}')} -> "
                      f"{_num(loss['last'], '{:.3f}')} (epoch 1 -> {loss['epochs']} mean)"
                      f"  supervised tokens {loss['supervised_tokens']:,}"
-                     f"  export {stage.export if stage.has_export() else '(none)'}")
+                     f"  export {stage.export if stage.has_export() else '(none)'}"
+                     + (f"  adapter {stage.adapter}" if stage.has_adapter() else ""))
     eval_dir = run.eval((recipe.get("evaluate") or {}).get("out_dir"))
     names = [n for n, f in ((recipe.get("evaluate") or {}).get("test_sets") or {}).items() if f]  # the recipe's order
     names += [n for n in eval_dir.test_sets() if n not in names]

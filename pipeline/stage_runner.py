@@ -24,6 +24,7 @@ from core.recipe import RecipeError, enabled_stages, redact, to_yaml
 from core.run_dir import RunDir, StageDir, now
 from core.secrets import redacted_argv
 from core.stage_config import resolve_init, stage_settings
+from pipeline.adapter_export import base_pointer, export_adapter_stage, merge_wanted
 from pipeline.checkpoints import AppendingCSVLogger, AtomicCheckpointIO, ResumeCSV, pick_resume_checkpoint
 from pipeline.preflight import preflight
 from pipeline.serving import make_servable
@@ -128,7 +129,11 @@ def run_stage(recipe: dict, name: str) -> dict:
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
     make_servable(module.model, tokenizer, max_length=settings["data"].get("max_length"),
                   chat_template=(recipe.get("tokenizer") or {}).get("chat_template"))
-    export_stage(trainer, module, tokenizer, sdir.export, dtype=export_dtype(settings))
+    if settings["model"].get("adapter"):  # the adapter on its base (PEFT), and the merged model if asked
+        export_adapter_stage(trainer, module, tokenizer, sdir, base_pointer(init_path), export_dtype(settings),
+                             merge=merge_wanted(recipe, settings))
+    else:
+        export_stage(trainer, module, tokenizer, sdir.export, dtype=export_dtype(settings))
     if trainer.is_global_zero:
         sdir.write_done(redact(summary), started=started)
     for lg in trainer.loggers:

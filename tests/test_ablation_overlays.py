@@ -41,6 +41,7 @@ def test_every_overlay_is_covered():
     assert {p.stem for p in ABLATIONS.glob("*.yaml")} == {
         "alpha_umi", "alpha_umi_no_reuse", "multi_llm_one_stage", "single_llm",
         "single_llm_multitask", "data_fraction",
+        "alpha_umi_lora",  # covered in test_lora.py
         # GenTool's, covered in test_gentool_recipes.py
         "gentool_selection_only", "gentool_joint", "gentool_alpha_umi_mix"}
 

@@ -16,6 +16,7 @@ from pipeline.stage_runner import run_recipe
 pytestmark = pytest.mark.slow
 
 MEMORIZE = RECIPES / "checks" / "memorize.yaml"
+LORA = RECIPES / "adapter" / "lora.yaml"
 MULTITASK = [ABLATIONS / "single_llm_multitask.yaml", MEMORIZE,
              RECIPES / "checks" / "memorize_multitask.yaml"]
 DIALOGS = REPO / "data" / "toolbench" / "memorize_conversations.json"
@@ -46,6 +47,22 @@ def test_alpha_umi_mode_memorizes(memorized_run):
     decoding = m["inference"]["decoding"]
     assert decoding["max_new_tokens"] == decoding["longest_training_target"]
     assert_memorized(m, "alpha_umi")
+
+
+def test_alpha_umi_mode_memorizes_with_adapters(memorized_run, tmp_path):
+    """The adapter fragment: one LoRA adapter per role on the memorized backbone's export (what
+    `train.py quickstart memorize adapter/lora` trains after its backbone), evaluated as a team of
+    one base and three adapters."""
+    _, run_dir = memorized_run
+    base, lora_dir = RunDir(run_dir).stage("backbone").export, tmp_path / "lora"
+    recipe = load_recipe([QUICKSTART, MEMORIZE, LORA], QUIET + [
+        f"run.dir={lora_dir}", "stages.backbone.enabled=false", f"tokenizer.from_pretrained={base}",
+        *[f"stages.{role}.init_from={base}" for role in ("planner", "caller", "summarizer")]])
+    run_recipe(recipe)
+    m = RunDir(lora_dir).eval().read_metrics("memorized")
+    assert m["inference"]["mode"] == "alpha_umi"
+    assert all(path.endswith("/adapter") for path in m["inference"]["models"].values())
+    assert_memorized(m, "alpha_umi with adapters")
 
 
 def test_single_llm_mode_memorizes(memorized_run):

@@ -64,7 +64,8 @@ def load_run_recipe(run_dir, recipe_files: Sequence[str] | None = None,
 
 
 def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
-    """Export folder of each role found in the run: {role: path}. A `multitask` stage's export
+    """Export folder of each role found in the run: {role: path}; a stage's adapter folder when it
+    has one (the team loads each base once, evaluation.agent.adapters). A `multitask` stage's export
     (one model trained on the planner, caller and summarizer data) serves each of the three roles
     that has no export of its own, with that role's system prompt (alpha_umi mode)."""
     run = RunDir(run_dir)
@@ -78,26 +79,26 @@ def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
         except Exception:  # noqa: BLE001 - a partial recipe: keep the file order
             names = [n for n, s in stages.items() if s.get("enabled", True)]
         for name in names:  # a later stage of the same role wins
-            role, stage = stages[name].get("role"), run.stage(name)
-            if role in TRAINED_ROLES and stage.has_export():
-                found[role] = str(stage.export)
-            elif role == "multitask" and stage.has_export():
-                multitask = str(stage.export)
+            role, export = stages[name].get("role"), run.stage(name).model_export()
+            if role in TRAINED_ROLES and export:
+                found[role] = str(export)
+            elif role == "multitask" and export:
+                multitask = str(export)
     if run.path.is_dir():
         for stage in run.done_stages():
             done = stage.read_done()
             if done is None:
                 continue
-            role = done.get("role")
-            if role in TRAINED_ROLES and role not in found and stage.has_export():
-                found[role] = str(stage.export)
-            elif role == "multitask" and multitask is None and stage.has_export():
-                multitask = str(stage.export)
+            role, export = done.get("role"), stage.model_export()
+            if role in TRAINED_ROLES and role not in found and export:
+                found[role] = str(export)
+            elif role == "multitask" and multitask is None and export:
+                multitask = str(export)
     for role in TRAINED_ROLES:
-        if role not in found and run.stage(role).has_export():
-            found[role] = str(run.stage(role).export)
-    if multitask is None and run.stage("multitask").has_export():
-        multitask = str(run.stage("multitask").export)
+        if role not in found and run.stage(role).model_export():
+            found[role] = str(run.stage(role).model_export())
+    if multitask is None and run.stage("multitask").model_export():
+        multitask = str(run.stage("multitask").model_export())
     if multitask is not None:
         for role in TURN_ROLES:
             found.setdefault(role, multitask)

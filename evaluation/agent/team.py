@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 from core.vocabulary import TURN_ROLES
 from prompting.prompt_template import PromptTemplate, RenderedPrompt, Segment
 
+from .adapters import adapter_members
 from .members import Decoding, EndpointMember, LocalMember, Member, PromptFit
 from .output_parsing import CallerOutput, OutputParser, PlannerOutput
 
@@ -93,10 +94,14 @@ def build_team(template: PromptTemplate, mode: str, exports: Mapping[str, str], 
     """A Team for `mode` (alpha_umi or single) from export paths by role (planner, caller,
     summarizer / backbone); `endpoints` maps a role to the LLM client settings of the server that
     plays it instead of the local export (its prompts end turns with `eos_text`, default: the
-    export's tokenizer's EOS)."""
+    export's tokenizer's EOS). Exports that are adapter folders load their base once."""
     endpoints = dict(endpoints or {})
+    local = [r for r in (TURN_ROLES if mode == "alpha_umi" else ("backbone",)) if r not in endpoints]
+    adapters = adapter_members(exports, local, dict(fit=fit, decoding=decoding, device=device, dtype=dtype))
 
     def member(role: str) -> Member:
+        if role in adapters:  # adapters of one base share it (evaluation.agent.adapters)
+            return adapters[role]
         if role in endpoints:
             tok = served_tokenizer(exports.get(role), endpoints[role].get("model"))
             eos = eos_text or (tok.eos_token if tok is not None else None) or "</s>"
