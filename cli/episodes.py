@@ -63,9 +63,6 @@ def _run_locked(args, cfg, recipe, tasks, references, overlap, out: Path) -> int
     from evaluation.episodes.judge import Judge, api_documentation, judge_metrics
     from evaluation.episodes.runner import EpisodeRunner, summarize
 
-    settings = TeamSettings.of(evaluate_settings(evaluate_node(args, batch_size=int(cfg["in_flight"]))))
-    team, meta = run_team(args.run_dir, recipe, settings, endpoints=endpoints_from_args(args, cfg.get("endpoint")),
-                          eos_text=args.eos_text)
     make_executor, executor_stats = executor_factory(cfg["executor"], cfg["test_set"], references)
     judge_cfg = cfg["judge"]
     judge = None
@@ -75,6 +72,10 @@ def _run_locked(args, cfg, recipe, tasks, references, overlap, out: Path) -> int
             judge = Judge(judge_cfg, api_documentation(cfg["executor"].get("apis") or cfg["test_set"]))
         except LLMError as exc:
             raise EvaluationError(f"judge: {exc}") from None
+    # the team last: bad executor or judge settings stop before any model loads
+    settings = TeamSettings.of(evaluate_settings(evaluate_node(args, batch_size=int(cfg["in_flight"]))))
+    team, meta = run_team(args.run_dir, recipe, settings, endpoints=endpoints_from_args(args, cfg.get("endpoint")),
+                          eos_text=args.eos_text)
     runner = EpisodeRunner(team, make_executor, max_steps=cfg["max_steps"],
                            in_flight=cfg["in_flight"], judge=judge, references=references,
                            unjudged=judge_cfg.get("fail_without_judging") or (),
