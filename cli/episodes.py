@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from core.atomic_files import write_json_atomic
+from core.dir_lock import DirLock
 from core.run_dir import RunDir
 from evaluation import EvaluationError, check_test_set
 from evaluation.agent.exports import load_run_recipe, warn_training_overlap
@@ -34,9 +35,6 @@ def run(args) -> int:
     from trajectories.trajectory import TrajectoryError
 
     from evaluation.agent.loop import task_of
-    from evaluation.episodes.executors import executor_factory
-    from evaluation.episodes.judge import WORLD_KIND, Judge, api_documentation, judge_metrics
-    from evaluation.episodes.runner import EpisodeRunner, summarize
 
     cfg = load_episodes_config(args.config, args.overrides)
     try:
@@ -55,9 +53,16 @@ def run(args) -> int:
     tasks = [task_of(t) for t in recorded]
     references = {t["id"]: t for t in recorded}
     recipe = load_run_recipe(args.run_dir, args.recipe)
-    settings = TeamSettings.of(evaluate_settings(evaluate_node(args, batch_size=int(cfg["in_flight"]))))
-    team, meta = run_team(args.run_dir, recipe, settings, endpoints=endpoints_from_args(args, cfg.get("endpoint")),
-                          eos_text=args.eos_text)
+    out = Path(args.out or RunDir(args.run_dir).eval().episodes(args.name or Path(args.config).stem))
+    with DirLock(out, what="evaluate.py episodes"):  # a second run on `out` stops, naming this one
+        return _run_locked(args, cfg, recipe, tasks, references, overlap, out)
+
+
+def _run_locked(args, cfg, recipe, tasks, references, overlap, out: Path) -> int:
+    from evaluation.episodes.executors import executor_factory
+    from evaluation.episodes.judge import WORLD_KIND, Judge, api_documentation, judge_metrics
+    from evaluation.episodes.runner import EpisodeRunner, summarize
+
     make_executor, executor_stats = executor_factory(cfg["executor"], cfg["test_set"], references)
     judge_cfg = cfg["judge"]
     judge = None
@@ -70,7 +75,10 @@ def run(args) -> int:
             judge = Judge(judge_cfg, api_documentation(cfg["executor"].get("apis") or cfg["test_set"]))
         except LLMError as exc:
             raise EvaluationError(f"judge: {exc}") from None
-    out = Path(args.out or RunDir(args.run_dir).eval().episodes(args.name or Path(args.config).stem))
+    # the team last: bad executor or judge settings stop before any model loads
+    settings = TeamSettings.of(evaluate_settings(evaluate_node(args, batch_size=int(cfg["in_flight"]))))
+    team, meta = run_team(args.run_dir, recipe, settings, endpoints=endpoints_from_args(args, cfg.get("endpoint")),
+                          eos_text=args.eos_text)
     runner = EpisodeRunner(team, make_executor, max_steps=cfg["max_steps"],
                            in_flight=cfg["in_flight"], judge=judge, references=references,
                            unjudged=judge_cfg.get("fail_without_judging") or (),

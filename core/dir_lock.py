@@ -1,8 +1,9 @@
 """One process at a time in a folder: an advisory lock (flock) on a file in it that names its
 holder (PID and host). The kernel drops a flock when its process dies, so a lock left by a
 `kill -9` is free at once; the file's old holder is then named in a warning and the lock taken over.
-Training and evaluation of a run directory (core.run_dir.RunDir.lock), `evaluate.py episodes` on
-an output folder and the simulators' runs all use this one lock.
+Training and evaluation of a run directory (core.run_dir.RunDir.lock), static evaluation on each
+test set's folder (eval/<name>/), `evaluate.py episodes` on its output folder, the simulators' runs
+and tokenized cache builds (these two wait instead of stopping) all use this one lock.
 """
 from __future__ import annotations
 

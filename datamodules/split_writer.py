@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import datasets
+import pyarrow as pa
 from datasets import Dataset, Features, List, Value
 from datasets.exceptions import DatasetGenerationError
 
@@ -156,3 +158,24 @@ def load_split(path: Path) -> Dataset:
     files = json.loads((path / "files.json").read_text())
     parts = [Dataset.from_file(str(path / f)) for f in files]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def load_cache(root: Path, split_names=("train", "val")) -> tuple[dict, dict] | None:
+    """A finished cache entry (`stats.json` and the splits `write_splits` wrote): (stats,
+    {split: Dataset, or [] when empty}). A file of it missing, truncated or unreadable, or a split
+    with fewer rows than it was built with: one line saying so, the entry removed, and None (the
+    caller rebuilds it)."""
+    try:
+        stats = json.loads((root / "stats.json").read_text())
+        splits = {name: [] if (root / f"{name}.empty").exists() else load_split(root / name)
+                  for name in split_names}
+        for name, rows in splits.items():
+            if len(rows) != stats[name]["sequences"]:
+                raise ValueError(f"{name} has {len(rows)} of its {stats[name]['sequences']} rows")
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"[data] warning: the tokenized cache {root} is damaged ({reason[:200]}); it is a "
+              f"cache: removing and rebuilding it", file=sys.stderr, flush=True)
+        shutil.rmtree(root, ignore_errors=True)
+        return None
+    return stats, splits

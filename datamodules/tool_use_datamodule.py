@@ -18,6 +18,7 @@ import lightning as L
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from core.dir_lock import DirLock
 from core.errors import DataError
 from core.repo_paths import resolve_data_path
 from core.vocabulary import GENTOOL_ROLES, MULTITASK, TURN_ROLES
@@ -28,7 +29,7 @@ from trajectories.sources import LoadResult, iter_trajectories
 from .data_report import no_examples_message, skip_lines
 from .resumable import StepLoader
 from .role_examples import Layout
-from .split_writer import RoleViews, load_split, write_splits
+from .split_writer import RoleViews, load_cache, write_splits
 from .step_batches import Rows, StepBatchSampler, StepCollator
 from .step_context import ContextBudget
 
@@ -211,9 +212,15 @@ class ToolUseDataModule(L.LightningDataModule):
     def build_splits(self) -> dict[str, Dataset]:
         key = self.cache_key()
         root = self.cache_dir / f"{self.role}-{self.layout}-{key}"
-        if (root / "stats.json").exists():
-            self.stats = json.loads((root / "stats.json").read_text())
-            return self._load_cached(root)
+        cached = self._load_cached(root)
+        if cached is not None:
+            return cached
+        # runs in other run directories share the cache: one build at a time, a second process
+        # waits and then reads what the first built
+        with DirLock(self.cache_dir, what="a tokenized cache build", wait=True):
+            return self._load_cached(root) or self._build(root)
+
+    def _build(self, root: Path) -> dict:
         tmp = root.with_name(root.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)  # left by an interrupted build
@@ -231,10 +238,13 @@ class ToolUseDataModule(L.LightningDataModule):
         tmp.rename(root)
         return self._load_cached(root)
 
-    @staticmethod
-    def _load_cached(root: Path) -> dict:
-        return {name: [] if (root / f"{name}.empty").exists() else load_split(root / name)
-                for name in ("train", "val")}
+    def _load_cached(self, root: Path) -> dict | None:
+        """The cache entry's splits (None: not built, or damaged and removed: rebuild it)."""
+        cached = load_cache(root) if (root / "stats.json").exists() else None
+        if cached is None:
+            return None
+        self.stats, splits = cached
+        return splits
 
     def prepare_data(self):
         # Rank 0 builds the cache and keeps what it built; setup() on the other ranks reads it.

@@ -15,15 +15,18 @@ SCHEMA_PATH = Path(__file__).with_name("episodes_schema.json")
 def episodes_schema() -> dict:
     """episodes_schema.json with the names it shares with the code filled in."""
     from simulators.settings import SCHEMA_PATH as SIMULATOR_SCHEMA
+    from trajectories.sources import SOURCE_FORMATS
 
     from ..agent.loop import TERMINATIONS
     from ..agent.members import PROMPT_AS
+    from .executors import EXECUTOR_TYPES
     from .judge import JUDGE_KINDS
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     llm = json.loads(SIMULATOR_SCHEMA.read_text(encoding="utf-8"))["$defs"]["llm"]
     endpoint = {**llm, "properties": {**llm["properties"], "prompt_as": {"enum": list(PROMPT_AS)}}}
     schema["$defs"].update(llm=llm, endpoint=endpoint, termination={"enum": list(TERMINATIONS)},
-                           judge_kind={"enum": list(JUDGE_KINDS)})
+                           judge_kind={"enum": list(JUDGE_KINDS)}, executor_type={"enum": list(EXECUTOR_TYPES)},
+                           format={"enum": [*SOURCE_FORMATS, None]})
     return schema
 
 

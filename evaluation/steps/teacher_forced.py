@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
+from core.dir_lock import DirLock
 from core.run_dir import EvalDir, RunDir, now
 from core.vocabulary import VAL_SPLIT
 from trajectories.trajectory import write_jsonl_atomic
@@ -138,8 +140,15 @@ def run_static(run_dir, recipe: Mapping, settings: StaticEvaluation, *,
     if not settings.test_sets:
         raise EvaluationError("static evaluation: no test set given (evaluate.test_sets, or "
                               "--references FILE)")
-    team, meta = run_team(run_dir, recipe, settings.team, endpoints=endpoints, eos_text=eos_text, log=log)
     eval_dir = RunDir(run_dir).eval(settings.out_dir)
+    with ExitStack() as locks:  # one process per test set's folder: a second one stops, naming the first
+        for name in settings.test_sets:
+            locks.enter_context(DirLock(eval_dir.test_set(name), what=f"a static evaluation of {name}"))
+        return _run_static(run_dir, recipe, settings, eval_dir, endpoints, eos_text, log)
+
+
+def _run_static(run_dir, recipe, settings, eval_dir, endpoints, eos_text, log) -> dict:
+    team, meta = run_team(run_dir, recipe, settings.team, endpoints=endpoints, eos_text=eos_text, log=log)
     result = {"mode": meta["mode"], "out_dir": str(eval_dir.path), "metrics": {}}
     for name, test_set in settings.test_sets.items():
         held_in = test_set == VAL_SPLIT
