@@ -4,7 +4,8 @@ The example's whole text is tokenized at once (prompting.text_encoder): a row's 
 tokenizer's ids of its text, and a token is supervised when it starts in a target span (its EOS
 included). Labels are -100 elsewhere; `span_kinds` gives each supervised token its kind (1 thought,
 2 action, 3 answer) for per-kind loss curves. Each target's prompt (the text before it) is checked
-to be a token prefix of the row (`prefix_checked` / `prefix_failures`).
+to be a token prefix of the row (`prefix_checked` / `prefix_failures`). A row the context budget
+cuts is the text kept (cut at character boundaries) tokenized again, as inference prompts are.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from prompting.prompt_template import EOS
 from prompting.text_encoder import TextEncoder
 from .role_examples import RoleExample
-from .step_context import ContextBudget, fit_header, folded_rows, per_step_context
+from .step_context import ContextBudget, fit_header, folded_rows, per_step_context, protected
 
 
 
@@ -60,15 +61,31 @@ def _labelled(pieces, segments, supervised) -> tuple[list, list, list]:
     return ids, labels, kinds
 
 
+def _flat(pieces) -> list[int]:
+    return [k for p in pieces for k in p]
+
+
+def _refit(enc, segments, lay, kept, supervised) -> tuple[list, list, list, list]:
+    """A row from the tokens the budget kept: their text (cut at character boundaries) tokenized
+    again, so the row's ids are the tokenizer's ids of its text; (ids, labels, kinds, pieces)."""
+    if len(kept) == len(lay.ids):
+        segs, pieces = segments, [[lay.ids[k] for k in p] for p in lay.pieces]
+    else:
+        segs = enc.kept_segments(segments, lay, kept)
+        pieces = enc.encode(segs)
+    return (*_labelled(pieces, segs, supervised), pieces)
+
+
 def encode_per_step(ex: RoleExample, enc: TextEncoder, budget: ContextBudget,
                     stats: EncodeStats) -> list[dict]:
     """The header kept, the rest of the context cut from the left (step_context), never the target."""
     stats.examples += 1
-    n_head = ex.n_header
-    pieces = enc.encode(ex.context + ex.target)
-    stats.check_prefixes(enc, ex.context + ex.target, pieces,
-                         [False] * len(ex.context) + [True] * len(ex.target))
-    head, rest, target = pieces[:n_head], pieces[n_head:len(ex.context)], pieces[len(ex.context):]
+    n_head, n_ctx = ex.n_header, len(ex.context)
+    segs = ex.context + ex.target
+    lay = enc.layout(segs)
+    stats.check_prefixes(enc, segs, [[lay.ids[k] for k in p] for p in lay.pieces],
+                         [False] * n_ctx + [True] * len(ex.target))
+    head, rest, target = lay.pieces[:n_head], lay.pieces[n_head:n_ctx], lay.pieces[n_ctx:]
     if not any(s.text.strip() for s in ex.target if s.text is not EOS):
         stats.dropped["empty_target"] += 1
         return []
@@ -77,11 +94,10 @@ def encode_per_step(ex: RoleExample, enc: TextEncoder, budget: ContextBudget,
     if n_target > budget.max_length - len(enc.bos) - sum(map(len, head)):
         stats.dropped["target_too_long"] += 1
         return []
-    context = per_step_context(head, rest, budget, len(enc.bos), n_target, stats.dropped)
-    target_ids, target_labels, target_kinds = _labelled(target, ex.target, [True] * len(ex.target))
-    stats.note_target(ex.target, target)
-    return [_row(ex, enc, context + target_ids, [IGNORE_INDEX] * len(context) + target_labels,
-                 [0] * len(context) + target_kinds, stats)]
+    kept = per_step_context(head, rest, budget, len(enc.bos), n_target, stats.dropped) + _flat(target)
+    ids, labels, kinds, pieces = _refit(enc, segs, lay, kept, [False] * n_ctx + [True] * len(ex.target))
+    stats.note_target(ex.target, pieces[n_ctx:])
+    return [_row(ex, enc, ids, labels, kinds, stats)]
 
 
 def encode_folded(ex: RoleExample, enc: TextEncoder, budget: ContextBudget,
@@ -91,17 +107,17 @@ def encode_folded(ex: RoleExample, enc: TextEncoder, budget: ContextBudget,
     stats.examples += 1
     segs = [s for step in ex.steps for s in step]
     n = len(ex.context)
-    whole, sup = enc.encode(ex.context + segs), [ex.is_supervised(s) for s in segs]
+    lay = enc.layout(ex.context + segs)
+    whole, sup = [[lay.ids[k] for k in p] for p in lay.pieces], [ex.is_supervised(s) for s in segs]
     stats.check_prefixes(enc, ex.context + segs, whole, [False] * n + sup)
-    pieces = whole[n:]
-    stats.note_target([s for s, k in zip(segs, sup) if k], [p for p, k in zip(pieces, sup) if k])
-    header, pieces, rows = folded_rows(whole[:n], pieces, sup, budget, len(enc.bos), stats.dropped)
-    head = _labelled(header, ex.context, [False] * len(ex.context))
+    stats.note_target([s for s, k in zip(segs, sup) if k], [p for p, k in zip(whole[n:], sup) if k])
+    header, pieces, rows = folded_rows(lay.pieces[:n], lay.pieces[n:], sup, budget, len(enc.bos),
+                                       stats.dropped, protected(segs))
     room = budget.max_length - len(enc.bos)
     out = []
     for a, first, b in rows:
-        body = _labelled(pieces[a:b], segs[a:b], [False] * (first - a) + sup[first:b])
-        ids, labels, kinds = (x + y for x, y in zip(head, body))
+        row_sup = [False] * n + [k and first <= i < b for i, k in enumerate(sup)]
+        ids, labels, kinds, _ = _refit(enc, ex.context + segs, lay, _flat(header) + _flat(pieces[a:b]), row_sup)
         if len(ids) > room:
             stats.dropped["row_tail_cut"] += 1
             ids, labels, kinds = ids[:room], labels[:room], kinds[:room]

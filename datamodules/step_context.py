@@ -13,20 +13,26 @@ inference is exactly a prefix of the training row that supervises the tokens aft
 2. unit: the sequence after the header is cut into units, each a run of context followed by one
    target (a turn the role writes, with its EOS). A context piece (an observation, a user
    message, another role's turn) is cut at its end so that its unit, read left to right, stays
-   within `room`; targets are never cut;
+   within `room`, leaving room for the turn boundaries after it (turn prefixes and suffixes, EOS:
+   `protected`), which are kept whole, so the prefix of the turn being predicted is never cut;
+   targets are never cut;
 3. history: unit k is preceded by units s(k)..k-1, the most that fit `room` together with unit
    k's context. Training groups the units with the same s(k) into one row (header + units
    s..last of the group; only the group's targets supervised), so a trajectory that fits is one
    row, as before, and a longer one gives rows that overlap in context only. A row longer than
    `max_length` (a target longer than `reserve`) loses its tail.
 Per-step templates (cues, merged targets) use rule 1 and keep the history's last `room` tokens.
+
+The rules count the tokens of the whole text (prompting.text_encoder.Layout) and cut at token
+boundaries that are character boundaries; the text kept is then tokenized again (`fitted_text`),
+so a prompt's ids are the tokenizer's ids of its text, what a server given that text computes.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
 
-from prompting.prompt_template import TARGET_TURNS
+from prompting.prompt_template import EOS, TARGET_TURNS
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,25 @@ def units(supervised: list[bool]) -> list[tuple[int, int]]:
     return out
 
 
+def protected(segments) -> list[bool]:
+    """Turn boundaries (a turn's prefix or suffix, an EOS): never cut for a context piece's sake."""
+    return [s.text is EOS or s.turn is None for s in segments]
+
+
 def trim_unit(pieces: list[list[int]], supervised: list[bool], room: int,
-              counts: Counter | None = None) -> list[list[int]]:
-    """Rule 2: left to right, a context piece is cut so the unit stays within `room`."""
+              counts: Counter | None = None, keep: list[bool] | None = None) -> list[list[int]]:
+    """Rule 2: left to right, a context piece is cut so the unit, with the `keep` (protected)
+    context pieces after it, stays within `room`."""
+    keep = keep or [False] * len(pieces)
+    after, reserved = [], 0
+    for piece, sup, k in zip(reversed(pieces), reversed(supervised), reversed(keep)):
+        after.append(reserved)
+        reserved += len(piece) if k and not sup else 0
+    after.reverse()
     out, used, cut = [], 0, False
-    for piece, sup in zip(pieces, supervised):
-        if not sup and used + len(piece) > room:
-            piece, cut = piece[:max(0, room - used)], True
+    for piece, sup, later in zip(pieces, supervised, after):
+        if not sup and used + len(piece) + later > room:
+            piece, cut = piece[:max(0, room - used - later)], True
         out.append(piece)
         used += len(piece)
     if cut and counts is not None:
@@ -90,13 +108,14 @@ def history_start(lengths: list[int], k: int, context: int, room: int) -> int:
     return s
 
 
-def _fit(header, pieces, supervised, budget, n_bos, counts=None):
+def _fit(header, pieces, supervised, budget, n_bos, counts=None, keep=None):
     header = fit_header(header, budget.max_length, counts)
     room = budget.max_length - n_bos - sum(map(len, header)) - budget.reserve
     spans = units(supervised)
     pieces = list(pieces)
+    keep = keep or [False] * len(pieces)
     for a, b in spans:
-        pieces[a:b] = trim_unit(pieces[a:b], supervised[a:b], room, counts)
+        pieces[a:b] = trim_unit(pieces[a:b], supervised[a:b], room, counts, keep[a:b])
     lengths = [sum(len(p) for p in pieces[a:b]) for a, b in spans]
     contexts = [sum(len(p) for p, sup in zip(pieces[a:b], supervised[a:b]) if not sup)
                 for a, b in spans]
@@ -105,11 +124,12 @@ def _fit(header, pieces, supervised, budget, n_bos, counts=None):
 
 
 def folded_rows(header: list[list[int]], pieces: list[list[int]], supervised: list[bool],
-                budget: ContextBudget, n_bos: int, counts: Counter | None = None):
+                budget: ContextBudget, n_bos: int, counts: Counter | None = None,
+                keep: list[bool] | None = None):
     """Training: (fitted header, trimmed pieces, rows), each row (a, first, b): pieces a..first-1
     are context only, pieces first..b-1 keep their supervision; units with the same history start
     share one row."""
-    header, pieces, spans, starts = _fit(header, pieces, supervised, budget, n_bos, counts)
+    header, pieces, spans, starts = _fit(header, pieces, supervised, budget, n_bos, counts, keep)
     rows, k = [], 0
     while k < len(spans):
         last = k
@@ -121,10 +141,10 @@ def folded_rows(header: list[list[int]], pieces: list[list[int]], supervised: li
 
 
 def folded_prompt(header: list[list[int]], pieces: list[list[int]], supervised: list[bool],
-                  budget: ContextBudget, n_bos: int) -> list[int]:
-    """Inference: ids (without BOS) of a prompt, which ends where the model writes, fitted by the
-    same rules as `folded_rows`: a prefix of the row that supervises what comes next."""
-    header, pieces, spans, starts = _fit(header, pieces, supervised, budget, n_bos)
+                  budget: ContextBudget, n_bos: int, keep: list[bool] | None = None) -> list[int]:
+    """Inference: the tokens of a prompt, which ends where the model writes, fitted by the same
+    rules as `folded_rows`: a prefix of the row that supervises what comes next."""
+    header, pieces, spans, starts = _fit(header, pieces, supervised, budget, n_bos, keep=keep)
     first = spans[starts[-1]][0]
     return [t for p in header for t in p] + [t for p in pieces[first:] for t in p]
 
@@ -142,14 +162,22 @@ def per_step_context(header: list[list[int]], rest: list[list[int]], budget: Con
     return head + body[len(body) - room:] if len(body) > room else head + body
 
 
-def prompt_ids(enc, prompt, role: str, budget: ContextBudget, n_header: int = 2) -> list[int]:
-    """Inference: the ids of a rendered prompt (prompting.RenderedPrompt) for a model trained as
-    `role`, fitted to `budget` as training fitted its rows; a plain list of segments is read as a
-    per-step prompt whose first `n_header` segments are the header."""
-    pieces = enc.encode(list(prompt))
+def fitted_text(enc, prompt, role: str, budget: ContextBudget, n_header: int = 2) -> str:
+    """Inference: the text of a rendered prompt (prompting.RenderedPrompt) for a model trained as
+    `role`, fitted to `budget` as training fitted its rows (cut at character boundaries); a plain
+    list of segments is read as a per-step prompt whose first `n_header` segments are the header."""
+    segments = list(prompt)
+    lay = enc.layout(segments)
     n_head = getattr(prompt, "header_len", n_header)
-    header = pieces[:n_head]
+    header, rest = lay.pieces[:n_head], lay.pieces[n_head:]
     if not getattr(prompt, "folded", False):
-        return enc.bos + per_step_context(header, pieces[n_head:], budget, len(enc.bos))
-    supervised = [s.producer in TARGET_TURNS[role] for s in prompt[n_head:]]
-    return enc.bos + folded_prompt(header, pieces[n_head:], supervised, budget, len(enc.bos))
+        kept = per_step_context(header, rest, budget, len(enc.bos))
+    else:
+        supervised = [s.producer in TARGET_TURNS[role] for s in segments[n_head:]]
+        kept = folded_prompt(header, rest, supervised, budget, len(enc.bos), protected(segments[n_head:]))
+    return "".join(lay.text[a:b] for a, b in lay.spans(kept))
+
+
+def prompt_ids(enc, prompt, role: str, budget: ContextBudget, n_header: int = 2) -> list[int]:
+    """Inference: the ids of `fitted_text`: the tokenizer's ids of the text, BOS in front."""
+    return enc.bos + enc.ids(fitted_text(enc, prompt, role, budget, n_header))

@@ -296,3 +296,17 @@ def test_cli_agent_with_endpoints(tiny_run, chains, tpl, tmp_path, capsys):
     err = out.err
     assert err.count("takes no token ids as prompt") == 3
     assert err.count("prompt tokens where training's tokenizer gives") == 3  # the fake counts 1
+
+
+def test_endpoint_member_warns_once_when_the_text_sent_tokenizes_to_other_ids(bpe_tokenizer):
+    logs = []
+    member = EndpointMember({"base_url": "http://127.0.0.1:9", "model": "m", "prompt_as": "text"},
+                            role="caller", decoding=greedy(8), eos_text="</s>",
+                            fit=PromptFit(None, None, True), tokenizer=bpe_tokenizer, log=logs.append)
+    text = "Planner: résumé</s>\nCaller:"
+    ids = [bpe_tokenizer.bos_token_id] + bpe_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert member.served_text(text, ids) == "<s>" + text and not logs  # BOS as text: same ids
+    wrong = ids[:3] + [ids[3] + 1] + ids[4:]
+    member.served_text(text, wrong)
+    member.served_text(text, wrong)
+    assert len(logs) == 1 and "first difference at token 3" in logs[0]

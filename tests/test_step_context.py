@@ -100,3 +100,58 @@ def test_units_and_rows_overlap_in_context_only_and_supervise_every_target_once(
         assert a <= first and sum(map(len, trimmed[a:b])) + 4 <= 40
     assert history_start([9] * 6, 0, 6, 30) == 0
     assert history_start([9] * 6, 5, 6, 30) == 3  # 3 units of 9 + 6 context tokens fit 30
+
+
+def test_trim_unit_keeps_the_turn_boundaries_after_a_cut_piece():
+    pieces, sup = [[1] * 5, [2] * 2, [3] * 6, [4] * 1, [5] * 2, [6] * 3], [False] * 5 + [True]
+    keep = [False, True, False, True, True, False]
+    # 9 tokens of room: the protected pieces after each cut (2 + 1 + 2) are reserved first
+    assert trim_unit(pieces, sup, 9, keep=keep) == [[1] * 4, [2] * 2, [], [4], [5] * 2, [6] * 3]
+    assert trim_unit(pieces, sup, 5, keep=keep) == [[], [2] * 2, [], [4], [5] * 2, [6] * 3]
+
+
+def _long_turns(thought: str, n: int = 3) -> dict:
+    tools = [{"name": "f", "description": "d", "parameters": {}}]
+    turns = []
+    for i in range(n):
+        turns += [{"role": "planner", "thought": f"{thought} {i}", "decision": "call"},
+                  {"role": "caller", "name": "f", "arguments": "{}"},
+                  {"role": "observation", "content": f"résultat {i}"}]
+    return {"id": "long", "tools": tools, "instruction": "Do it.", "turns": turns}
+
+
+def test_an_overflowing_caller_context_keeps_the_turn_prefix_in_rows_and_prompts(bpe_tokenizer):
+    """A planner thought longer than the room is cut, and the caller's `Caller:` prefix (with the
+    planner's EOS and newline before it) stays, in the training row and the inference prompt."""
+    from datamodules.step_context import fitted_text, prompt_ids
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer)
+    traj = _long_turns("a very long thought " * 80, n=1)
+    budget = ContextBudget(300, 60)
+    stats = EncodeStats()
+    rows = [r for ex in role_examples(tpl, traj, "caller") for r in encode_example(ex, enc, budget, stats)]
+    assert stats.dropped["context_trimmed(kept)"] > 0 and rows
+    text = bpe_tokenizer.decode(rows[0]["input_ids"])
+    assert "</s>\nCaller: Action: f" in text
+    prompt = tpl.render_prompt("caller", {**traj, "turns": traj["turns"][:1]}, "caller")
+    fitted = fitted_text(enc, prompt, "caller", budget)
+    assert fitted.endswith("</s>\nCaller:") and "a very long thought" in fitted
+    ids = prompt_ids(enc, prompt, "caller", budget)
+    assert rows[0]["input_ids"][:len(ids)] == ids and rows[0]["labels"][len(ids)] != IGNORE_INDEX
+
+
+def test_a_cut_lands_on_a_character_boundary_and_the_ids_are_the_texts(bpe_tokenizer):
+    """A context cut inside multi-byte text (byte-level tokens split characters) keeps whole
+    characters: the prompt's ids are the tokenizer's ids of its text, which has no U+FFFD."""
+    from datamodules.step_context import fitted_text, prompt_ids
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer)
+    traj = _long_turns("思考中文字符é" * 60)
+    prompt = tpl.render_prompt("planner", traj, "planner")
+    seen = set()
+    for max_length in range(200, 260, 3):
+        budget = ContextBudget(max_length, 40)
+        text, ids = fitted_text(enc, prompt, "planner", budget), prompt_ids(enc, prompt, "planner", budget)
+        assert "\ufffd" not in text and text.endswith("\nPlanner:")
+        assert ids == enc.bos + bpe_tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert bpe_tokenizer.decode(ids[1:]) == text
+        seen.add(len(text))
+    assert len(seen) > 5  # the budgets cut at many places

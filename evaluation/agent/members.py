@@ -10,8 +10,9 @@ it is rendered with (planner / caller / summarizer, or backbone for a single-LLM
   through the project's one client (core/llm_client.py: its retries, its key handling). With the
   export's tokenizer it fits prompts with the same function as `LocalMember` (`fitted_prompts`)
   and sends their token ids as `prompt` (`prompt_as: token_ids`, or `auto` where the server takes
-  them) or their text, and warns (once) when the server counts other prompt tokens; without a
-  tokenizer it sends the rendered text unfitted. It stops at EOS; a batch's prompts are sent
+  them) or their fitted text (whose ids are the prompt's: fitting cuts text at character
+  boundaries), and warns (once) when the server counts other prompt tokens or the text sent would
+  tokenize to other ids; without a tokenizer it sends the rendered text unfitted. It stops at EOS; a batch's prompts are sent
   concurrently.
 
 How members generate and fit prompts is given once, as `Decoding` and `PromptFit` (settings
@@ -63,8 +64,9 @@ class PromptFit:
 
 @dataclass(frozen=True)
 class FittedPrompts:
-    ids: list[list[int]]   # token ids of each prompt (BOS included), fitted to the budget
+    ids: list[list[int]]   # token ids of each prompt (BOS included): the tokenizer's ids of its text
     lengths: list[int]     # the generation length of each prompt's turn
+    texts: list[str]       # each prompt's text fitted to the budget (without BOS)
 
 
 def fitted_prompts(tokenizer, fit: PromptFit, decoding: Decoding, positions: int | None, role: str,
@@ -72,7 +74,7 @@ def fitted_prompts(tokenizer, fit: PromptFit, decoding: Decoding, positions: int
     """Every member's prompts: rendered segments tokenized as training tokenizes its rows (the
     whole text) and fitted to the context budget by the rules training's rows follow
     (datamodules.step_context.prompt_ids), each leaving room for its turn's generation length."""
-    from datamodules.step_context import prompt_ids
+    from datamodules.step_context import fitted_text
     from prompting.text_encoder import TextEncoder
 
     from .generation import context_budget
@@ -80,8 +82,8 @@ def fitted_prompts(tokenizer, fit: PromptFit, decoding: Decoding, positions: int
     lengths = [decoding.new_tokens(getattr(p, "next_turn", None)) for p in prompts]
     budgets = {n: context_budget(positions, n, fit.max_prompt_tokens, fit.max_length, fit.context_reserve)
                for n in set(lengths)}
-    return FittedPrompts([prompt_ids(enc, p, role, budgets[n], n_header) for p, n in zip(prompts, lengths)],
-                         lengths)
+    texts = [fitted_text(enc, p, role, budgets[n], n_header) for p, n in zip(prompts, lengths)]
+    return FittedPrompts([enc.bos + enc.ids(t) for t in texts], lengths, texts)
 
 
 class Member(Protocol):
@@ -202,20 +204,22 @@ class EndpointMember:
             self.warned.add(key)
             self.log(f"warning: {self.role} endpoint {self.llm_cfg['base_url']}: {message}")
 
-    def fitted_text(self, ids: list[int], segments: list[Segment]) -> str:
-        """The text whose tokens are `ids`: the rendered text when nothing was cut, else the ids
-        decoded; with the BOS text in front when the served tokenizer does not add BOS itself."""
+    def served_text(self, text: str, ids: list[int]) -> str:
+        """The fitted text as sent: with the BOS text in front when the prompt has BOS and the
+        served tokenizer does not add it itself. Warns (once) when the server, tokenizing it,
+        would get other ids than `ids`."""
         tok = self.tokenizer
-        bos = bool(ids) and self.fit.add_bos and ids[0] == tok.bos_token_id
-        body = ids[1:] if bos else ids
-        text = self.prompt_text(segments)
-        if tok(text, add_special_tokens=False)["input_ids"] != body:
-            text = tok.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        if bos and tok("")["input_ids"][:1] != [tok.bos_token_id]:
+        if ids[:1] == [tok.bos_token_id] and self.fit.add_bos and tok("")["input_ids"][:1] != [tok.bos_token_id]:
             text = tok.bos_token + text
+        served = tok(text)["input_ids"]
+        if served != ids:
+            at = next((i for i, (a, b) in enumerate(zip(served, ids)) if a != b), min(len(served), len(ids)))
+            self.warn_once("ids", f"the text sent tokenizes to {len(served)} ids where the prompt has "
+                           f"{len(ids)} (first difference at token {at}; warned once)")
         return text
 
-    async def _one(self, segments: list[Segment], ids: list[int] | None, max_tokens: int) -> str:
+    async def _one(self, segments: list[Segment], ids: list[int] | None, text: str | None,
+                   max_tokens: int) -> str:
         d = self.decoding
         kwargs = dict(max_tokens=max_tokens, temperature=d.temperature if d.do_sample else 0.0,
                       top_p=d.top_p, stop=[self.eos_text])
@@ -231,7 +235,7 @@ class EndpointMember:
                 self.warn_once("text", f"takes no token ids as prompt ({exc}); sending the fitted text")
         if reply is None:
             reply = await self.client.complete(self.prompt_text(segments) if ids is None
-                                               else self.fitted_text(ids, segments), **kwargs)
+                                               else self.served_text(text, ids), **kwargs)
         if ids is not None and reply.prompt_tokens and reply.prompt_tokens != len(ids):
             self.warn_once("count", f"the server counted {reply.prompt_tokens} prompt tokens where "
                            f"training's tokenizer gives {len(ids)} (warned once)")
@@ -244,14 +248,14 @@ class EndpointMember:
         self.calls += len(prompts)
         d = self.decoding
         if self.tokenizer is None:
-            ids = [None] * len(prompts)
+            ids = texts = [None] * len(prompts)
             lengths = [d.new_tokens(getattr(p, "next_turn", None)) for p in prompts]
         else:
             n = getattr(self.tokenizer, "model_max_length", None)
             fitted = fitted_prompts(self.tokenizer, self.fit, d, n if n and n < 10 ** 9 else None,
                                     self.role, prompts, n_header)
-            ids, lengths = fitted.ids, fitted.lengths
-        return run_sync(_gather([self._one(p, i, n) for p, i, n in zip(prompts, ids, lengths)]))
+            ids, lengths, texts = fitted.ids, fitted.lengths, fitted.texts
+        return run_sync(_gather([self._one(p, i, t, n) for p, i, t, n in zip(prompts, ids, texts, lengths)]))
 
 
 async def _gather(coros):
