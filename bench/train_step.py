@@ -207,14 +207,15 @@ def steps_for(variant, examples, args, pad_id):
     """A generator of steps (lists of micro-batches) for variants a and b, cycling epochs."""
     import torch
     from core.vocabulary import IGNORE_INDEX
-    from datamodules.packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
-    from datamodules.step_batches import Rows, StepBatchSampler, StepCollator
+    from core.batch_plan import BatchPlan
+    from datamodules.packed_optimizer_steps import PackedRows, PackedStepCollator, PackedStepSampler
+    from datamodules.optimizer_steps import Rows, StepBatchSampler, StepCollator
     lengths = [len(e["input_ids"]) for e in examples]
     if variant == "a":
-        sampler = PackedStepSampler(lengths, args.max_length, args.rows, args.accumulate, seed=0)
+        sampler = PackedStepSampler(lengths, args.max_length, args.rows, BatchPlan(1, args.accumulate, 1), 0, seed=0)
         rows, collate = PackedRows(examples), PackedStepCollator(pad_id)
     else:
-        sampler = StepBatchSampler(lengths, args.rows, args.accumulate, 0, 1, seed=0,
+        sampler = StepBatchSampler(lengths, BatchPlan(args.rows, args.accumulate, 1), 0, seed=0,
                                    group_by_length=False)
         rows, inner = Rows(examples), StepCollator(pad_id, args.rows)
 
@@ -246,7 +247,8 @@ def worker_repo(variant, args, data) -> dict:
     from lightning_modules.throughput import batch_token_counts
     model = build_model(args, data["vocab"])
     module = SpanLMModule(model={}, optimizer={}, scheduler={},
-                          loss={"sparse": variant == "a", "chunk_size": 1024})
+                          loss={"sparse": variant == "a", "chunk_size": 1024, "recompute_chunks": False},
+                          gradient_clip_val=None)
     module.model = model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0,
                             fused=args.device == "cuda")

@@ -110,6 +110,6 @@ def encode_example(ex: RoleExample, enc: SegmentEncoder, budget: ContextBudget |
                    stats: EncodeStats) -> list[dict]:
     """Training rows of one example; an int budget is a max_length with the default reserve."""
     if isinstance(budget, int):
-        budget = ContextBudget(budget, budget // 4)
+        budget = ContextBudget.of(budget)
     fn = encode_per_step if ex.layout == "per_step" else encode_folded
     return fn(ex, enc, budget, stats)

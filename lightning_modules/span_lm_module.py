@@ -21,17 +21,17 @@ from .span_loss import (SpanLossSums, dense_token_losses, forward_hidden,
 
 
 class SpanLMModule(L.LightningModule):
-    def __init__(self, model: Mapping, optimizer: Mapping, scheduler: Mapping,
-                 loss: Mapping | None = None, gradient_clip_val: float | None = 1.0,
-                 vocab_size: int | None = None, special_token_ids: Mapping | None = None):
+    def __init__(self, model: Mapping, optimizer: Mapping, scheduler: Mapping, loss: Mapping,
+                 gradient_clip_val: float | None, vocab_size: int | None = None,
+                 special_token_ids: Mapping | None = None):
+        """The stage's completed settings (core.stage_config.stage_settings): `loss` and
+        `gradient_clip_val` (trainer.gradient_clip_val) as the recipe schema completes them."""
         super().__init__()
         self.automatic_optimization = False
         self.model_cfg = dict(model)
         self.optimizer_cfg, self.scheduler_cfg = dict(optimizer), dict(scheduler)
-        loss = dict(loss or {})
-        self.sparse = loss.get("sparse", True)
-        self.chunk_size = loss.get("chunk_size", 1024)
-        self.recompute = loss.get("recompute_chunks", False)
+        self.sparse, self.chunk_size = loss["sparse"], loss["chunk_size"]
+        self.recompute = loss["recompute_chunks"]
         self.gradient_clip_val = gradient_clip_val
         self.vocab_size = vocab_size
         self.special_token_ids = dict(special_token_ids or {})
@@ -144,7 +144,7 @@ class SpanLMModule(L.LightningModule):
             if p.requires_grad:
                 ndim = len(getattr(p, "ds_shape", p.shape))  # ZeRO-3 partitions are flat
                 (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
-        wd = self.optimizer_cfg.get("weight_decay", 0.0)
+        wd = self.optimizer_cfg["weight_decay"]
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = OPTIMIZER.build(self.optimizer_cfg, groups)
         scheduler = SCHEDULER.build(self.scheduler_cfg, optimizer,

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
+from core.batch_plan import BatchPlan
 from core.build_sites import STRATEGY, TRAINER
 from core.errors import ProjectError
 from core.recipe import RecipeError, enabled_stages, redact, to_yaml
@@ -75,17 +76,18 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 
 
 def build_trainer(recipe: dict, settings: dict, sdir: StageDir) -> L.Trainer:
+    """The stage's Trainer; Lightning's own accumulation and clipping stay off: the module
+    accumulates the BatchPlan's micro-batches (token-exact) and clips itself."""
     strategy = recipe.get("strategy", "auto")
     strategy = STRATEGY.build(strategy) if isinstance(strategy, dict) else strategy
-    ckpt = settings.get("checkpoint", {})
+    ckpt = settings["checkpoint"]
     callbacks = [ModelCheckpoint(dirpath=str(sdir.checkpoints), save_last=True, save_top_k=0,
-                                 every_n_train_steps=ckpt.get("every_n_train_steps", 50),
-                                 save_weights_only=ckpt.get("save_weights_only", False)),
+                                 every_n_train_steps=ckpt["every_n_train_steps"],
+                                 save_weights_only=ckpt["save_weights_only"]),
                  build_throughput_callback(recipe.get("telemetry")), ResumeCSV()]
-    # The module accumulates (exact token normalisation) and clips (manual optimization) itself.
     return TRAINER.build(settings["trainer"], strategy=strategy, logger=build_loggers(recipe, settings, sdir),
                          callbacks=callbacks, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
-                         accumulate_grad_batches=1,
+                         accumulate_grad_batches=BatchPlan.FRAMEWORK_ACCUMULATION,
                          enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
                          default_root_dir=str(sdir.path))
 
@@ -96,7 +98,7 @@ def run_stage(recipe: dict, name: str) -> dict:
     started = now()
     sdir = RunDir.of(recipe).stage(name)
     sdir.path.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(recipe["run"].get("seed", 42), workers=True)
+    L.seed_everything(settings["seed"], workers=True)
     init_path = resolve_init(recipe, settings)
     if settings["init_from"] and settings["init_from"].startswith("stage:") and not Path(init_path).is_dir():
         raise FileNotFoundError(f"stage {name}: its init_from {settings['init_from']} has no export at {init_path}")
@@ -104,10 +106,10 @@ def run_stage(recipe: dict, name: str) -> dict:
     trainer = build_trainer(recipe, settings, sdir)
     dm = build_datamodule(recipe, settings, tokenizer, trainer.world_size)
     module = SpanLMModule(model={**settings["model"], "init_from": init_path}, optimizer=settings["optimizer"],
-                          scheduler=settings["scheduler"], loss=settings.get("loss"), vocab_size=len(tokenizer),
+                          scheduler=settings["scheduler"], loss=settings["loss"], vocab_size=len(tokenizer),
                           special_token_ids={k: getattr(tokenizer, k)
                                              for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
-                          gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
+                          gradient_clip_val=settings["trainer"]["gradient_clip_val"])
     if launch_rank() == 0:  # bad data stops here, before a W&B run exists
         dm.prepare_data()
     for lg in trainer.loggers:
@@ -125,7 +127,7 @@ def run_stage(recipe: dict, name: str) -> dict:
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
-    make_servable(module.model, tokenizer, max_length=settings["data"].get("max_length"),
+    make_servable(module.model, tokenizer, max_length=settings["data"]["max_length"],
                   chat_template=(recipe.get("tokenizer") or {}).get("chat_template"))
     export_stage(trainer, module, tokenizer, sdir.export, dtype=export_dtype(settings))
     if trainer.is_global_zero:

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from core.errors import ProjectError
 from core.instantiate import locate
-from core.stage_config import accumulation
+from core.batch_plan import BatchPlan
 
 
 class StrategyError(ProjectError, ValueError):
@@ -124,9 +124,9 @@ def device_count(devices) -> int | None:
 
 
 def expected_world_size(settings: Mapping) -> int | None:
-    trainer = settings.get("trainer", {})
-    per_node = device_count(trainer.get("devices", "auto"))
-    return None if per_node is None else per_node * int(trainer.get("num_nodes", 1))
+    trainer = settings["trainer"]
+    per_node = device_count(trainer["devices"])
+    return None if per_node is None else per_node * int(trainer["num_nodes"])
 
 
 def check_deepspeed(recipe: Mapping, settings: Mapping, world_size: int | None = None) -> None:
@@ -134,8 +134,8 @@ def check_deepspeed(recipe: Mapping, settings: Mapping, world_size: int | None =
     if strategy_kind(strategy) != "deepspeed":
         return
     stage = settings.get("name", "?")
-    micro = int(settings["data"].get("micro_batch_size", 4))
-    clip = settings["trainer"].get("gradient_clip_val", 1.0) or 0.0
+    micro = int(settings["data"]["micro_batch_size"])
+    clip = settings["trainer"]["gradient_clip_val"] or 0.0
     if isinstance(strategy, str):
         raise StrategyError(
             f"key 'strategy': '{strategy}' builds a DeepSpeed config with Lightning's defaults, which "
@@ -184,10 +184,10 @@ def check_deepspeed(recipe: Mapping, settings: Mapping, world_size: int | None =
                           f"(SpanLMModule.configure_optimizers)")
     if (cfg.get("fp16") or {}).get("enabled") and (cfg.get("bf16") or {}).get("enabled"):
         errors.append("strategy.config: fp16.enabled and bf16.enabled are both true")
-    precision = str(settings["trainer"].get("precision", "32-true"))
+    precision = str(settings["trainer"]["precision"])
     if (cfg.get("bf16") or {}).get("enabled") and precision.startswith("16"):
         errors.append(f"strategy.config.bf16.enabled is true but trainer.precision={precision}")
-    n_accum = accumulation(settings, world_size or 1)
+    n_accum = BatchPlan.of(settings, world_size or 1).accumulation
     if n_accum > 1 and cfg.get("managed_gradient_accumulation", True) is not False:
         errors.append(
             f"stage {stage} accumulates {n_accum} micro-batches per optimizer step (manual optimization): set "
@@ -239,8 +239,8 @@ def check_launch(settings: Mapping, env: Mapping[str, str] | None = None) -> int
     if launched is None:
         return expected
     how, world, per_node = launched
-    trainer = settings.get("trainer", {})
-    devices, nodes = trainer.get("devices", "auto"), int(trainer.get("num_nodes", 1))
+    trainer = settings["trainer"]
+    devices, nodes = trainer["devices"], int(trainer["num_nodes"])
     n_dev = device_count(devices)
     if expected is not None and world != expected:
         raise StrategyError(

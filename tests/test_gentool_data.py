@@ -84,10 +84,10 @@ def test_datamodule_refuses_selection_examples_in_an_alpha_umi_stage(tmp_path, b
     path.write_text(json.dumps(RECORD) + "\n")
     tpl = {**load_template(), **load_template("gentool")}
     dm = ToolUseDataModule([{"path": str(path), "format": "selection"}], "caller", tpl, bpe_tokenizer,
-                           cache_dir=str(tmp_path / "cache"))
+                           seed=42, add_bos=True, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="only GenTool roles"):
         dm.load_split_trajectories()
     dm = ToolUseDataModule([{"path": str(path), "format": "auto"}], "selection", tpl, bpe_tokenizer,
-                           val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
+                           seed=42, add_bos=True, val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
     splits = dm.build_splits()
     assert len(splits["train"]) == 1 and dm.stats["train"]["supervised_tokens"] > 0

@@ -4,7 +4,7 @@ from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 from datamodules.packing import blank_batch, collate_packed, equalize_rank_batches, pack_examples
-from datamodules.step_batches import pad_batch
+from datamodules.optimizer_steps import pad_batch
 from lightning_modules.packed_attention import block_causal_mask, packed_attention_kwargs
 from lightning_modules.span_loss import (
     dense_token_losses, forward_hidden, reduce_span_losses, shift_labels, span_loss_sums)

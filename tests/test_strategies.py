@@ -106,10 +106,18 @@ def test_schema_rejects_deepspeed_keys_early():
 
 
 def test_ddp_and_fsdp_need_no_deepspeed_settings():
+    """Settings DeepSpeed refuses (accumulation without managed_gradient_accumulation: false) pass
+    the checks under DDP and FSDP, which have no such config."""
     for name in ("ddp", "fsdp"):
         r = load_recipe([QUICKSTART, STRATEGIES / f"{name}.yaml"], ["trainer.accumulate_grad_batches=4"])
+        assert strategy_kind(r["strategy"]) == name
         for settings in _settings(r):
             check_deepspeed(r, settings, world_size=8)
+            deepspeed = {"_target_": "lightning.pytorch.strategies.DeepSpeedStrategy",
+                         "config": {"train_micro_batch_size_per_gpu": settings["data"]["micro_batch_size"],
+                                    "gradient_clipping": settings["trainer"]["gradient_clip_val"]}}
+            with pytest.raises(StrategyError, match="managed_gradient_accumulation: false"):
+                check_deepspeed({**r, "strategy": deepspeed}, settings, world_size=8)
 
 
 # ----- launcher / recipe world size --------------------------------------------------------------
@@ -209,9 +217,10 @@ def test_export_refuses_incomplete_weights():
 
 def test_export_dtype_defaults_to_the_model_dtype():
     from pipeline.sharded_export import export_dtype
-    assert export_dtype({"model": {"dtype": "bfloat16"}}) == "bfloat16"
-    assert export_dtype({"model": {"dtype": "float32"}, "checkpoint": {}}) == "float32"
-    assert export_dtype({"model": {"dtype": "float32"}, "checkpoint": {"export_dtype": "bfloat16"}}) == "bfloat16"
+    for over, expected in ((["model.dtype=bfloat16"], "bfloat16"), (["model.dtype=float32"], "float32"),
+                           (["~model.dtype"], "float32"),  # build_causal_lm's default
+                           (["model.dtype=float32", "checkpoint.export_dtype=bfloat16"], "bfloat16")):
+        assert export_dtype(stage_settings(load_recipe([QUICKSTART], over), "backbone")) == expected
 
 
 def test_single_process_export_without_trainer(tmp_path, bpe_tokenizer):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from core.vocabulary import TURN_ROLES
+from core.vocabulary import TEAM_ROLES
 from prompting.prompt_template import PromptTemplate, RenderedPrompt, Segment
 
 from .members import Decoding, EndpointMember, LocalMember, Member, PromptFit
@@ -109,7 +109,7 @@ def build_team(template: PromptTemplate, mode: str, exports: Mapping[str, str], 
         backbone = member("backbone")
         return Team(template, backbone, backbone, backbone)
     if mode == "alpha_umi":
-        return Team(template, *(member(r) for r in TURN_ROLES))
+        return Team(template, *(member(r) for r in TEAM_ROLES))
     raise ValueError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
 
 

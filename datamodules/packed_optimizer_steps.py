@@ -3,9 +3,9 @@
 Each epoch, the examples are packed with best-fit-decreasing into rows of at most `max_tokens`
 tokens (`packing.best_fit_decreasing`, the packer of `packing.pack_examples`), the rows are grouped
 into micro-batches of `rows_per_micro_batch` rows of similar length, and the micro-batches into
-optimizer steps of `accumulate` micro-batches per rank. The micro-batch list is padded with blanked
+optimizer steps of `plan.accumulation` micro-batches per rank. The micro-batch list is padded with blanked
 copies of real micro-batches (`packing.equalize_rank_batches`) to a multiple of
-`accumulate x world_size`, so every rank runs the same number of steps with the same number of
+`accumulation x world_size`, so every rank runs the same number of steps with the same number of
 micro-batches each, and every example appears exactly once per epoch across all ranks.
 
 With `examples_per_step` set (the `examples` batch unit, the default), an optimizer step is instead
@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from core.batch_plan import BatchPlan
 from .packing import (best_fit_decreasing, blank_batch, collate_packed, equalize_rank_batches,
                       pack_examples)
 
@@ -46,16 +47,14 @@ class PackedStepSampler(ResumableSteps):
     `len()` is the number of optimizer steps per epoch, the same on every rank and every epoch.
     """
 
-    def __init__(self, lengths: Sequence[int], max_tokens: int, rows_per_micro_batch: int = 1,
-                 accumulate: int = 1, rank: int = 0, world_size: int = 1, seed: int = 42,
-                 shuffle: bool = True, examples_per_step: int | None = None):
-        if rows_per_micro_batch < 1 or accumulate < 1:
-            raise ValueError("rows_per_micro_batch and accumulate must be at least 1")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    def __init__(self, lengths: Sequence[int], max_tokens: int, rows_per_micro_batch: int,
+                 plan: BatchPlan, rank: int, seed: int, shuffle: bool = True,
+                 examples_per_step: int | None = None):
+        if not 0 <= rank < plan.world_size:
+            raise ValueError(f"rank {rank} is outside world_size {plan.world_size}")
         self.lengths = [int(n) for n in lengths]
         self.max_tokens, self.rows = int(max_tokens), int(rows_per_micro_batch)
-        self.accumulate, self.rank, self.world = int(accumulate), rank, world_size
+        self.accumulate, self.rank, self.world = plan.accumulation, rank, plan.world_size
         self.seed, self.shuffle = seed, shuffle
         if examples_per_step is not None and examples_per_step < 1:
             raise ValueError(f"examples_per_step must be at least 1, got {examples_per_step}")
