@@ -17,7 +17,7 @@ class StepBatchSampler(ResumableSteps):
     (`plan.per_device_step` of them). Every rank gets the same number of steps; a short step is
     filled with -1, which the collator turns into a fully masked (zero-loss) example."""
 
-    def __init__(self, lengths, plan: BatchPlan, rank: int, seed: int, group_by_length=True, shuffle=True):
+    def __init__(self, lengths, plan: BatchPlan, rank: int, seed: int, group_by_length: bool, shuffle=True):
         self.lengths, self.plan, self.rank, self.seed = lengths, plan, rank, seed
         self.world = plan.world_size
         self.group_by_length, self.shuffle = group_by_length, shuffle

@@ -73,7 +73,7 @@ def test_step_batches_and_epoch_shuffling(bpe_tokenizer, tmp_path):
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_every_rank_gets_the_same_number_of_steps(world):
     lengths = list(range(1, 12))
-    per_rank = [list(StepBatchSampler(lengths, BatchPlan(2, 1, world), r, seed=0)) for r in range(world)]
+    per_rank = [list(StepBatchSampler(lengths, BatchPlan(2, 1, world), r, seed=0, group_by_length=True)) for r in range(world)]
     assert len({len(p) for p in per_rank}) == 1
     seen = sorted(i for p in per_rank for chunk in p for i in chunk if i >= 0)
     assert seen == list(range(len(lengths)))

@@ -187,7 +187,7 @@ def test_packed_matches_unpacked_per_example(sparse):
             # Per example: token losses mapped back to their example through the segment ids.
             hidden = forward_hidden(module.model, batch)
             labels, _ = shift_labels(batch["labels"], batch["span_kinds"], batch["position_ids"])
-            losses, idx = sparse_span_loss(hidden, module.model.lm_head.weight, labels)
+            losses, idx = sparse_span_loss(hidden, module.model.lm_head.weight, labels, module.chunk_size)
             seg = segment_ids(batch["seq_lens"]).reshape(-1)[idx]
             row_of = torch.arange(batch["input_ids"].shape[0]).repeat_interleave(
                 batch["input_ids"].shape[1])[idx]

@@ -52,9 +52,10 @@ def prepare_tokenizer(tokenizer):
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
-             batch_size: int, do_sample: bool = False, temperature: float = 1.0,
-             top_p: float = 1.0, seed: int | None = 0) -> list[Generation]:
-    """Generate a continuation for each prompt (lists of token ids); output order = input order."""
+             batch_size: int, do_sample: bool = False, temperature: float | None = None,
+             top_p: float | None = None, seed: int | None = None) -> list[Generation]:
+    """Generate a continuation for each prompt (lists of token ids); output order = input order.
+    Greedy unless `do_sample`; the sampling settings (evaluate.*) apply only then."""
     from transformers import GenerationConfig
 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
