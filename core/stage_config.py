@@ -31,12 +31,15 @@ def complete_section(recipe: Mapping, section: str, node: Mapping, signatures: b
     """`node` (a section's merged settings) with the defaults of the keys it leaves out:
     `data.seed` is `run.seed`; the schema's defaults; then (`signatures`) those of the callable
     that builds the section."""
-    out = {**copy.deepcopy(section_defaults(section)), **node}
+    out = dict(node)  # the recipe's keys first, then the ones filled in
     if section == "data":
         out.setdefault("seed", run_seed(recipe))
+    for key, value in copy.deepcopy(section_defaults(section)).items():
+        out.setdefault(key, value)
     site = _SITE_OF.get(section)
     if signatures and site is not None:
-        out = {**site.defaults(out), **out}
+        for key, value in site.defaults(out).items():
+            out.setdefault(key, value)
     return out
 
 

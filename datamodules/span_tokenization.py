@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from prompting.prompt_template import EOS
 from prompting.segment_encoder import SegmentEncoder
-from .role_examples import RoleExample
+from .views import RoleExample
 from .step_context import ContextBudget, fit_header, folded_rows, per_step_context
 
 

@@ -31,7 +31,7 @@ from trajectories.selection import is_selection_record
 from trajectories.sources import LoadResult, iter_trajectories
 from .data_report import no_examples_message, skip_lines
 from .resumable import StepLoader
-from .role_examples import Layout
+from .views import Layout
 from .split_writer import RoleViews, load_split, write_splits
 from .optimizer_steps import Rows, StepBatchSampler, StepCollator
 

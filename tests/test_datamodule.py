@@ -24,7 +24,7 @@ def test_second_build_reads_the_cache(bpe_tokenizer, tmp_path, monkeypatch):
     first = [r["input_ids"] for r in dm.splits["train"]]
     calls = []
     import datamodules.split_writer as writer
-    monkeypatch.setattr(writer, "role_examples", lambda *a, **k: calls.append(1) or [])
+    monkeypatch.setattr(writer, "role_view", lambda *a, **k: calls.append(1) or [])
     again = make_dm(bpe_tokenizer, tmp_path)
     again.setup()
     assert calls == [] and [r["input_ids"] for r in again.splits["train"]] == first

@@ -148,3 +148,16 @@ def test_the_scan_sees_a_restated_default():
     source = 'def f(d, micro_batch_size=1):\n    return d.get("seed", 42), d["max_length"] // 4, ".cache/datasets"\n'
     assert len(_restatements(source, "pipeline/probe.py")) == 4
     assert _restatements('def build(dtype="float32"): ...', "lightning_modules/causal_lm.py") == []
+
+
+def test_print_config_of_a_stage_shows_its_completed_settings(capsys):
+    import yaml
+
+    import train
+    assert train.main([str(QUICKSTART), "~data.micro_batch_size", "--print-config", "--stage", "planner"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["name"] == "planner" and printed["init_from"] == "stage:backbone"
+    assert printed["data"]["micro_batch_size"] == section_defaults("data")["micro_batch_size"]
+    assert printed["model"]["dtype"] and printed["checkpoint"]["every_n_train_steps"]
+    assert train.main([str(QUICKSTART), "--print-config", "--stage", "nope"]) == 2
+    assert "--stage nope: the recipe has no such stage" in capsys.readouterr().err

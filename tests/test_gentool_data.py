@@ -7,7 +7,7 @@ import pytest
 from conftest import load_template
 
 from core.vocabulary import IGNORE_INDEX
-from datamodules.selection_examples import selection_role_examples
+from datamodules.views import selection_view
 from datamodules.span_tokenization import EncodeStats, encode_example
 from prompting.segment_encoder import SegmentEncoder
 from prompting.selection_template import SelectionTemplate
@@ -43,7 +43,7 @@ def supervised_text(row, tok):
 @pytest.mark.parametrize("role", ["ranking", "selection", "ranking_selection"])
 def test_supervised_tokens_decode_to_the_ranking_or_call_plus_eos(template, bpe_tokenizer, role):
     enc = SegmentEncoder(bpe_tokenizer)
-    (ex,) = selection_role_examples(template, RECORD, role)
+    (ex,) = selection_view(template, RECORD, role)
     (row,) = encode_example(ex, enc, 4096, EncodeStats())
     ranking = "tides > tidesLite > generate_response > moonPhase"
     call = 'tides\nArguments: {"harbour": "Porto", "days": 2}'

@@ -7,7 +7,7 @@ import pytest
 from conftest import QUICKSTART, load_template
 from core.recipe import compose
 from core.vocabulary import IGNORE_INDEX, TRAINED_ROLES
-from datamodules.role_examples import role_examples
+from datamodules.views import role_view
 from datamodules.span_tokenization import EncodeStats, encode_example
 from datamodules.step_context import ContextBudget, folded_rows, history_start, trim_unit, units
 from evaluation.agent import generation
@@ -37,7 +37,7 @@ def test_every_evaluation_prompt_is_a_prefix_of_a_supervised_training_row(
     budget = ContextBudget(max_length, reserve)
     tpl, enc = PromptTemplate(load_template()), SegmentEncoder(bpe_tokenizer)
     stats = EncodeStats()
-    rows = {role: [row for traj in chains_trajectories for ex in role_examples(tpl, traj, role)
+    rows = {role: [row for traj in chains_trajectories for ex in role_view(tpl, traj, role)
                    for row in encode_example(ex, enc, budget, stats)] for role in TRAINED_ROLES}
     prompts = []
 
