@@ -9,11 +9,28 @@ from typing import Callable, Mapping
 from .batch_plan import BatchPlan, BatchSizeError
 from .build_sites import SITES, check_node
 from .stage_config import SECTIONS, stage_settings
+from .strategy_rules import StrategyError, deepspeed_problems, expected_world_size
 
 
 def check_recipe(recipe: dict, origin: Callable[[str], str]) -> list[str]:
     """Problems of a schema-valid recipe, each naming the key path and the file it came from."""
-    return list(dict.fromkeys(check_nodes(recipe, origin) + check_stage_values(recipe, origin)))
+    problems = check_nodes(recipe, origin) + check_stage_values(recipe, origin)
+    if not problems:  # the strategy rules read the completed settings
+        problems += check_strategy(recipe)
+    return list(dict.fromkeys(problems))
+
+
+def check_strategy(recipe: dict) -> list[str]:
+    """The strategy's rules with each stage's settings, on trainer.devices x num_nodes devices
+    (unknown with "auto": then the rules that need it run at stage start)."""
+    problems = []
+    for name in recipe.get("stages") or {}:
+        settings = stage_settings(recipe, name)
+        try:
+            problems += deepspeed_problems(recipe, settings, expected_world_size(settings))
+        except StrategyError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _where(recipe: Mapping, stage: str | None, section: str) -> Callable[[str], str]:

@@ -11,8 +11,9 @@ from conftest import QUICKSTART, RECIPES, STRATEGIES
 from core.run_dir import StageDir
 from core.recipe import RecipeError, load_recipe
 from core.stage_config import stage_settings
-from pipeline.strategy_checks import (StrategyError, check_deepspeed, check_launch, check_stage,
-                                      device_count, module_classes, strategy_kind, zero_stage)
+from core.strategy_rules import (StrategyError, check_deepspeed, device_count, strategy_kind,
+                                 zero_stage)
+from pipeline.strategy_checks import check_launch, check_stage, module_classes
 
 FRAGMENTS = {"ddp": ("ddp", 0), "deepspeed_zero2": ("deepspeed", 2), "deepspeed_zero3": ("deepspeed", 3),
              "deepspeed_zero3_offload": ("deepspeed", 3), "fsdp": ("fsdp", 0)}
@@ -296,3 +297,12 @@ def test_zero_micro_step_hook_marks_each_micro_batch():
     other = _tiny()
     register_zero_micro_step_hook(other, None)
     assert not getattr(other, "_zero_micro_step_hook", False)
+
+
+def test_deepspeed_rules_run_when_the_recipe_is_validated():
+    """Before anything is built (train.py --validate too), not at stage start."""
+    with pytest.raises(RecipeError, match=r"train_micro_batch_size_per_gpu=2 but data.micro_batch_size=1"):
+        load_recipe([QUICKSTART, STRATEGIES / "deepspeed_zero3.yaml"], ["strategy.config.train_micro_batch_size_per_gpu=2"])
+    with pytest.raises(RecipeError, match=r"accumulates 4 micro-batches per optimizer step"):
+        load_recipe([QUICKSTART, STRATEGIES / "deepspeed_zero3.yaml"],
+                    ["trainer.accumulate_grad_batches=4", "~strategy.config.managed_gradient_accumulation"])
