@@ -33,6 +33,17 @@ from .packing import (best_fit_decreasing, blank_batch, collate_packed, equalize
 from .resumable import ResumableSteps
 
 
+class Slot(NamedTuple):
+    """An example's place in a packed row of the plan; a filler is a blanked copy (zero loss)."""
+    index: int
+    filler: bool = False
+
+
+Row = list[Slot]                 # examples packed into one row
+MicroBatch = list[Row]           # rows of one forward pass
+StepPlan = list[list[MicroBatch]]  # [rank] -> that rank's micro-batches of one optimizer step
+
+
 class PackedKey(NamedTuple):
     """One example's place in a step: its index, micro-batch and row within the step, filler flag."""
     index: int
@@ -78,9 +89,8 @@ class PackedStepSampler(ResumableSteps):
         micro = math.ceil(self.num_rows / self.rows)
         return math.ceil(micro / (self.accumulate * self.world))
 
-    def plan(self, epoch: int | None = None) -> list[list[list[list[tuple[int, bool]]]]]:
-        """`steps[s][r]`: rank r's micro-batches in step s; each a list of rows, each a list of
-        `(example index, filler)`. Identical on every rank."""
+    def plan(self, epoch: int | None = None) -> list[StepPlan]:
+        """`steps[s][r]`: rank r's micro-batches in step s. Identical on every rank."""
         epoch = self.epoch if epoch is None else epoch
         rng = random.Random(self.seed + epoch)
         order = list(range(len(self.lengths)))
@@ -93,7 +103,7 @@ class PackedStepSampler(ResumableSteps):
         tokens = lambda row: sum(self.lengths[i] for i in row)  # noqa: E731
         # Rows of similar length share a micro-batch (it is padded to its longest row).
         rows.sort(key=tokens, reverse=True)
-        micro = [[[(i, False) for i in row] for row in rows[j:j + self.rows]]
+        micro = [[[Slot(i) for i in row] for row in rows[j:j + self.rows]]
                  for j in range(0, len(rows), self.rows)]
         if self.shuffle:
             rng.shuffle(micro)
@@ -106,12 +116,12 @@ class PackedStepSampler(ResumableSteps):
             steps.append([chunk[r::self.world] for r in range(self.world)])
         return steps
 
-    def _step_plan(self, examples: list[int]) -> list[list[list[list[tuple[int, bool]]]]]:
+    def _step_plan(self, examples: list[int]) -> StepPlan:
         """One step of the `examples` unit: these examples packed, dealt to the ranks."""
         tokens = lambda row: sum(self.lengths[i] for i in row)  # noqa: E731
         rows = sorted(best_fit_decreasing(self.lengths, self.max_tokens, examples), key=tokens,
                       reverse=True)
-        micro = [[[(i, False) for i in row] for row in rows[j:j + self.rows]]
+        micro = [[[Slot(i) for i in row] for row in rows[j:j + self.rows]]
                  for j in range(0, len(rows), self.rows)]
         micro = equalize_rank_batches(micro, self.world, blank=_blank_plan)
         return [micro[r::self.world] for r in range(self.world)]  # heaviest first, round-robin
@@ -124,8 +134,8 @@ class PackedStepSampler(ResumableSteps):
                    for i, filler in row]
 
 
-def _blank_plan(micro_batch):
-    return [[(i, True) for i, _ in row] for row in micro_batch]
+def _blank_plan(micro_batch: MicroBatch) -> MicroBatch:
+    return [[Slot(slot.index, filler=True) for slot in row] for row in micro_batch]
 
 
 class PackedRows(torch.utils.data.Dataset):
