@@ -3,9 +3,11 @@ from core/vocabulary.py, and the defaults it holds: the home of every default of
 callable's signature configures (sections the code reads itself, keys a build site consumes)."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from pathlib import Path
+from typing import Mapping
 
 from .vocabulary import DECISIONS, DTYPES, GENTOOL_ROLES, MULTITASK, TRAINED_ROLES, TURN_KINDS
 
@@ -48,6 +50,23 @@ def section_properties(section: str) -> dict:
 def section_defaults(section: str) -> dict:
     """{key: default} of a section's keys that have a `default` in the schema."""
     return {k: p["default"] for k, p in section_properties(section).items() if "default" in p}
+
+
+def completed(section: str, node: Mapping) -> dict:
+    """`node` with the schema's defaults of the keys it leaves out, nested objects too (the
+    node's own keys first)."""
+    return _filled(section_properties(section), node)
+
+
+def _filled(props: dict, node: Mapping) -> dict:
+    out = dict(node)
+    for key, prop in props.items():
+        if "default" in prop:
+            out.setdefault(key, copy.deepcopy(prop["default"]))
+        sub = prop.get("properties") or {}
+        if any("default" in p for p in sub.values()) and isinstance(out.get(key, {}), Mapping):
+            out[key] = _filled(sub, out.get(key) or {})
+    return out
 
 
 def default(path: str):

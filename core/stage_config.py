@@ -9,7 +9,7 @@ from typing import Mapping
 
 from .build_sites import SITES
 from .run_dir import RunDir
-from .schema import section_defaults
+from .schema import completed, section_defaults
 
 SECTIONS = ("model", "data", "trainer", "optimizer", "scheduler", "loss", "checkpoint")
 _SITE_OF = {site.section: site for site in SITES if site.per_stage and site.section in SECTIONS}
@@ -34,8 +34,7 @@ def complete_section(recipe: Mapping, section: str, node: Mapping, signatures: b
     out = dict(node)  # the recipe's keys first, then the ones filled in
     if section == "data":
         out.setdefault("seed", run_seed(recipe))
-    for key, value in copy.deepcopy(section_defaults(section)).items():
-        out.setdefault(key, value)
+    out = completed(section, out)
     site = _SITE_OF.get(section)
     if signatures and site is not None:
         for key, value in site.defaults(out).items():
@@ -56,7 +55,7 @@ def stage_settings(recipe: Mapping, name: str, signatures: bool = True) -> dict:
 
 def shared_settings(recipe: Mapping, section: str) -> dict:
     """A section's completed settings without any stage's overrides (e.g. the data evaluation
-    reads the held-in dialogs from)."""
+    reads the held-in dialogs from, or `logger`, `run`, `tokenizer`)."""
     return complete_section(recipe, section, dict(recipe.get(section) or {}))
 
 

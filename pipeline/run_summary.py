@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from core.run_dir import RunDir
+from core.stage_config import shared_settings
 from evaluation.steps.metrics import STEP_METRICS as METRICS
 
 
@@ -91,8 +92,8 @@ def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
             lines.append(f"  well formed, {name}: " + ", ".join(
                 f"{role} {_num(formed.get(role), '{:.0f}')}%" for role in ("planner", "caller", "summarizer"))
                 + "  (decision / name + JSON arguments / non-empty answer)")
-    wandb = (recipe.get("logger") or {}).get("wandb") or {}
-    mode = os.environ.get("WANDB_MODE", wandb.get("mode", "offline"))
-    if wandb.get("enabled", True) and mode == "offline":
+    wandb = shared_settings(recipe, "logger")["wandb"]
+    mode = os.environ.get("WANDB_MODE", wandb["mode"])
+    if wandb["enabled"] and mode == "offline":
         lines.append(f"W&B (offline): wandb sync {run.path}/*/wandb/offline-run-*")
     return "\n".join(lines)

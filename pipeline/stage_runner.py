@@ -23,7 +23,7 @@ from core.errors import ProjectError
 from core.recipe import RecipeError, enabled_stages, redact, to_yaml
 from core.run_dir import RunDir, StageDir, now
 from core.secrets import redacted_argv
-from core.stage_config import resolve_init, stage_settings
+from core.stage_config import resolve_init, shared_settings, stage_settings
 from pipeline.checkpoints import AppendingCSVLogger, AtomicCheckpointIO, ResumeCSV, pick_resume_checkpoint
 from pipeline.preflight import preflight
 from pipeline.serving import make_servable
@@ -41,20 +41,20 @@ def is_done(recipe: dict, name: str) -> bool:
 
 
 def build_loggers(recipe: dict, settings: dict, sdir: StageDir):
-    cfg = recipe.get("logger", {})
+    cfg = shared_settings(recipe, "logger")
     loggers = []
-    if cfg.get("csv", {}).get("enabled", True):
+    if cfg["csv"]["enabled"]:
         loggers.append(AppendingCSVLogger(str(sdir.logs.parent), name=sdir.logs.name, version=""))
-    wb = cfg.get("wandb", {})
-    if wb.get("enabled", True):
-        mode = os.environ.get("WANDB_MODE", wb.get("mode", "offline"))
+    wb = cfg["wandb"]
+    if wb["enabled"]:
+        mode = os.environ.get("WANDB_MODE", wb["mode"])
         sdir.wandb.mkdir(parents=True, exist_ok=True)
-        names = redact({"name": f"{recipe['run']['name']}/{settings['name']}", "tags": wb.get("tags", []),
+        names = redact({"name": f"{recipe['run']['name']}/{settings['name']}", "tags": wb["tags"],
                         "group": recipe["run"].get("group") or recipe["run"]["name"]})
-        logger = WandbLogger(project=wb.get("project", "alpha-umi-glpft"), entity=wb.get("entity"),
+        logger = WandbLogger(project=wb["project"], entity=wb["entity"],
                              name=names["name"], group=names["group"], job_type=settings["role"],
                              tags=names["tags"], save_dir=str(sdir.wandb.parent), mode=mode,
-                             log_model=wb.get("log_model", False), id=_wandb_run_id(sdir), resume="allow")
+                             log_model=wb["log_model"], id=_wandb_run_id(sdir), resume="allow")
         loggers.append(logger)
     return loggers
 
@@ -88,7 +88,7 @@ def build_trainer(recipe: dict, settings: dict, sdir: StageDir) -> L.Trainer:
     return TRAINER.build(settings["trainer"], strategy=strategy, logger=build_loggers(recipe, settings, sdir),
                          callbacks=callbacks, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
                          accumulate_grad_batches=BatchPlan.FRAMEWORK_ACCUMULATION,
-                         enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
+                         enable_progress_bar=shared_settings(recipe, "logger")["progress_bar"],
                          default_root_dir=str(sdir.path))
 
 
