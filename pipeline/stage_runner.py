@@ -191,17 +191,17 @@ def refuse_drift(recipe: dict, run_dir: RunDir, names: list[str]) -> None:
 def run_evaluation(recipe: dict) -> dict | None:
     """The recipe's `evaluate:` stage after training: each test set not yet evaluated (static,
     teacher-forced), or GenTool's evaluation."""
-    cfg = recipe.get("evaluate") or {}
-    if not cfg.get("enabled", False) or launch_rank() != 0:
+    cfg = shared_settings(recipe, "evaluate")
+    if not cfg["enabled"] or launch_rank() != 0:
         return None
-    eval_dir = RunDir.of(recipe).eval(cfg.get("out_dir"))
-    if cfg.get("task") == "gentool":
+    eval_dir = RunDir.of(recipe).eval(cfg["out_dir"])
+    if cfg["task"] == "gentool":
         if eval_dir.gentool_metrics_file().is_file():
             print(f"[evaluate] already finished ({eval_dir.gentool_metrics_file()}); skipping")
             return None
         from evaluation.gentool.recipe import evaluate_gentool_recipe
         return evaluate_gentool_recipe(recipe, cfg)
-    pending = [n for n, f in (cfg.get("test_sets") or {}).items() if f and not eval_dir.metrics_file(n).is_file()]
+    pending = [n for n, f in cfg["test_sets"].items() if f and not eval_dir.metrics_file(n).is_file()]
     if not pending:
         print(f"[evaluate] already finished ({eval_dir.path}); skipping")
         return None
