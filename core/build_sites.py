@@ -4,8 +4,10 @@ A node with `_target_` is built by calling that callable with the node's other k
 builds it may pass more arguments (the stage's role, the tokenizer, the optimizer's parameters, ...)
 and may take some keys out first. Each such place is declared here once, as a `BuildSite`, and the
 builder goes through `BuildSite.build`, which refuses any other set of arguments: the check of a
-recipe (`check_nodes`, run by `core.recipe.validate` before anything is built) and the build cannot
-drift apart. The layers above core import these sites; core knows nothing of them but their names.
+recipe (`core.validation.check_nodes`, run by `core.recipe.validate` before anything is built) and
+the build cannot drift apart. `BuildSite.defaults` reads the signature defaults a stage's settings
+are completed with (core/stage_config.py). The layers above core import these sites; core knows
+nothing of them but their names.
 """
 from __future__ import annotations
 
