@@ -62,4 +62,5 @@ def build_datamodule(recipe: dict, settings: dict, tokenizer, world_size: int = 
     data = dict(settings["data"])
     data["sources"] = resolve_simulated_sources(data["sources"], data["simulator_dir"], data["cache_dir"])
     return DATA.build(data, role=settings["role"], template=recipe["template"], tokenizer=tokenizer,
-                      batch_plan=BatchPlan.of(settings, world_size), add_bos=shared_settings(recipe, "tokenizer")["add_bos"])
+                      batch_plan=BatchPlan.of(settings, world_size),
+                      add_bos=shared_settings(recipe, "tokenizer")["add_bos"])
