@@ -9,7 +9,7 @@ from typing import Mapping
 
 from .build_sites import SITES
 from .run_dir import RunDir
-from .schema import completed, section_defaults
+from .schema import completed
 
 SECTIONS = ("model", "data", "trainer", "optimizer", "scheduler", "loss", "checkpoint")
 _SITE_OF = {site.section: site for site in SITES if site.per_stage and site.section in SECTIONS}
@@ -24,7 +24,7 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 def run_seed(recipe: Mapping) -> int:
     """`run.seed`: what the trainer seeds every process with, and `data.seed` when not set."""
-    return {**section_defaults("run"), **(recipe.get("run") or {})}["seed"]
+    return completed("run", recipe.get("run") or {})["seed"]
 
 
 def complete_section(recipe: Mapping, section: str, node: Mapping, signatures: bool = True) -> dict:
