@@ -70,6 +70,8 @@ def _filled(props: dict, node: Mapping) -> dict:
 
 
 def default(path: str):
-    """The schema default of a key `section.key` (KeyError when it has none)."""
-    section, key = path.split(".", 1)
+    """The schema default of a top-level key (`strategy`) or of `section.key` (KeyError when it has none)."""
+    section, _, key = path.partition(".")
+    if not key:
+        return recipe_schema()["$defs"][section]["default"]
     return section_defaults(section)[key]

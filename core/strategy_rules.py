@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from .batch_plan import BatchPlan
 from .errors import ProjectError
 from .instantiate import locate
+from .schema import default
 
 
 class StrategyError(ProjectError, ValueError):
@@ -25,6 +26,11 @@ class StrategyError(ProjectError, ValueError):
 
 
 # ----- what a recipe's strategy is -----------------------------------------------------------
+def strategy_of(recipe: Mapping) -> Any:
+    """The recipe's `strategy` (a name or a node), or the schema's default."""
+    return recipe.get("strategy") or default("strategy")
+
+
 def strategy_kind(strategy: Any) -> str:
     """'deepspeed', 'fsdp', 'ddp' or 'other' for a recipe's `strategy` value (name or node)."""
     if isinstance(strategy, str):
@@ -119,7 +125,7 @@ def check_deepspeed(recipe: Mapping, settings: Mapping, world_size: int | None =
 def deepspeed_problems(recipe: Mapping, settings: Mapping, world_size: int | None = None) -> list[str]:
     """What does not fit under a DeepSpeed strategy (none under another); a strategy that cannot
     be checked at all raises StrategyError."""
-    strategy = recipe.get("strategy", "auto")
+    strategy = strategy_of(recipe)
     if strategy_kind(strategy) != "deepspeed":
         return []
     stage = settings.get("name", "?")

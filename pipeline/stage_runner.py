@@ -24,6 +24,7 @@ from core.recipe import RecipeError, enabled_stages, redact, to_yaml
 from core.run_dir import RunDir, StageDir, now
 from core.secrets import redacted_argv
 from core.stage_config import resolve_init, shared_settings, stage_settings
+from core.strategy_rules import strategy_of
 from pipeline.checkpoints import AppendingCSVLogger, AtomicCheckpointIO, ResumeCSV, pick_resume_checkpoint
 from pipeline.preflight import preflight
 from pipeline.serving import make_servable
@@ -78,7 +79,7 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 def build_trainer(recipe: dict, settings: dict, sdir: StageDir) -> L.Trainer:
     """The stage's Trainer; Lightning's own accumulation and clipping stay off: the module
     accumulates the BatchPlan's micro-batches (token-exact) and clips itself."""
-    strategy = recipe.get("strategy", "auto")
+    strategy = strategy_of(recipe)
     strategy = STRATEGY.build(strategy) if isinstance(strategy, dict) else strategy
     ckpt = settings["checkpoint"]
     callbacks = [ModelCheckpoint(dirpath=str(sdir.checkpoints), save_last=True, save_top_k=0,

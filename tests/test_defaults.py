@@ -98,7 +98,7 @@ def test_a_required_setting_says_so():
 HOMES = {"micro_batch_size": None, "global_batch_size": None, "accumulate_grad_batches": None,
          "gradient_clip_val": None, "every_n_train_steps": None, "save_weights_only": None,
          "export_dtype": None, "check_disk_space": None, "add_bos": None, "chunk_size": None,
-         "weight_decay": None, "max_new_tokens": None, "batch_size": None, "seed": None,
+         "weight_decay": None, "max_new_tokens": None, "batch_size": None, "seed": None, "strategy": None,
          "dtype": "lightning_modules/causal_lm.py", "cache_dir": "datamodules/tool_use_datamodule.py",
          "val_fraction": "datamodules/tool_use_datamodule.py",
          "max_length": "datamodules/tool_use_datamodule.py"}
