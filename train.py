@@ -6,6 +6,7 @@
     python train.py recipes/llama2_7b_toolbench.yaml recipes/ablations/single_llm.yaml
     python train.py recipes/quickstart.yaml --stage planner
     python train.py recipes/quickstart.yaml --print-config
+    python train.py recipes/quickstart.yaml --print-config --stage planner   # its completed settings
     python train.py --validate            # every shipped recipe, nothing trained
     python train.py --write-composed      # recipes/composed/NAME.yaml: each shipped recipe composed
 
@@ -23,8 +24,6 @@ from core.atomic_files import write_text_atomic
 from core.errors import ProjectError, run_cli
 from core.recipe import RECIPES_ROOT, RecipeError, load_recipe, redact, split_args, to_yaml
 
-FRAGMENT_DIRS = ("model", "data", "template", "trainer", "optim", "logger", "strategy", "stages",
-                 "simulator", "ablations", "launch")
 COMPOSED_DIR = RECIPES_ROOT / "composed"
 COMPOSED_HEADER = ("# Generated: what `python train.py recipes/{name} --print-config` prints. Do not edit.\n"
                    "# Regenerate every composed recipe: python train.py --write-composed\n")
@@ -65,6 +64,14 @@ def write_composed() -> int:
     return 0
 
 
+def stage_settings_of(recipe: dict, name: str) -> dict:
+    """A stage's completed settings (core.stage_config.stage_settings), or a RecipeError naming the stages."""
+    from core.stage_config import stage_settings
+    if name not in recipe["stages"]:
+        raise RecipeError(f"--stage {name}: the recipe has no such stage ({', '.join(recipe['stages'])})")
+    return stage_settings(recipe, name)
+
+
 def main(argv=None) -> int:
     return run_cli("train.py", _main, argv)
 
@@ -72,8 +79,11 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("args", nargs="*", help="recipe YAML files (merged in order), then key=value overrides (~key removes a key)")
-    parser.add_argument("--stage", help="run only this stage (its init_from stage must be finished)")
-    parser.add_argument("--print-config", action="store_true", help="print the composed recipe and exit")
+    parser.add_argument("--stage", help="run only this stage (its init_from stage must be finished); "
+                        "with --print-config, print its completed settings")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the composed recipe (with --stage: that stage's settings, every default "
+                        "filled in) and exit")
     parser.add_argument("--validate", action="store_true",
                         help="validate the given recipe, or every shipped recipe if none is given, and exit")
     parser.add_argument("--write-composed", action="store_true",
@@ -87,7 +97,7 @@ def _main(argv) -> int:
         return write_composed()
     recipe = load_recipe(files, overrides)
     if ns.print_config:
-        sys.stdout.write(to_yaml(redact(recipe)))
+        sys.stdout.write(to_yaml(redact(stage_settings_of(recipe, ns.stage) if ns.stage else recipe)))
         return 0
     if ns.validate:
         from pipeline.preflight import check_embedded_settings, check_model_configs

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from conftest import CHAINS, load_template  # noqa: E402
-from datamodules.role_examples import role_examples  # noqa: E402
+from datamodules.views import role_view  # noqa: E402
 from prompting.prompt_template import PromptTemplate  # noqa: E402
 from prompting.text_encoder import TextEncoder  # noqa: E402
 from trajectories.sources import load_trajectories  # noqa: E402
@@ -52,12 +52,12 @@ def row_tokens(tok, texts: list[str], segment_wise: bool) -> list[list[tuple[int
 
 
 def measure(tok, trajectories) -> dict:
-    tpl, enc = PromptTemplate(load_template()), TextEncoder(tok)
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(tok, add_bos=True)
     out = {k: {"prompts": 0, "prompts_differ": 0, "prefix_failures": 0, "supervised": 0,
                "foreign_supervised": 0} for k in ("before", "after")}
     for role in ROLES:
         for traj in trajectories:
-            for ex in role_examples(tpl, traj, role, "folded"):
+            for ex in role_view(tpl, traj, role, "folded"):
                 segs = ex.context + [s for step in ex.steps for s in step]
                 texts, sup = enc.texts(segs), [False] * len(ex.context) + [ex.is_supervised(s) for s in segs[len(ex.context):]]
                 whole_text = "".join(texts)

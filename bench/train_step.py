@@ -207,15 +207,16 @@ def steps_for(variant, examples, args, pad_id):
     """A generator of steps (lists of micro-batches) for variants a and b, cycling epochs."""
     import torch
     from core.vocabulary import IGNORE_INDEX
-    from datamodules.packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
-    from datamodules.step_batches import Rows, StepBatchSampler, StepCollator
+    from core.batch_plan import BatchPlan
+    from datamodules.packed_optimizer_steps import PackedRows, PackedStepCollator, PackedStepSampler
+    from datamodules.optimizer_steps import Rows, StepBatchSampler, StepCollator
     lengths = [len(e["input_ids"]) for e in examples]
+    plan = BatchPlan(args.rows, args.accumulate, world_size=1)  # packed: rows per micro-batch
     if variant == "a":
-        sampler = PackedStepSampler(lengths, args.max_length, args.rows, args.accumulate, seed=0)
+        sampler = PackedStepSampler(lengths, args.max_length, args.rows, plan, 0, seed=0)
         rows, collate = PackedRows(examples), PackedStepCollator(pad_id)
     else:
-        sampler = StepBatchSampler(lengths, args.rows, args.accumulate, 0, 1, seed=0,
-                                   group_by_length=False)
+        sampler = StepBatchSampler(lengths, plan, 0, seed=0, group_by_length=False)
         rows, inner = Rows(examples), StepCollator(pad_id, args.rows)
 
         def collate(items):  # pad every example to max_length, as the reference does
@@ -245,11 +246,10 @@ def worker_repo(variant, args, data) -> dict:
     from lightning_modules.span_lm_module import SpanLMModule
     from lightning_modules.throughput import batch_token_counts
     model = build_model(args, data["vocab"])
-    module = SpanLMModule(model={}, optimizer={}, scheduler={},
-                          loss={"sparse": variant == "a", "chunk_size": 1024})
+    module = SpanLMModule(model={}, optimizer={}, scheduler={}, gradient_clip_val=None,  # clipped below
+                          loss={"sparse": variant == "a", "chunk_size": 1024, "recompute_chunks": False})
     module.model = model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0,
-                            fused=args.device == "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=args.device == "cuda")
     steps = steps_for(variant, data["examples"], args, data["pad_id"])
     totals = {"total": 0, "nonpad": 0, "supervised": 0, "sum_sq_lens": 0, "examples": 0}
     baseline = rss_mb()

@@ -4,11 +4,14 @@ A node with `_target_` is built by calling that callable with the node's other k
 builds it may pass more arguments (the stage's role, the tokenizer, the optimizer's parameters, ...)
 and may take some keys out first. Each such place is declared here once, as a `BuildSite`, and the
 builder goes through `BuildSite.build`, which refuses any other set of arguments: the check of a
-recipe (`check_nodes`, run by `core.recipe.validate` before anything is built) and the build cannot
-drift apart. The layers above core import these sites; core knows nothing of them but their names.
+recipe (`core.validation.check_nodes`, run by `core.recipe.validate` before anything is built) and
+the build cannot drift apart. `BuildSite.defaults` reads the signature defaults a stage's settings
+are completed with (core/stage_config.py). The layers above core import these sites; core knows
+nothing of them but their names.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import typing
@@ -16,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .instantiate import instantiate, locate
-from .stage_config import deep_merge
 
 _NONE = type(None)
 
@@ -41,10 +43,22 @@ class BuildSite:
             kwargs.setdefault("_target_", self.default_target)
         return instantiate(kwargs, *args, **injected)
 
+    def defaults(self, node: Mapping) -> dict:
+        """The signature defaults of what builds `node` (its `_target_`), for the keys the recipe
+        sets: neither the builder's own arguments nor the keys it consumes."""
+        target = node.get("_target_") or self.default_target
+        try:
+            _, sig, _ = _signature(str(target))
+        except Exception:  # no target, or one that does not import: the recipe check says so
+            return {}
+        return {name: copy.deepcopy(p.default) for name, p in _keyword_params(sig, self.positional).items()
+                if p.default is not p.empty and name not in self.injected and name not in self.consumed}
 
+
+# The batch keys make up the stage's BatchPlan (core/batch_plan.py), which the DataModule gets.
 DATA = BuildSite("data", "pipeline.stage_setup.build_datamodule",
-                 injected=("role", "template", "tokenizer", "accumulate_grad_batches", "add_bos"),
-                 consumed=("global_batch_size", "simulator_dir"))
+                 injected=("role", "template", "tokenizer", "batch_plan", "add_bos"),
+                 consumed=("micro_batch_size", "global_batch_size", "simulator_dir"))
 MODEL = BuildSite("model", "lightning_modules.span_lm_module.SpanLMModule.configure_model",
                   injected=("vocab_size", "special_token_ids"))
 OPTIMIZER = BuildSite("optimizer", "lightning_modules.span_lm_module.SpanLMModule.configure_optimizers",
@@ -74,6 +88,14 @@ def _signature(target: str) -> tuple[Callable, inspect.Signature, dict]:
     except Exception:  # annotations that do not resolve say nothing we can check
         hints = {}
     return fn, sig, hints
+
+
+def _keyword_params(sig: inspect.Signature, positional: int) -> dict[str, inspect.Parameter]:
+    """Parameters a recipe key can set: all but the leading `positional` ones and *args/**kwargs."""
+    params = list(sig.parameters.values())
+    while positional and params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        params, positional = params[1:], positional - 1
+    return {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _choices(hint) -> tuple | None:
@@ -110,12 +132,8 @@ def check_node(node: Mapping, site: BuildSite | None, where: Callable[[str], str
     except Exception as exc:  # ImportError, or an error raised while importing the module
         return [f"key '{where('_target_')}': {exc} (from {origin(where('_target_'))})"]
     callee = getattr(fn, "__qualname__", str(target)) + (f" (stage {stage})" if stage else "")
-    params = list(sig.parameters.values())
-    skip = site.positional
-    while skip and params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
-        params, skip = params[1:], skip - 1
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in params)
-    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    named = _keyword_params(sig, site.positional)
     problems = []
     for key, value in node.items():
         if key == "_target_" or key in site.consumed:
@@ -136,49 +154,3 @@ def check_node(node: Mapping, site: BuildSite | None, where: Callable[[str], str
             path = where(p.name)
             problems.append(f"missing required key '{path}' (in {origin(path)}): {callee} needs it")
     return problems
-
-
-def nested_nodes(value, path: str):
-    """(key path, node) of every `_target_` node inside `value` (instantiate builds them first)."""
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            sub = f"{path}.{k}"
-            if isinstance(v, Mapping) and "_target_" in v:
-                yield sub, v
-            yield from nested_nodes(v, sub)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from nested_nodes(v, f"{path}.{i}")
-
-
-def _get(data: Mapping, path: str):
-    for key in path.split("."):
-        data = data.get(key) if isinstance(data, Mapping) else None
-    return data
-
-
-def check_nodes(recipe: dict, origin: Callable[[str], str]) -> list[str]:
-    """Every built node of a recipe (shared sections with each stage's overrides) against the
-    signature of what builds it; problems deduplicated, in recipe order."""
-    problems: list[str] = []
-    stages = recipe.get("stages") or {}
-    for site in SITES:
-        shared = _get(recipe, site.section)
-        if shared is None and not any(isinstance(s, Mapping) and s.get(site.section) for s in stages.values()):
-            continue
-        variants = [(None, shared or {})]
-        if site.per_stage:
-            variants = [(name, deep_merge(shared or {}, stage.get(site.section) or {}))
-                        for name, stage in stages.items() if isinstance(stage, Mapping)] or variants
-        for stage, node in variants:
-            if not isinstance(node, Mapping):
-                continue  # e.g. `strategy: ddp`, a name Lightning resolves
-            own = (stages[stage].get(site.section) or {}) if stage else {}
-
-            def where(key, stage=stage, own=own, section=site.section):
-                return f"stages.{stage}.{section}.{key}" if key in own else f"{section}.{key}"
-
-            problems += check_node(node, site, where, origin, stage if "_target_" in own else None)
-            for path, sub in nested_nodes({k: v for k, v in node.items() if k != "_target_"}, site.section):
-                problems += check_node(sub, None, lambda key, p=path: f"{p}.{key}", origin)
-    return list(dict.fromkeys(problems))

@@ -9,7 +9,6 @@ path and its file.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from pathlib import Path
 from typing import Sequence
@@ -20,11 +19,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from core.errors import ProjectError
 from core.secrets import redact  # noqa: F401  (the one redaction; imported from here by callers)
-from .build_sites import check_nodes
-from .stage_values import check_stage_values, vocabulary_defs
+from .schema import recipe_schema, section_defaults
+from .validation import check_recipe
 
 RECIPES_ROOT = Path(__file__).resolve().parents[1] / "recipes"
-SCHEMA_PATH = Path(__file__).with_name("recipe_schema.json")
 
 
 class RecipeError(ProjectError, ValueError):
@@ -132,8 +130,7 @@ def validate(cfg: DictConfig, provenance: dict) -> dict:
         raise RecipeError(f"recipe: cannot resolve interpolation: {exc}") from None
     lines = schema_errors(data, _validator(), provenance, limit=None)
     if not lines:  # the sections have the shape the signature check walks
-        lines += check_nodes(data, lambda path: origin_of(path, provenance))
-        lines += check_stage_values(data, lambda path: origin_of(path, provenance))
+        lines += check_recipe(data, lambda path: origin_of(path, provenance))
     if lines:
         raise RecipeError("invalid recipe:\n  " + "\n  ".join(lines[:10]))
     _check_stage_graph(data, provenance)
@@ -143,9 +140,7 @@ def validate(cfg: DictConfig, provenance: dict) -> dict:
 @functools.lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
     """The schema, with the names it shares with the code filled in from core/vocabulary.py."""
-    schema = json.loads(SCHEMA_PATH.read_text())
-    schema["$defs"].update(vocabulary_defs())
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(recipe_schema())
 
 
 def schema_errors(data, schema, provenance: dict, limit: int | None = 10) -> list[str]:
@@ -232,8 +227,7 @@ def stage_order(stages: dict) -> list[str]:
 def evaluate_defaults() -> dict:
     """The `evaluate:` settings and their defaults, read from the recipe schema (their one
     definition; `enabled` left out)."""
-    props = json.loads(SCHEMA_PATH.read_text())["properties"]["evaluate"]["properties"]
-    return {k: p.get("default") for k, p in props.items() if k != "enabled"}
+    return {k: v for k, v in section_defaults("evaluate").items() if k != "enabled"}
 
 
 def load_recipe(files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict:

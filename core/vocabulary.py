@@ -8,10 +8,10 @@ TRAINED_ROLES = ("backbone", "planner", "caller", "summarizer")
 MULTITASK = "multitask"
 # GenTool roles: rank the offered tools, choose one and write its call, or both in one target.
 GENTOOL_ROLES = ("ranking", "selection", "ranking_selection")
-# The three generated turns of an agent, in the order they act.
-TURN_ROLES = ("planner", "caller", "summarizer")
-# Turn roles of a canonical trajectory.
-TRAJECTORY_TURNS = ("user", "planner", "caller", "observation", "summarizer")
+# The team: the roles that write an agent's three generated turns, in the order they act.
+TEAM_ROLES = ("planner", "caller", "summarizer")
+# Turn kinds of a canonical trajectory (who wrote a turn: the user, a team role, the tool).
+TURN_KINDS = ("user", "planner", "caller", "observation", "summarizer")
 # Decisions a planner turn ends with. An agent step's plan is its decision: call (the caller
 # writes a tool call), conclusion (the summarizer writes the answer) or give_up.
 DECISIONS = ("call", "conclusion", "give_up")

@@ -1,10 +1,11 @@
 """Sequence packing (best-fit-decreasing), the packed-row collator and per-rank batch equalisation.
 
-The padded (unpacked) path is the DataModule's own (`tool_use_datamodule.pad_batch`).
+The padded (unpacked) path is `optimizer_steps.pad_batch`.
 
-An example is a dict with `input_ids`, `labels` (aligned with input_ids, -100 = unsupervised) and
-`span_kinds` (0 none, 1 thought, 2 action, 3 answer). A packed row concatenates whole examples;
-`position_ids` restart at 0 for each one and `seq_lens` records the boundaries.
+An example is a dict with `input_ids`, `labels` (aligned with input_ids, IGNORE_INDEX = unsupervised)
+and `span_kinds` (indices into core.vocabulary.SPAN_KINDS: 0 none, then thought, action, answer,
+ranking). A packed row concatenates whole examples; `position_ids` restart at 0 for each one and
+`seq_lens` records the boundaries.
 """
 from __future__ import annotations
 

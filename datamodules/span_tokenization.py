@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
 from prompting.prompt_template import EOS
 from prompting.text_encoder import TextEncoder
-from .role_examples import RoleExample
+from .views import RoleExample
 from .step_context import ContextBudget, fit_header, folded_rows, per_step_context, protected
 
 
@@ -140,6 +140,6 @@ def encode_example(ex: RoleExample, enc: TextEncoder, budget: ContextBudget | in
                    stats: EncodeStats) -> list[dict]:
     """Training rows of one example; an int budget is a max_length with the default reserve."""
     if isinstance(budget, int):
-        budget = ContextBudget(budget, budget // 4)
+        budget = ContextBudget.of(budget)
     fn = encode_per_step if ex.layout == "per_step" else encode_folded
     return fn(ex, enc, budget, stats)

@@ -28,8 +28,7 @@ from prompting.prompt_template import PromptTemplate
 from prompting.text_encoder import TextEncoder
 from prompting.selection_template import SelectionTemplate
 from trajectories.selection import is_selection_record
-from .role_examples import role_examples
-from .selection_examples import selection_role_examples, selection_texts
+from .views import role_view, selection_texts, selection_view
 from .span_tokenization import EncodeStats, encode_example
 from .step_context import ContextBudget
 
@@ -55,12 +54,12 @@ class RoleViews:
         out = []
         for role in self.roles:
             if is_selection_record(record):
-                out += selection_role_examples(self.selection_template, record, role)
+                out += selection_view(self.selection_template, record, role)
                 continue
             view = self.trajectory_role if role in GENTOOL_ROLES else role
             if view != "caller" and record.get("meta", {}).get("reference_only"):
                 continue
-            out += role_examples(self.template, record, view, self.layout)
+            out += role_view(self.template, record, view, self.layout)
         return out
 
     def corpus_texts(self, record: dict):

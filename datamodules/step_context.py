@@ -19,7 +19,7 @@ inference is exactly a prefix of the training row that supervises the tokens aft
 3. history: unit k is preceded by units s(k)..k-1, the most that fit `room` together with unit
    k's context. Training groups the units with the same s(k) into one row (header + units
    s..last of the group; only the group's targets supervised), so a trajectory that fits is one
-   row, as before, and a longer one gives rows that overlap in context only. A row longer than
+   row, and a longer one gives rows that overlap in context only. A row longer than
    `max_length` (a target longer than `reserve`) loses its tail.
 Per-step templates (cues, merged targets) use rule 1 and keep the history's last `room` tokens.
 
@@ -30,20 +30,9 @@ so a prompt's ids are the tokenizer's ids of its text, what a server given that 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
+from core.context_budget import ContextBudget
 from prompting.prompt_template import EOS, TARGET_TURNS
-
-
-@dataclass(frozen=True)
-class ContextBudget:
-    max_length: int
-    reserve: int
-
-    def __post_init__(self):
-        if not 0 < self.reserve < self.max_length // 2:
-            raise ValueError(f"data.context_reserve={self.reserve} must be positive and less than "
-                             f"half of data.max_length={self.max_length}")
 
 
 def fit_header(pieces: list[list[int]], max_length: int, counts: Counter | None = None) -> list[list[int]]:

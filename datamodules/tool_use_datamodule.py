@@ -12,39 +12,34 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from typing import Literal, Mapping, Sequence, get_args
+from dataclasses import replace
+from typing import Literal, Mapping, Sequence
 
 import lightning as L
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from core.batch_plan import BatchPlan
+from core.context_budget import ContextBudget
 from core.dir_lock import DirLock
 from core.errors import DataError
 from core.repo_paths import resolve_data_path
-from core.vocabulary import GENTOOL_ROLES, MULTITASK, TURN_ROLES
+from core.stable_split import stable_fraction
+from core.vocabulary import GENTOOL_ROLES, MULTITASK, TEAM_ROLES
 from prompting.prompt_template import PromptTemplate
 from prompting.selection_template import SelectionTemplate
 from trajectories.selection import is_selection_record
 from trajectories.sources import LoadResult, iter_trajectories
 from .data_report import no_examples_message, skip_lines
 from .resumable import StepLoader
-from .role_examples import Layout
+from .views import Layout
 from .split_writer import RoleViews, load_cache, write_splits
-from .step_batches import Rows, StepBatchSampler, StepCollator
-from .step_context import ContextBudget
+from .optimizer_steps import Rows, StepBatchSampler, StepCollator
 
 CACHE_VERSION = 3  # 2: a split is the Arrow files its map wrote (split_writer); 3: whole-text tokens
 # Which instructions a stage trains on: all, or one of two disjoint halves (stage 1 "global",
 # stage 2 "local": the paper's "without reuse" ablation).
 InstructionPart = Literal["all", "global", "local"]
-PARTS = get_args(InstructionPart)
-BATCH_UNITS = ("examples", "rows")
-
-
-def stable_fraction(key: str, salt: str) -> float:
-    """A deterministic number in [0, 1) per key: splits that do not move when data is added."""
-    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def file_digest(path: str | Path) -> str:
@@ -65,22 +60,24 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 class ToolUseDataModule(L.LightningDataModule):
-    def __init__(self, sources: Sequence[Mapping], role: str, template: Mapping, tokenizer=None,
-                 layout: Layout = "folded", max_length: int = 4096, micro_batch_size: int = 4,
-                 accumulate_grad_batches: int = 1, val_fraction: float = 0.1,
+    """Settings arrive checked (core/validation.py): the recipe schema, this signature and the
+    cross-key rules. `batch_plan` (core/batch_plan.py) is built by the stage runner from
+    data.micro_batch_size and data.global_batch_size; without one (reading trajectories only)
+    there are no loaders."""
+
+    def __init__(self, sources: Sequence[Mapping], role: str, template: Mapping, tokenizer=None, *,
+                 seed: int, add_bos: bool, batch_plan: BatchPlan | None = None,
+                 layout: Layout = "folded", max_length: int = 4096, val_fraction: float = 0.1,
                  instruction_part: InstructionPart = "all", data_fraction: float = 1.0,
-                 group_by_length: bool = True, add_bos: bool = True, seed: int = 42,
-                 cache_dir: str = ".cache/datasets", num_workers: int = 0,
+                 group_by_length: bool = True, cache_dir: str = ".cache/datasets", num_workers: int = 0,
                  num_proc: int | None = None, packing: dict | None = None,
-                 batch_unit: str = "examples", trajectory_role: str | None = None,
+                 batch_unit: Literal["examples", "rows"] = "examples", trajectory_role: str | None = None,
                  context_reserve: int | None = None, max_prefix_failure_share: float = 0.01):
         super().__init__()
-        if instruction_part not in PARTS:
-            raise DataError(f"data.instruction_part: {instruction_part!r} is not one of {PARTS}")
         self.sources = [dict(s) for s in sources]
         self.role, self.layout = role, layout
-        # "multitask": one model on the union of the three role datasets (a Single-LLM ablation)
-        self.roles = TURN_ROLES if role == MULTITASK else (role,)
+        # "multitask": one model on the union of the three team roles' datasets (a Single-LLM ablation)
+        self.roles = TEAM_ROLES if role == MULTITASK else (role,)
         self.template_node = dict(template)
         self.template = PromptTemplate(template)
         # GenTool stages read tool-selection examples through `template.gentool`; trajectories
@@ -91,31 +88,21 @@ class ToolUseDataModule(L.LightningDataModule):
             raise ValueError(f"role {role}: the recipe's template has no 'gentool' node "
                              "(add template/gentool to its defaults)")
         self.tokenizer = tokenizer
-        self.max_length, self.micro_batch_size = max_length, micro_batch_size
-        # One budget for training rows and inference prompts (datamodules/step_context.py).
-        self.budget = ContextBudget(max_length, max_length // 4 if context_reserve is None
-                                    else context_reserve)
-        self.accumulate = accumulate_grad_batches
+        self.max_length, self.plan = max_length, batch_plan
+        # One budget for training rows and inference prompts (core/context_budget.py).
+        self.budget = ContextBudget.of(max_length, context_reserve)
         self.val_fraction, self.instruction_part = val_fraction, instruction_part
         self.data_fraction, self.group_by_length = data_fraction, group_by_length
         self.add_bos, self.seed = add_bos, seed
         self.cache_dir, self.num_workers = Path(cache_dir), num_workers
         self.num_proc = num_proc  # processes that tokenize when the cache is built
-        # Packing: {enabled, max_tokens (null: max_length), rows_per_micro_batch}; see packed_steps.
+        # Packing: {enabled, max_tokens (null: max_length), rows_per_micro_batch}; see packed_optimizer_steps.
         packing = dict(packing or {})
-        unknown = set(packing) - {"enabled", "max_tokens", "rows_per_micro_batch"}
-        if unknown:
-            raise DataError(f"data.packing: unknown key(s) {sorted(unknown)}")
         self.packing = packing.get("enabled", False)
         self.pack_max_tokens = packing.get("max_tokens") or max_length
         self.pack_rows = packing.get("rows_per_micro_batch", 1)
-        if self.pack_max_tokens < max_length:
-            raise DataError(f"data.packing.max_tokens={self.pack_max_tokens} is shorter than "
-                             f"data.max_length={max_length}: some examples would not fit a row")
         # What global_batch_size (micro_batch_size x accumulation x world size) counts when packing:
-        # "examples" (default: as without packing, as in the paper) or "rows" (packed rows).
-        if batch_unit not in BATCH_UNITS:
-            raise ValueError(f"data.batch_unit: {batch_unit!r} is not one of {BATCH_UNITS}")
+        # "examples" (as without packing, as in the paper) or "rows" (packed rows).
         self.batch_unit = batch_unit
         # Refuse a split where more than this share of targets has a prompt that is not a token
         # prefix of its row (the tokenizer merges across the prompt's end; see prompting/text_encoder).
@@ -294,43 +281,53 @@ class ToolUseDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def train_dataloader(self):
+    def _plan(self, split: str) -> BatchPlan:
+        """The stage's plan (validation: one micro-batch per loader batch), with the micro-batch
+        fitted to the split; on this trainer's world size, which the plan was built for."""
         rank, world = self._rank()
+        if world != self.plan.world_size:
+            raise DataError(f"the batch plan is for {self.plan.world_size} device(s) but the trainer "
+                            f"runs {world}; build the DataModule with the trainer's world size")
+        plan = self.plan if split == "train" else self.plan.for_validation()
+        return replace(plan, micro_batch_size=self.fitted_micro_batch(len(self.splits[split]), plan, split))
+
+    def train_dataloader(self):
+        rank, _ = self._rank()
         ds = self.splits["train"]
         if self.packing:
-            return self._packed_loader(ds, self.accumulate, rank, world, shuffle=True)
-        micro = self.fitted_micro_batch(len(ds), self.accumulate, world, "train")
-        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], micro,
-                                   self.accumulate, rank, world, self.seed, self.group_by_length)
+            return self._packed_loader(ds, self.plan, rank, shuffle=True)
+        plan = self._plan("train")
+        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], plan, rank, self.seed, self.group_by_length)
         return self._resumed(StepLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
-                                        collate_fn=StepCollator(self.pad_id, micro),
+                                        collate_fn=StepCollator(self.pad_id, plan.micro_batch_size),
                                         steps_trained=self._steps_trained))
 
     def val_dataloader(self):
-        rank, world = self._rank()
+        rank, _ = self._rank()
         ds = self.splits["val"]
         if len(ds) == 0:
             return []
         if self.packing:
-            return self._packed_loader(ds, 1, rank, world, shuffle=False)
-        micro = self.fitted_micro_batch(len(ds), 1, world, "val")
-        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], micro, 1,
-                                   rank, world, self.seed, group_by_length=True, shuffle=False)
+            return self._packed_loader(ds, self.plan.for_validation(), rank, shuffle=False)
+        plan = self._plan("val")
+        sampler = StepBatchSampler([len(x) for x in ds["input_ids"]], plan, rank, self.seed,
+                                   group_by_length=True, shuffle=False)
         return DataLoader(Rows(ds), batch_sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=StepCollator(self.pad_id, micro))
+                          collate_fn=StepCollator(self.pad_id, plan.micro_batch_size))
 
-    def fitted_micro_batch(self, n_rows: int, accumulate: int, world: int, split: str) -> int:
+    def fitted_micro_batch(self, n_rows: int, plan: BatchPlan, split: str) -> int:
         """micro_batch_size, or less when one step would hold more rows than the split has: the
         rest would be filler copies (zero loss), so the smaller micro-batch trains the same step
         without them (a micro-batch of 5000 on 20 examples would otherwise allocate 5000 rows)."""
-        fitted = max(1, math.ceil(n_rows / (accumulate * world)))
-        if self.micro_batch_size <= fitted:
-            return self.micro_batch_size
+        fitted = max(1, math.ceil(n_rows / (plan.accumulation * plan.world_size)))
+        if plan.micro_batch_size <= fitted:
+            return plan.micro_batch_size
         trainer = getattr(self, "trainer", None)
         if split == "train" and (trainer is None or trainer.is_global_zero):  # validation: no steps to keep
-            print(f"[data] warning: data.micro_batch_size={self.micro_batch_size} is larger than the "
-                  f"{split} split allows ({n_rows} sequences, {accumulate} micro-batch(es) per step on "
-                  f"{world} device(s)); using {fitted}: the same steps without filler rows", file=sys.stderr)
+            print(f"[data] warning: data.micro_batch_size={plan.micro_batch_size} is larger than the "
+                  f"{split} split allows ({n_rows} sequences, {plan.accumulation} micro-batch(es) per step on "
+                  f"{plan.world_size} device(s)); using {fitted}: the same steps without filler rows",
+                  file=sys.stderr)
         return fitted
 
     # The training loader's position, saved in every checkpoint through the DataModule's state (the
@@ -354,12 +351,11 @@ class ToolUseDataModule(L.LightningDataModule):
         """Optimizer steps finished in the current epoch (the loader's position in a checkpoint)."""
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
-    def _packed_loader(self, ds, accumulate, rank, world, shuffle):
-        from .packed_steps import PackedRows, PackedStepCollator, PackedStepSampler
-        per_step = self.micro_batch_size * accumulate * world if self.batch_unit == "examples" else None
-        sampler = PackedStepSampler([len(x) for x in ds["input_ids"]], self.pack_max_tokens,
-                                    self.pack_rows, accumulate, rank, world, self.seed, shuffle=shuffle,
-                                    examples_per_step=per_step)
+    def _packed_loader(self, ds, plan: BatchPlan, rank: int, shuffle: bool):
+        from .packed_optimizer_steps import PackedRows, PackedStepCollator, PackedStepSampler
+        per_step = plan.examples_per_step if self.batch_unit == "examples" else None
+        sampler = PackedStepSampler([len(x) for x in ds["input_ids"]], self.pack_max_tokens, self.pack_rows,
+                                    plan, rank, self.seed, shuffle=shuffle, examples_per_step=per_step)
         if not shuffle:
             return DataLoader(PackedRows(ds), batch_sampler=sampler, num_workers=self.num_workers,
                               collate_fn=PackedStepCollator(self.pad_id))

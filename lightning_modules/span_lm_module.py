@@ -8,6 +8,7 @@ itself (manual optimization).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import lightning as L
@@ -20,18 +21,42 @@ from .span_loss import (SpanLossSums, dense_token_losses, forward_hidden,
                         reduce_span_losses, shift_labels, span_loss_sums)
 
 
+@dataclass
+class KindTotals:
+    """Token losses and supervised-token counts summed per span kind (SPAN_KINDS), over micro-batches."""
+    sums: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def zeros(cls, device) -> KindTotals:
+        return cls(torch.zeros(len(SPAN_KINDS), device=device), torch.zeros(len(SPAN_KINDS), device=device))
+
+    def add(self, sums: SpanLossSums) -> None:
+        self.sums += sums.kind_sums.detach()
+        self.counts += sums.kind_counts
+
+    def reduced(self, strategy) -> KindTotals:
+        """Summed over devices."""
+        return KindTotals(strategy.reduce(self.sums, reduce_op="sum"), strategy.reduce(self.counts, reduce_op="sum"))
+
+    def per_kind(self, prefix: str) -> dict:
+        """`{prefix}loss_<kind>`: each kind's mean token loss (kinds with supervised tokens)."""
+        return {f"{prefix}loss_{name}": self.sums[i] / self.counts[i]
+                for i, name in enumerate(SPAN_KINDS[1:], 1) if self.counts[i] > 0}
+
+
 class SpanLMModule(L.LightningModule):
-    def __init__(self, model: Mapping, optimizer: Mapping, scheduler: Mapping,
-                 loss: Mapping | None = None, gradient_clip_val: float | None = 1.0,
-                 vocab_size: int | None = None, special_token_ids: Mapping | None = None):
+    def __init__(self, model: Mapping, optimizer: Mapping, scheduler: Mapping, loss: Mapping,
+                 gradient_clip_val: float | None, vocab_size: int | None = None,
+                 special_token_ids: Mapping | None = None):
+        """The stage's completed settings (core.stage_config.stage_settings): `loss` and
+        `gradient_clip_val` (trainer.gradient_clip_val) as the recipe schema completes them."""
         super().__init__()
         self.automatic_optimization = False
         self.model_cfg = dict(model)
         self.optimizer_cfg, self.scheduler_cfg = dict(optimizer), dict(scheduler)
-        loss = dict(loss or {})
-        self.sparse = loss.get("sparse", True)
-        self.chunk_size = loss.get("chunk_size", 1024)
-        self.recompute = loss.get("recompute_chunks", False)
+        self.sparse, self.chunk_size = loss["sparse"], loss["chunk_size"]
+        self.recompute = loss["recompute_chunks"]
         self.gradient_clip_val = gradient_clip_val
         self.vocab_size = vocab_size
         self.special_token_ids = dict(special_token_ids or {})
@@ -73,20 +98,18 @@ class SpanLMModule(L.LightningModule):
         n_step = strategy.reduce(local.clone(), reduce_op="sum")
         # Gradients are averaged over devices by DDP/FSDP/DeepSpeed, so scale by the world size.
         scale = self.trainer.world_size / n_step.clamp(min=1)
-        total = torch.zeros(len(SPAN_KINDS), device=self.device)
-        counts = torch.zeros(len(SPAN_KINDS), device=self.device)
+        totals = KindTotals.zeros(self.device)
         for i, batch in enumerate(micro_batches):
             sync = i == len(micro_batches) - 1
             with _no_backward_sync(strategy, skip=not sync):
                 sums = self.span_sums(batch)
                 self.manual_backward(sums.loss_sum * scale)
-            total += sums.kind_sums.detach()
-            counts += sums.kind_counts
+            totals.add(sums)
         grad_norm = self._clip(opt)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
-        self._log_step(micro_batches, total, counts, grad_norm, n_step)
+        self._log_step(micro_batches, totals, grad_norm, n_step)
 
     def _clip(self, opt):
         if not self.gradient_clip_val:
@@ -104,19 +127,15 @@ class SpanLMModule(L.LightningModule):
         params = [p for p in self.model.parameters() if p.grad is not None]
         return torch.nn.utils.clip_grad_norm_(params, self.gradient_clip_val)
 
-    def _log_step(self, micro_batches, kind_sums, kind_counts, grad_norm, n_step):
+    def _log_step(self, micro_batches, totals: KindTotals, grad_norm, n_step):
         strategy = self.trainer.strategy
-        kind_sums = strategy.reduce(kind_sums, reduce_op="sum")
-        kind_counts = strategy.reduce(kind_counts, reduce_op="sum")
+        totals = totals.reduced(strategy)
         examples = torch.tensor(float(sum(b.get("num_examples", len(b["input_ids"]))
                                           for b in micro_batches)), device=self.device)
-        logs = {"train/loss": kind_sums.sum() / n_step.clamp(min=1),
+        logs = {"train/loss": totals.sums.sum() / n_step.clamp(min=1),
                 "train/lr": torch.tensor(self.lr_schedulers().get_last_lr()[0]),
                 "train/supervised_tokens": n_step,  # per optimizer step, all devices
-                "train/examples": strategy.reduce(examples, reduce_op="sum")}
-        for i, name in enumerate(SPAN_KINDS[1:], 1):
-            if kind_counts[i] > 0:
-                logs[f"train/loss_{name}"] = kind_sums[i] / kind_counts[i]
+                "train/examples": strategy.reduce(examples, reduce_op="sum"), **totals.per_kind("train/")}
         if grad_norm is not None:
             logs["train/grad_norm"] = grad_norm
         self.log_dict({k: v.float() if torch.is_tensor(v) else v for k, v in logs.items()},
@@ -125,22 +144,17 @@ class SpanLMModule(L.LightningModule):
 
     # ----- validation ------------------------------------------------------------------------
     def on_validation_epoch_start(self):
-        self._val = [torch.zeros(len(SPAN_KINDS), device=self.device) for _ in range(2)]
+        self._val = KindTotals.zeros(self.device)
 
     def validation_step(self, batch, batch_idx):
         for b in batch if isinstance(batch, list) else [batch]:
-            sums = self.span_sums(b)
-            self._val[0] += sums.kind_sums.detach()
-            self._val[1] += sums.kind_counts
+            self._val.add(self.span_sums(b))
 
     def on_validation_epoch_end(self):
-        sums, counts = (self.trainer.strategy.reduce(x, reduce_op="sum") for x in self._val)
-        if counts.sum() == 0:
+        totals = self._val.reduced(self.trainer.strategy)
+        if totals.counts.sum() == 0:
             return
-        logs = {"val/loss": sums.sum() / counts.sum()}
-        for i, name in enumerate(SPAN_KINDS[1:], 1):
-            if counts[i] > 0:
-                logs[f"val/loss_{name}"] = sums[i] / counts[i]
+        logs = {"val/loss": totals.sums.sum() / totals.counts.sum(), **totals.per_kind("val/")}
         self.log_dict(logs, prog_bar=True, rank_zero_only=True)
 
     # ----- optimizer -------------------------------------------------------------------------
@@ -150,7 +164,7 @@ class SpanLMModule(L.LightningModule):
             if p.requires_grad:
                 ndim = len(getattr(p, "ds_shape", p.shape))  # ZeRO-3 partitions are flat
                 (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
-        wd = self.optimizer_cfg.get("weight_decay", 0.0)
+        wd = self.optimizer_cfg["weight_decay"]
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
         # An adapter may have no 1-D parameter; DeepSpeed drops an empty group and the scheduler,
         # built on the groups given, would then fail on its first step.

@@ -57,7 +57,7 @@ def _chunk_losses(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 def sparse_span_loss(hidden_states: torch.Tensor, lm_head_weight: torch.Tensor,
-                     shifted_labels: torch.Tensor, chunk_size: int = 1024,
+                     shifted_labels: torch.Tensor, chunk_size: int,
                      lm_head_bias: torch.Tensor | None = None,
                      recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy at supervised positions only, from final hidden states `[B, T, H]`.
@@ -127,7 +127,7 @@ def lm_head_params(model) -> tuple[torch.Tensor, torch.Tensor | None]:
     return head.weight, getattr(head, "bias", None)
 
 
-def span_loss_sums(model, batch: dict, chunk_size: int = 1024, recompute: bool = False,
+def span_loss_sums(model, batch: dict, chunk_size: int, recompute: bool = False,
                    num_kinds: int = len(SPAN_KINDS)) -> SpanLossSums:
     """forward_hidden -> shift -> sparse_span_loss -> reduce_span_losses for one micro-batch."""
     hidden = forward_hidden(model, batch)

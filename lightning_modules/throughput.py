@@ -3,7 +3,7 @@
 Per device (averaged over ranks) over the steps since the last log:
     perf/tokens_per_sec_per_device             every position of the batch tensors, padding included
     perf/nonpad_tokens_per_sec_per_device      tokens of real examples
-    perf/supervised_tokens_per_sec_per_device  positions with a target (shifted label != -100)
+    perf/supervised_tokens_per_sec_per_device  positions with a target (shifted label != IGNORE_INDEX)
     perf/pad_fraction                          1 - nonpad / total
     perf/tflops_per_device                     achieved model FLOP/s (below), in TFLOP/s
     perf/mfu                                   achieved / peak FLOP/s; only when a peak is known
@@ -30,6 +30,8 @@ from typing import Mapping
 import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch.callbacks import Callback
+
+from core.vocabulary import IGNORE_INDEX
 
 # Lightning precision strings -> the dtype whose matmul peak applies
 _PRECISION_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16, "32": torch.float32,
@@ -127,7 +129,7 @@ def batch_token_counts(batch) -> dict:
             out["nonpad"] += sum(n for row in rows for n in row)
             out["sum_sq_lens"] += sum(n * n for row in rows for n in row)
         if "labels" in b:
-            out["supervised"] = out["supervised"] + (b["labels"][..., 1:] != -100).sum()
+            out["supervised"] = out["supervised"] + (b["labels"][..., 1:] != IGNORE_INDEX).sum()
     return out
 
 

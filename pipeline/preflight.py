@@ -9,8 +9,9 @@ from pathlib import Path
 
 from core.errors import RunDirError, human_size
 from core.recipe import RecipeError
-from core.stage_config import resolve_init, stage_settings
+from core.stage_config import resolve_init, shared_settings, stage_settings
 from core.vocabulary import DTYPES
+from pipeline.sharded_export import export_dtype
 
 ADAM_STATE_BYTES = 8  # two fp32 moments per parameter
 MARGIN = 1.1
@@ -23,7 +24,7 @@ def preflight(recipe: dict, stages: list[str]) -> None:
         return
     run_dir = Path(recipe["run"]["dir"])
     check_writable(run_dir)
-    if recipe["run"].get("check_disk_space", True):
+    if shared_settings(recipe, "run")["check_disk_space"]:
         check_free_space(recipe, stages, run_dir)
 
 
@@ -122,10 +123,9 @@ def expected_bytes(recipe: dict, name: str) -> int:
     params = parameter_count(recipe, settings)
     if not params:
         return 0
-    weight = DTYPES[settings["model"].get("dtype", "float32")].itemsize
-    ckpt = settings.get("checkpoint") or {}
-    per_ckpt = params * (weight + (0 if ckpt.get("save_weights_only") else ADAM_STATE_BYTES + 4))
-    export = params * DTYPES[ckpt.get("export_dtype") or settings["model"].get("dtype", "bfloat16")].itemsize
+    weight = DTYPES[settings["model"]["dtype"]].itemsize
+    per_ckpt = params * (weight + (0 if settings["checkpoint"]["save_weights_only"] else ADAM_STATE_BYTES + 4))
+    export = params * DTYPES[export_dtype(settings)].itemsize
     return int(MARGIN * (2 * per_ckpt + export))
 
 

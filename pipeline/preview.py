@@ -3,8 +3,9 @@
     python -m pipeline.preview recipes/quickstart.yaml --role caller -n 2
     python -m pipeline.preview recipes/quickstart.yaml --role planner --layout per_step
 
-Supervised text is wrapped in [[ ]] (and coloured on a terminal); the span kind follows the
-closing bracket (T thought, A action, S answer). Uses the recipe's template, tokenizer and data.
+Supervised text is wrapped in [[ ]] (and coloured on a terminal); the span kind (thought, action,
+answer, ranking: core.vocabulary.SPAN_KINDS) follows the closing bracket. Uses the recipe's
+template, tokenizer and data.
 """
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ import argparse
 import sys
 
 from core.errors import run_cli
-from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, TRAINED_ROLES
-
-KIND_MARK = {1: "T", 2: "A", 3: "S"}
+from core.vocabulary import GENTOOL_ROLES, IGNORE_INDEX, SPAN_KINDS, TRAINED_ROLES
 
 
 def mark_supervised(row: dict, tokenizer, color: bool = False) -> str:
@@ -23,8 +22,8 @@ def mark_supervised(row: dict, tokenizer, color: bool = False) -> str:
     def flush():
         if run:
             text = tokenizer.decode(run)
-            out.append(f"\033[1;32m[[{text}]]{KIND_MARK.get(kind, '')}\033[0m" if color
-                       else f"[[{text}]]{KIND_MARK.get(kind, '')}")
+            mark = SPAN_KINDS[kind] if kind else ""
+            out.append(f"\033[1;32m[[{text}]]{mark}\033[0m" if color else f"[[{text}]]{mark}")
 
     context = []
     for tok, lab, k in zip(row["input_ids"], row["labels"], row["span_kinds"]):

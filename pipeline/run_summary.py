@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from core.run_dir import RunDir
+from core.stage_config import shared_settings
 from evaluation.steps.metrics import STEP_METRICS as METRICS
 
 
@@ -105,8 +106,8 @@ def run_summary(recipe: dict, stages: list[str], ran: list[str]) -> str:
             e = _read_json(eval_dir.episode_metrics_file(name))
             lines.append(f"  episodes, {name}: process {_num(e.get('proc'))}  answer {_num(e.get('ans'))}"
                          f"  both {_num(e.get('both'))}  ({e.get('episodes', 0)} episodes)")
-    wandb = (recipe.get("logger") or {}).get("wandb") or {}
-    mode = os.environ.get("WANDB_MODE", wandb.get("mode", "offline"))
-    if wandb.get("enabled", True) and mode == "offline":
+    wandb = shared_settings(recipe, "logger")["wandb"]
+    mode = os.environ.get("WANDB_MODE", wandb["mode"])
+    if wandb["enabled"] and mode == "offline":
         lines.append(f"W&B (offline): wandb sync {run.path}/*/wandb/offline-run-*")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ Called on every rank after `trainer.fit` (pipeline.sharded_export.export_stage, 
   FSDP                  a full state dict is gathered onto rank 0 (CPU offload, rank0_only).
 
 Rank 0 then casts the weights to the export dtype (`checkpoint.export_dtype` if the recipe has
-it, else the stage's `model.dtype`: bfloat16 for the paper's recipes), loads them into a copy of the
+it, else the stage's `model.dtype`), loads them into a copy of the
 model built on the meta device (no second full-size allocation), and writes
 `save_pretrained` + tokenizer to `<out>.tmp`, renamed to `<out>` when complete. Every rank waits
 at a barrier so the next stage never starts before its init checkpoint exists. Only rank 0 writes.
@@ -36,7 +36,7 @@ MODULE_PREFIXES = ("_forward_module.", "model.")  # Lightning wrapper (old), Spa
 
 
 def export_dtype(settings: Mapping) -> str:
-    return (settings.get("checkpoint") or {}).get("export_dtype") or settings["model"].get("dtype", "bfloat16")
+    return settings["checkpoint"]["export_dtype"] or settings["model"]["dtype"]
 
 
 # ----- resume ------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def write_hf_dir(model, tokenizer, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def export_stage(trainer, module, tokenizer, out: Path, dtype: str = "bfloat16") -> None:
+def export_stage(trainer, module, tokenizer, out: Path, dtype: str) -> None:
     """Every rank: gather/consolidate the final weights; rank 0 writes `out` (the export folder of
     the stage whose folder holds it); then a barrier."""
     out = Path(out)
@@ -212,7 +212,7 @@ def consolidate_stage(recipe: dict, stage: str, out: Path | None = None, dtype: 
     init_path = resolve_init(recipe, settings)
     tokenizer = load_tokenizer(recipe, settings, init_path)
     if init_path:
-        config = AutoConfig.from_pretrained(init_path, trust_remote_code=settings["model"].get("trust_remote_code", False))
+        config = AutoConfig.from_pretrained(init_path, trust_remote_code=settings["model"]["trust_remote_code"])
     else:
         cfg = dict(settings["model"]["config"])
         config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)

@@ -18,12 +18,14 @@ from lightning.pytorch.loggers import WandbLogger
 
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.throughput import build_throughput_callback
+from core.batch_plan import BatchPlan
 from core.build_sites import STRATEGY, TRAINER
 from core.errors import DiskFull, ProjectError
 from core.recipe import RecipeError, enabled_stages, redact, to_yaml
 from core.run_dir import RunDir, StageDir, now
 from core.secrets import redacted_argv
-from core.stage_config import resolve_init, stage_settings
+from core.stage_config import resolve_init, shared_settings, stage_settings
+from core.strategy_rules import strategy_of
 from pipeline.adapter_export import base_pointer, export_adapter_stage, merge_wanted
 from pipeline.checkpoints import AppendingCSVLogger, AtomicCheckpointIO, ResumeCSV, pick_resume_checkpoint
 from pipeline.preflight import preflight
@@ -42,20 +44,20 @@ def is_done(recipe: dict, name: str) -> bool:
 
 
 def build_loggers(recipe: dict, settings: dict, sdir: StageDir):
-    cfg = recipe.get("logger", {})
+    cfg = shared_settings(recipe, "logger")
     loggers = []
-    if cfg.get("csv", {}).get("enabled", True):
+    if cfg["csv"]["enabled"]:
         loggers.append(AppendingCSVLogger(str(sdir.logs.parent), name=sdir.logs.name, version=""))
-    wb = cfg.get("wandb", {})
-    if wb.get("enabled", True):
-        mode = os.environ.get("WANDB_MODE", wb.get("mode", "offline"))
+    wb = cfg["wandb"]
+    if wb["enabled"]:
+        mode = os.environ.get("WANDB_MODE", wb["mode"])
         sdir.wandb.mkdir(parents=True, exist_ok=True)
-        names = redact({"name": f"{recipe['run']['name']}/{settings['name']}", "tags": wb.get("tags", []),
+        names = redact({"name": f"{recipe['run']['name']}/{settings['name']}", "tags": wb["tags"],
                         "group": recipe["run"].get("group") or recipe["run"]["name"]})
-        logger = WandbLogger(project=wb.get("project", "alpha-umi-glpft"), entity=wb.get("entity"),
+        logger = WandbLogger(project=wb["project"], entity=wb["entity"],
                              name=names["name"], group=names["group"], job_type=settings["role"],
                              tags=names["tags"], save_dir=str(sdir.wandb.parent), mode=mode,
-                             log_model=wb.get("log_model", False), id=_wandb_run_id(sdir), resume="allow")
+                             log_model=wb["log_model"], id=_wandb_run_id(sdir), resume="allow")
         loggers.append(logger)
     return loggers
 
@@ -77,18 +79,19 @@ warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual opt
 
 
 def build_trainer(recipe: dict, settings: dict, sdir: StageDir) -> L.Trainer:
-    strategy = recipe.get("strategy", "auto")
+    """The stage's Trainer; Lightning's own accumulation and clipping stay off: the module
+    accumulates the BatchPlan's micro-batches (token-exact) and clips itself."""
+    strategy = strategy_of(recipe)
     strategy = STRATEGY.build(strategy) if isinstance(strategy, dict) else strategy
-    ckpt = settings.get("checkpoint", {})
+    ckpt = settings["checkpoint"]
     callbacks = [ModelCheckpoint(dirpath=str(sdir.checkpoints), save_last=True, save_top_k=0,
-                                 every_n_train_steps=ckpt.get("every_n_train_steps", 50),
-                                 save_weights_only=ckpt.get("save_weights_only", False)),
+                                 every_n_train_steps=ckpt["every_n_train_steps"],
+                                 save_weights_only=ckpt["save_weights_only"]),
                  build_throughput_callback(recipe.get("telemetry")), ResumeCSV()]
-    # The module accumulates (exact token normalisation) and clips (manual optimization) itself.
     return TRAINER.build(settings["trainer"], strategy=strategy, logger=build_loggers(recipe, settings, sdir),
                          callbacks=callbacks, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
-                         accumulate_grad_batches=1,
-                         enable_progress_bar=recipe.get("logger", {}).get("progress_bar", True),
+                         accumulate_grad_batches=BatchPlan.FRAMEWORK_ACCUMULATION,
+                         enable_progress_bar=shared_settings(recipe, "logger")["progress_bar"],
                          default_root_dir=str(sdir.path))
 
 
@@ -98,7 +101,7 @@ def run_stage(recipe: dict, name: str) -> dict:
     started = now()
     sdir = RunDir.of(recipe).stage(name)
     sdir.path.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(recipe["run"].get("seed", 42), workers=True)
+    L.seed_everything(settings["seed"], workers=True)
     init_path = resolve_init(recipe, settings)
     if settings["init_from"] and settings["init_from"].startswith("stage:") and not Path(init_path).is_dir():
         raise FileNotFoundError(f"stage {name}: its init_from {settings['init_from']} has no export at {init_path}")
@@ -106,10 +109,10 @@ def run_stage(recipe: dict, name: str) -> dict:
     trainer = build_trainer(recipe, settings, sdir)
     dm = build_datamodule(recipe, settings, tokenizer, trainer.world_size)
     module = SpanLMModule(model={**settings["model"], "init_from": init_path}, optimizer=settings["optimizer"],
-                          scheduler=settings["scheduler"], loss=settings.get("loss"), vocab_size=len(tokenizer),
+                          scheduler=settings["scheduler"], loss=settings["loss"], vocab_size=len(tokenizer),
                           special_token_ids={k: getattr(tokenizer, k)
                                              for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
-                          gradient_clip_val=settings["trainer"].get("gradient_clip_val", 1.0))
+                          gradient_clip_val=settings["trainer"]["gradient_clip_val"])
     if launch_rank() == 0:  # bad data stops here, before a W&B run exists
         dm.prepare_data()
     for lg in trainer.loggers:
@@ -127,7 +130,7 @@ def run_stage(recipe: dict, name: str) -> dict:
     summary = {"stage": name, "role": settings["role"], "init_from": init_path,
                "global_step": trainer.global_step, "data": dm.stats,
                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
-    make_servable(module.model, tokenizer, max_length=settings["data"].get("max_length"),
+    make_servable(module.model, tokenizer, max_length=settings["data"]["max_length"],
                   chat_template=(recipe.get("tokenizer") or {}).get("chat_template"))
     if settings["model"].get("adapter"):  # the adapter on its base (PEFT), and the merged model if asked
         export_adapter_stage(trainer, module, tokenizer, sdir, base_pointer(init_path), export_dtype(settings),
@@ -212,17 +215,17 @@ def refuse_drift(recipe: dict, run_dir: RunDir, names: list[str]) -> None:
 def run_evaluation(recipe: dict) -> dict | None:
     """The recipe's `evaluate:` stage after training: each test set not yet evaluated (static,
     teacher-forced), or GenTool's evaluation."""
-    cfg = recipe.get("evaluate") or {}
-    if not cfg.get("enabled", False) or launch_rank() != 0:
+    cfg = shared_settings(recipe, "evaluate")
+    if not cfg["enabled"] or launch_rank() != 0:
         return None
-    eval_dir = RunDir.of(recipe).eval(cfg.get("out_dir"))
-    if cfg.get("task") == "gentool":
+    eval_dir = RunDir.of(recipe).eval(cfg["out_dir"])
+    if cfg["task"] == "gentool":
         if eval_dir.gentool_metrics_file().is_file():
             print(f"[evaluate] already finished ({eval_dir.gentool_metrics_file()}); skipping")
             return None
         from evaluation.gentool.recipe import evaluate_gentool_recipe
         return evaluate_gentool_recipe(recipe, cfg)
-    pending = [n for n, f in (cfg.get("test_sets") or {}).items() if f and not eval_dir.metrics_file(n).is_file()]
+    pending = [n for n, f in cfg["test_sets"].items() if f and not eval_dir.metrics_file(n).is_file()]
     if not pending:
         print(f"[evaluate] already finished ({eval_dir.path}); skipping")
         return None

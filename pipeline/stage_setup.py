@@ -12,7 +12,8 @@ from transformers import AutoTokenizer
 from core.build_sites import DATA, TOKENIZER
 from core.recipe import RecipeError
 from core.run_dir import RunDir
-from core.stage_config import accumulation
+from core.batch_plan import BatchPlan
+from core.stage_config import shared_settings
 
 
 def launch_rank() -> int:
@@ -56,11 +57,10 @@ def load_tokenizer(recipe: dict, settings: dict, init_path: str | None):
 
 
 def build_datamodule(recipe: dict, settings: dict, tokenizer, world_size: int = 1):
+    """The stage's DataModule, with the stage's BatchPlan on `world_size` devices."""
     from simulators.sources import resolve_simulated_sources  # the simulators load only when used
     data = dict(settings["data"])
-    data["sources"] = resolve_simulated_sources(data.get("sources") or [], data.get("simulator_dir"),
-                                                data.get("cache_dir", ".cache/datasets"))
-    data.setdefault("seed", recipe["run"].get("seed", 42))
+    data["sources"] = resolve_simulated_sources(data["sources"], data["simulator_dir"], data["cache_dir"])
     return DATA.build(data, role=settings["role"], template=recipe["template"], tokenizer=tokenizer,
-                      accumulate_grad_batches=accumulation(settings, world_size),
-                      add_bos=recipe.get("tokenizer", {}).get("add_bos", True))
+                      batch_plan=BatchPlan.of(settings, world_size),
+                      add_bos=shared_settings(recipe, "tokenizer")["add_bos"])

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from core.errors import ProjectError
-from core.vocabulary import TRAINED_ROLES as ROLES, TRAJECTORY_TURNS, TURN_ROLES
+from core.vocabulary import TRAINED_ROLES as ROLES, TURN_KINDS, TEAM_ROLES
 
 # Which span kind each template field belongs to; literal text takes the kind of the field after it.
 FIELD_KINDS = {"thought": "thought", "decision": "thought", "name": "action",
                "arguments": "action", "answer": "answer"}
 # Which canonical turn each role is trained to produce; the backbone produces all three.
-TARGET_TURNS = {"backbone": TURN_ROLES, **{role: (role,) for role in TURN_ROLES}}
-GENERATED_TURNS = TURN_ROLES
+TARGET_TURNS = {"backbone": TEAM_ROLES, **{role: (role,) for role in TEAM_ROLES}}
+GENERATED_TURNS = TEAM_ROLES
 EOS = None  # marker text: the tokenizer's end-of-sequence token
 
 
@@ -85,7 +85,7 @@ class PromptTemplate:
         for role in ROLES:
             if role not in self.system:
                 raise TemplateError(f"template: missing key 'template.system.{role}'")
-        for role in TRAJECTORY_TURNS:
+        for role in TURN_KINDS:
             fmt = self.turns.get(role)
             if fmt is None or not {"prefix", "body", "suffix"} <= set(fmt):
                 raise TemplateError(f"template: 'template.turns.{role}' needs prefix, body and suffix")

@@ -60,7 +60,7 @@ class Layout:
 
 
 class TextEncoder:
-    def __init__(self, tokenizer, add_bos: bool = True):
+    def __init__(self, tokenizer, *, add_bos: bool):  # tokenizer.add_bos, passed by every caller
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; set one (e.g. tokenizer.eos_token)")
         if not getattr(tokenizer, "is_fast", False):

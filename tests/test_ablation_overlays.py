@@ -9,6 +9,7 @@ from conftest import ABLATIONS, QUICKSTART, RECIPES
 from evaluation.agent.exports import find_exports, resolve_mode
 from core.recipe import enabled_stages, load_recipe
 from core.run_dir import RunDir
+from core.build_sites import DATA
 from core.stage_config import resolve_init, stage_settings
 
 BASES = {"quickstart": QUICKSTART, "7b": RECIPES / "llama2_7b_toolbench.yaml"}
@@ -69,8 +70,8 @@ def train_ids(recipe, stage) -> set:
     """Ids of the training trajectories a stage's datamodule selects (no tokenizer needed)."""
     from datamodules.tool_use_datamodule import ToolUseDataModule
     s = stage_settings(recipe, stage)
-    data = {k: v for k, v in s["data"].items() if k not in ("_target_", "global_batch_size")}
-    dm = ToolUseDataModule(role=s["role"], template=recipe["template"], **data)
+    data = {k: v for k, v in s["data"].items() if k != "_target_" and k not in DATA.consumed}
+    dm = ToolUseDataModule(role=s["role"], template=recipe["template"], add_bos=True, **data)
     return {t["id"] for t in dm.load_split_trajectories()["train"]}
 
 
@@ -124,17 +125,17 @@ def test_single_llm_multitask_is_one_model_on_the_union(base):
 
 
 def test_multitask_data_is_the_union_of_the_role_datasets():
-    from core.vocabulary import TURN_ROLES as MULTITASK_ROLES
+    from core.vocabulary import TEAM_ROLES as MULTITASK_ROLES
     from datamodules.tool_use_datamodule import ToolUseDataModule
     r = compose("quickstart", "single_llm_multitask")
     s = stage_settings(r, "multitask")
-    data = {k: v for k, v in s["data"].items() if k not in ("_target_", "global_batch_size")}
-    dm = ToolUseDataModule(role="multitask", template=r["template"], **data)
+    data = {k: v for k, v in s["data"].items() if k != "_target_" and k not in DATA.consumed}
+    dm = ToolUseDataModule(role="multitask", template=r["template"], add_bos=True, **data)
     assert dm.roles == MULTITASK_ROLES == ROLES3
     trajs = dm.load_split_trajectories()["train"]
     # golden-call (reference-only) records are caller data, so the union keeps them
     assert any(t.get("meta", {}).get("reference_only") for t in trajs)
-    planner = ToolUseDataModule(role="planner", template=r["template"], **data)
+    planner = ToolUseDataModule(role="planner", template=r["template"], add_bos=True, **data)
     assert len(planner.load_split_trajectories()["train"]) < len(trajs)
 
 

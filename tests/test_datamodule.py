@@ -5,14 +5,16 @@ import pytest
 from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from conftest import CHAINS, load_template
+from core.batch_plan import BatchPlan
 from datamodules.tool_use_datamodule import StepBatchSampler, ToolUseDataModule
 
 SOURCES = [{"path": str(CHAINS), "format": "alpha_umi_chains"}]
 
 
-def make_dm(tokenizer, tmp_path, **kw):
+def make_dm(tokenizer, tmp_path, micro_batch_size=2, accumulation=1, **kw):
     args = dict(sources=SOURCES, role="planner", template=load_template(), tokenizer=tokenizer,
-                max_length=2048, micro_batch_size=2, val_fraction=0.2, cache_dir=str(tmp_path))
+                max_length=2048, val_fraction=0.2, cache_dir=str(tmp_path), seed=42, add_bos=True,
+                batch_plan=BatchPlan(micro_batch_size, accumulation, world_size=1))
     return ToolUseDataModule(**{**args, **kw})
 
 
@@ -22,7 +24,7 @@ def test_second_build_reads_the_cache(bpe_tokenizer, tmp_path, monkeypatch):
     first = [r["input_ids"] for r in dm.splits["train"]]
     calls = []
     import datamodules.split_writer as writer
-    monkeypatch.setattr(writer, "role_examples", lambda *a, **k: calls.append(1) or [])
+    monkeypatch.setattr(writer, "role_view", lambda *a, **k: calls.append(1) or [])
     again = make_dm(bpe_tokenizer, tmp_path)
     again.setup()
     assert calls == [] and [r["input_ids"] for r in again.splits["train"]] == first
@@ -57,7 +59,7 @@ def test_reference_only_records_train_only_the_caller(bpe_tokenizer, tmp_path):
 
 
 def test_step_batches_and_epoch_shuffling(bpe_tokenizer, tmp_path):
-    dm = make_dm(bpe_tokenizer, tmp_path, accumulate_grad_batches=2)
+    dm = make_dm(bpe_tokenizer, tmp_path, accumulation=2)
     dm.setup()
     loader = dm.train_dataloader()
     step = next(iter(loader))
@@ -71,7 +73,7 @@ def test_step_batches_and_epoch_shuffling(bpe_tokenizer, tmp_path):
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_every_rank_gets_the_same_number_of_steps(world):
     lengths = list(range(1, 12))
-    per_rank = [list(StepBatchSampler(lengths, 2, 1, r, world, seed=0)) for r in range(world)]
+    per_rank = [list(StepBatchSampler(lengths, BatchPlan(2, 1, world), r, seed=0, group_by_length=True)) for r in range(world)]
     assert len({len(p) for p in per_rank}) == 1
     seen = sorted(i for p in per_rank for chunk in p for i in chunk if i >= 0)
     assert seen == list(range(len(lengths)))
@@ -102,7 +104,7 @@ def test_examples_per_step_do_not_depend_on_packing(bpe_tokenizer, tmp_path, glo
     per_step = {}
     for packing in (False, True):
         dm = make_dm(bpe_tokenizer, tmp_path, role="caller", layout="per_step", micro_batch_size=micro,
-                     accumulate_grad_batches=accumulate, packing={"enabled": packing, "max_tokens": 4096})
+                     accumulation=accumulate, packing={"enabled": packing, "max_tokens": 4096})
         dm.setup()
         steps = list(dm.train_dataloader())
         per_step[packing] = [sum(b["num_examples"] for b in step) for step in steps]
@@ -110,7 +112,7 @@ def test_examples_per_step_do_not_depend_on_packing(bpe_tokenizer, tmp_path, glo
     assert per_step[True] == per_step[False]
     assert set(per_step[True][:-1]) == {micro * accumulate} and sum(per_step[True]) == len(dm.splits["train"])
     rows = make_dm(bpe_tokenizer, tmp_path, role="caller", layout="per_step", micro_batch_size=micro,
-                   accumulate_grad_batches=accumulate, batch_unit="rows",
+                   accumulation=accumulate, batch_unit="rows",
                    packing={"enabled": True, "max_tokens": 4096})
     rows.setup()
     # the documented alternative: a step is micro_batch_size x accumulation packed rows

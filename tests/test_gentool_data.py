@@ -7,7 +7,7 @@ import pytest
 from conftest import load_template
 
 from core.vocabulary import IGNORE_INDEX
-from datamodules.selection_examples import selection_role_examples
+from datamodules.views import selection_view
 from datamodules.span_tokenization import EncodeStats, encode_example
 from prompting.text_encoder import TextEncoder
 from prompting.selection_template import SelectionTemplate
@@ -42,8 +42,8 @@ def supervised_text(row, tok):
 
 @pytest.mark.parametrize("role", ["ranking", "selection", "ranking_selection"])
 def test_supervised_tokens_decode_to_the_ranking_or_call_plus_eos(template, bpe_tokenizer, role):
-    enc = TextEncoder(bpe_tokenizer)
-    (ex,) = selection_role_examples(template, RECORD, role)
+    enc = TextEncoder(bpe_tokenizer, add_bos=True)
+    (ex,) = selection_view(template, RECORD, role)
     (row,) = encode_example(ex, enc, 4096, EncodeStats())
     ranking = "tides > tidesLite > generate_response > moonPhase"
     call = 'tides\nArguments: {"harbour": "Porto", "days": 2}'
@@ -84,10 +84,10 @@ def test_datamodule_refuses_selection_examples_in_an_alpha_umi_stage(tmp_path, b
     path.write_text(json.dumps(RECORD) + "\n")
     tpl = {**load_template(), **load_template("gentool")}
     dm = ToolUseDataModule([{"path": str(path), "format": "selection"}], "caller", tpl, bpe_tokenizer,
-                           cache_dir=str(tmp_path / "cache"))
+                           seed=42, add_bos=True, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="only GenTool roles"):
         dm.load_split_trajectories()
     dm = ToolUseDataModule([{"path": str(path), "format": "auto"}], "selection", tpl, bpe_tokenizer,
-                           val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
+                           seed=42, add_bos=True, val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
     splits = dm.build_splits()
     assert len(splits["train"]) == 1 and dm.stats["train"]["supervised_tokens"] > 0

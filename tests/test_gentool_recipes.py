@@ -5,6 +5,7 @@ import pytest
 
 from conftest import ABLATIONS as ABL, RECIPES
 from core.recipe import load_recipe
+from core.build_sites import DATA
 from core.stage_config import stage_settings
 from pipeline.stage_runner import enabled_stages
 
@@ -36,8 +37,8 @@ def test_mixed_stage_reads_selection_examples_and_trajectories(tmp_path):
     from simulators.sources import resolve_simulated_sources
     mix = load_recipe([BASES[0], ABL / "gentool_alpha_umi_mix.yaml"], [f"run.dir={tmp_path}"])
     s = stage_settings(mix, "selection")
-    data = {k: v for k, v in s["data"].items() if k not in ("_target_", "global_batch_size")}
+    data = {k: v for k, v in s["data"].items() if k != "_target_" and k not in DATA.consumed}
     data["sources"] = resolve_simulated_sources(data["sources"], None, str(tmp_path / "cache"))
-    dm = ToolUseDataModule(role="selection", template=mix["template"], **data)
+    dm = ToolUseDataModule(role="selection", template=mix["template"], add_bos=True, **data)
     train = dm.load_split_trajectories()["train"]
     assert any("toolset" in t for t in train) and any("turns" in t for t in train)

@@ -120,8 +120,8 @@ def test_no_import_circles():
 
 
 @pytest.mark.parametrize("module,line,expected", [
-    ("datamodules.role_examples", "from pipeline.stage_runner import run_recipe\n",
-     "datamodules.role_examples imports pipeline.stage_runner"),
+    ("datamodules.views", "from pipeline.stage_runner import run_recipe\n",
+     "datamodules.views imports pipeline.stage_runner"),
     ("core.recipe", "    from evaluation.steps import metrics\n",  # a lazy import inside a function counts
      "core.recipe imports evaluation.steps.metrics"),
     ("evaluation.agent.team", "from ..steps.metrics import score\n",  # a room below another

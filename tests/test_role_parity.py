@@ -5,7 +5,7 @@ import pytest
 
 from conftest import DATA, load_template
 from prompting.prompt_template import PromptTemplate
-from datamodules.role_examples import role_examples
+from datamodules.views import role_view
 
 REFERENCE = DATA / "toolbench" / "alpha_umi_reference"
 COUNTS = {"backbone": 79, "planner": 79, "caller": 59, "summarizer": 14}
@@ -13,7 +13,7 @@ COUNTS = {"backbone": 79, "planner": 79, "caller": 59, "summarizer": 14}
 
 def ours(trajectories, role):
     tpl = PromptTemplate(load_template("alpha_umi_reference"))
-    return [text for traj in trajectories for ex in role_examples(tpl, traj, role, "per_step")
+    return [text for traj in trajectories for ex in role_view(tpl, traj, role, "per_step")
             for text in ex.target_text()]
 
 
@@ -47,7 +47,7 @@ KNOWN_REFERENCE_ERRORS = {
 def test_caller_prompt_contains_the_current_thought(chains_trajectories):
     tpl = PromptTemplate(load_template("alpha_umi_reference"))
     traj = chains_trajectories[0]
-    ex = role_examples(tpl, traj, "caller", "per_step")[0]
+    ex = role_view(tpl, traj, "caller", "per_step")[0]
     thought = next(t["thought"] for t in traj["turns"] if t["role"] == "planner")
     context = "".join(s.text for s in ex.context if s.text)
     assert f"Current thought: {thought}" in context
@@ -57,4 +57,4 @@ def test_folded_layout_refuses_a_template_with_cues(chains_trajectories):
     from prompting.prompt_template import TemplateError
     tpl = PromptTemplate(load_template("alpha_umi_reference"))
     with pytest.raises(TemplateError, match="per_step"):
-        role_examples(tpl, chains_trajectories[0], "planner", "folded")
+        role_view(tpl, chains_trajectories[0], "planner", "folded")

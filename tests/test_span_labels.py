@@ -5,7 +5,7 @@ import torch
 from conftest import load_template
 from core.vocabulary import SPAN_KINDS
 from prompting.prompt_template import PromptTemplate
-from datamodules.role_examples import role_examples
+from datamodules.views import role_view
 from core.vocabulary import IGNORE_INDEX
 from datamodules.span_tokenization import EncodeStats, encode_example
 from prompting.text_encoder import TextEncoder
@@ -31,10 +31,10 @@ def supervised_runs(row):
 @pytest.mark.parametrize("role", ROLES)
 def test_supervised_tokens_decode_to_target_plus_eos(chains_trajectories, bpe_tokenizer, role, layout, template):
     tpl = PromptTemplate(load_template(template))
-    enc = TextEncoder(bpe_tokenizer)
+    enc = TextEncoder(bpe_tokenizer, add_bos=True)
     checked = 0
     for traj in chains_trajectories:
-        for ex in role_examples(tpl, traj, role, layout):
+        for ex in role_view(tpl, traj, role, layout):
             rows = encode_example(ex, enc, 100_000, stats=EncodeStats())
             assert len(rows) == 1
             runs = supervised_runs(rows[0])
@@ -46,9 +46,9 @@ def test_supervised_tokens_decode_to_target_plus_eos(chains_trajectories, bpe_to
 
 def test_span_kinds_follow_the_fields(chains_trajectories, bpe_tokenizer):
     tpl = PromptTemplate(load_template())
-    enc = TextEncoder(bpe_tokenizer)
+    enc = TextEncoder(bpe_tokenizer, add_bos=True)
     traj = next(t for t in chains_trajectories if any(x["role"] == "summarizer" for x in t["turns"]))
-    row = encode_example(role_examples(tpl, traj, "backbone")[0], enc, 100_000, EncodeStats())[0]
+    row = encode_example(role_view(tpl, traj, "backbone")[0], enc, 100_000, EncodeStats())[0]
     text_of = {k: bpe_tokenizer.decode([t for t, kind, lab in zip(row["input_ids"], row["span_kinds"], row["labels"])
                                         if kind == SPAN_KINDS.index(k) and lab != IGNORE_INDEX]) for k in SPAN_KINDS[1:]}
     first_call = next(x for x in traj["turns"] if x["role"] == "caller")
@@ -63,8 +63,8 @@ def test_per_step_keeps_the_header_and_cuts_history_from_the_left_never_the_targ
         chains_trajectories, bpe_tokenizer):
     from datamodules.step_context import ContextBudget
     tpl = PromptTemplate(load_template())
-    enc = TextEncoder(bpe_tokenizer)
-    ex = role_examples(tpl, chains_trajectories[0], "caller", "per_step")[-1]
+    enc = TextEncoder(bpe_tokenizer, add_bos=True)
+    ex = role_view(tpl, chains_trajectories[0], "caller", "per_step")[-1]
     full = encode_example(ex, enc, 100_000, EncodeStats())[0]
     n_target = sum(l != IGNORE_INDEX for l in full["labels"])
     header = enc.bos + [t for p in enc.encode(ex.context[:ex.n_header]) for t in p]
@@ -84,9 +84,9 @@ def test_per_step_keeps_the_header_and_cuts_history_from_the_left_never_the_targ
 
 def test_folded_split_keeps_the_header_in_every_piece(chains_trajectories, bpe_tokenizer):
     tpl = PromptTemplate(load_template())
-    enc = TextEncoder(bpe_tokenizer)
+    enc = TextEncoder(bpe_tokenizer, add_bos=True)
     traj = max(chains_trajectories, key=lambda t: len(t["turns"]))
-    ex = role_examples(tpl, traj, "planner")[0]
+    ex = role_view(tpl, traj, "planner")[0]
     whole = encode_example(ex, enc, 100_000, EncodeStats())[0]
     stats = EncodeStats()
     pieces = encode_example(ex, enc, len(whole["input_ids"]) // 2 + 200, stats)
@@ -105,8 +105,8 @@ def test_empty_target_is_dropped_with_a_count(bpe_tokenizer):
             "turns": [{"role": "planner", "thought": "x", "decision": "conclusion"},
                       {"role": "summarizer", "answer": ""}]}
     stats = EncodeStats()
-    ex = role_examples(tpl, traj, "summarizer", "per_step")[0]
-    assert encode_example(ex, TextEncoder(bpe_tokenizer), 1000, stats) == []
+    ex = role_view(tpl, traj, "summarizer", "per_step")[0]
+    assert encode_example(ex, TextEncoder(bpe_tokenizer, add_bos=True), 1000, stats) == []
     assert stats.dropped["empty_target"] == 1
 
 
@@ -118,7 +118,7 @@ def test_folded_and_per_step_give_the_same_token_losses(chains_trajectories, bpe
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                          max_position_embeddings=8192)).eval()
-    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer)
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer, add_bos=True)
 
     def token_losses(row):
         ids = torch.tensor([row["input_ids"]])
@@ -130,9 +130,9 @@ def test_folded_and_per_step_give_the_same_token_losses(chains_trajectories, bpe
 
     traj = min(chains_trajectories, key=lambda t: sum(len(str(x)) for x in t["turns"]))
     for role in ROLES:
-        folded = encode_example(role_examples(tpl, traj, role)[0], enc, 100_000, EncodeStats())[0]
+        folded = encode_example(role_view(tpl, traj, role)[0], enc, 100_000, EncodeStats())[0]
         steps = [encode_example(ex, enc, 100_000, EncodeStats())[0]
-                 for ex in role_examples(tpl, traj, role, "per_step")]
+                 for ex in role_view(tpl, traj, role, "per_step")]
         per_step = torch.cat([token_losses(r) for r in steps])
         assert torch.allclose(token_losses(folded), per_step, atol=1e-5), role
         if len(steps) > 1:

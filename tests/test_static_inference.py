@@ -120,7 +120,7 @@ def test_single_mode_uses_backbone(tiny_run, tmp_path):
 def test_left_padding_matches_unbatched(tiny_run, dev_steps):
     model, tok = load_model(str(RunDir(tiny_run).stage("planner").export), device="cpu")
     tpl = PromptTemplate(load_template("glpft"))
-    enc = TextEncoder(tok)
+    enc = TextEncoder(tok, add_bos=True)
     prompts = [prompt_ids(enc, tpl.render_prompt("planner", step_trajectory(s), "planner"),
                           "planner", ContextBudget(240 + 74 * i, 100)) for i, s in enumerate(dev_steps[:6])]
     assert len({len(p) for p in prompts}) > 1  # different lengths: the batch is padded

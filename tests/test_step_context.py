@@ -7,7 +7,7 @@ import pytest
 from conftest import QUICKSTART, load_template
 from core.recipe import compose
 from core.vocabulary import IGNORE_INDEX, TRAINED_ROLES
-from datamodules.role_examples import role_examples
+from datamodules.views import role_view
 from datamodules.span_tokenization import EncodeStats, encode_example
 from datamodules.step_context import ContextBudget, folded_rows, history_start, trim_unit, units
 from evaluation.agent import generation
@@ -35,9 +35,9 @@ def test_every_evaluation_prompt_is_a_prefix_of_a_supervised_training_row(
         chains_trajectories, bpe_tokenizer, monkeypatch, budget_name, mode):
     max_length, reserve = BUDGETS[budget_name]
     budget = ContextBudget(max_length, reserve)
-    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer)
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer, add_bos=True)
     stats = EncodeStats()
-    rows = {role: [row for traj in chains_trajectories for ex in role_examples(tpl, traj, role)
+    rows = {role: [row for traj in chains_trajectories for ex in role_view(tpl, traj, role)
                    for row in encode_example(ex, enc, budget, stats)] for role in TRAINED_ROLES}
     prompts = []
 
@@ -124,11 +124,11 @@ def test_an_overflowing_caller_context_keeps_the_turn_prefix_in_rows_and_prompts
     """A planner thought longer than the room is cut, and the caller's `Caller:` prefix (with the
     planner's EOS and newline before it) stays, in the training row and the inference prompt."""
     from datamodules.step_context import fitted_text, prompt_ids
-    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer)
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer, add_bos=True)
     traj = _long_turns("a very long thought " * 80, n=1)
     budget = ContextBudget(300, 60)
     stats = EncodeStats()
-    rows = [r for ex in role_examples(tpl, traj, "caller") for r in encode_example(ex, enc, budget, stats)]
+    rows = [r for ex in role_view(tpl, traj, "caller") for r in encode_example(ex, enc, budget, stats)]
     assert stats.dropped["context_trimmed(kept)"] > 0 and rows
     text = bpe_tokenizer.decode(rows[0]["input_ids"])
     assert "</s>\nCaller: Action: f" in text
@@ -143,7 +143,7 @@ def test_a_cut_lands_on_a_character_boundary_and_the_ids_are_the_texts(bpe_token
     """A context cut inside multi-byte text (byte-level tokens split characters) keeps whole
     characters: the prompt's ids are the tokenizer's ids of its text, which has no U+FFFD."""
     from datamodules.step_context import fitted_text, prompt_ids
-    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer)
+    tpl, enc = PromptTemplate(load_template()), TextEncoder(bpe_tokenizer, add_bos=True)
     traj = _long_turns("思考中文字符é" * 60)
     prompt = tpl.render_prompt("planner", traj, "planner")
     seen = set()

@@ -11,8 +11,9 @@ from conftest import QUICKSTART, RECIPES, STRATEGIES
 from core.run_dir import StageDir
 from core.recipe import RecipeError, load_recipe
 from core.stage_config import stage_settings
-from pipeline.strategy_checks import (StrategyError, check_deepspeed, check_launch, check_stage,
-                                      device_count, module_classes, strategy_kind, zero_stage)
+from core.strategy_rules import (StrategyError, check_deepspeed, device_count, strategy_kind,
+                                 zero_stage)
+from pipeline.strategy_checks import check_launch, check_stage, module_classes
 
 FRAGMENTS = {"ddp": ("ddp", 0), "deepspeed_zero2": ("deepspeed", 2), "deepspeed_zero3": ("deepspeed", 3),
              "deepspeed_zero3_offload": ("deepspeed", 3), "fsdp": ("fsdp", 0)}
@@ -106,10 +107,18 @@ def test_schema_rejects_deepspeed_keys_early():
 
 
 def test_ddp_and_fsdp_need_no_deepspeed_settings():
+    """Settings DeepSpeed refuses (accumulation without managed_gradient_accumulation: false) pass
+    the checks under DDP and FSDP, which have no such config."""
     for name in ("ddp", "fsdp"):
         r = load_recipe([QUICKSTART, STRATEGIES / f"{name}.yaml"], ["trainer.accumulate_grad_batches=4"])
+        assert strategy_kind(r["strategy"]) == name
         for settings in _settings(r):
             check_deepspeed(r, settings, world_size=8)
+            deepspeed = {"_target_": "lightning.pytorch.strategies.DeepSpeedStrategy",
+                         "config": {"train_micro_batch_size_per_gpu": settings["data"]["micro_batch_size"],
+                                    "gradient_clipping": settings["trainer"]["gradient_clip_val"]}}
+            with pytest.raises(StrategyError, match="managed_gradient_accumulation: false"):
+                check_deepspeed({**r, "strategy": deepspeed}, settings, world_size=8)
 
 
 # ----- launcher / recipe world size --------------------------------------------------------------
@@ -209,9 +218,10 @@ def test_export_refuses_incomplete_weights():
 
 def test_export_dtype_defaults_to_the_model_dtype():
     from pipeline.sharded_export import export_dtype
-    assert export_dtype({"model": {"dtype": "bfloat16"}}) == "bfloat16"
-    assert export_dtype({"model": {"dtype": "float32"}, "checkpoint": {}}) == "float32"
-    assert export_dtype({"model": {"dtype": "float32"}, "checkpoint": {"export_dtype": "bfloat16"}}) == "bfloat16"
+    for over, expected in ((["model.dtype=bfloat16"], "bfloat16"), (["model.dtype=float32"], "float32"),
+                           (["~model.dtype"], "float32"),  # build_causal_lm's default
+                           (["model.dtype=float32", "checkpoint.export_dtype=bfloat16"], "bfloat16")):
+        assert export_dtype(stage_settings(load_recipe([QUICKSTART], over), "backbone")) == expected
 
 
 def test_single_process_export_without_trainer(tmp_path, bpe_tokenizer):
@@ -287,3 +297,12 @@ def test_zero_micro_step_hook_marks_each_micro_batch():
     other = _tiny()
     register_zero_micro_step_hook(other, None)
     assert not getattr(other, "_zero_micro_step_hook", False)
+
+
+def test_deepspeed_rules_run_when_the_recipe_is_validated():
+    """Before anything is built (train.py --validate too), not at stage start."""
+    with pytest.raises(RecipeError, match=r"train_micro_batch_size_per_gpu=2 but data.micro_batch_size=1"):
+        load_recipe([QUICKSTART, STRATEGIES / "deepspeed_zero3.yaml"], ["strategy.config.train_micro_batch_size_per_gpu=2"])
+    with pytest.raises(RecipeError, match=r"accumulates 4 micro-batches per optimizer step"):
+        load_recipe([QUICKSTART, STRATEGIES / "deepspeed_zero3.yaml"],
+                    ["trainer.accumulate_grad_batches=4", "~strategy.config.managed_gradient_accumulation"])

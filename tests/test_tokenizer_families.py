@@ -7,7 +7,7 @@ import pytest
 import tokenizer_families
 from conftest import load_template
 from core.vocabulary import IGNORE_INDEX
-from datamodules.role_examples import role_examples
+from datamodules.views import role_view
 from datamodules.span_tokenization import EncodeStats, encode_example
 from prompting.prompt_template import PromptTemplate
 from prompting.text_encoder import TextEncoder
@@ -47,12 +47,12 @@ def decoded_between(tok, ids, a, b) -> str:
 
 @pytest.mark.parametrize("template,layout", [("glpft", "folded"), ("alpha_umi_reference", "per_step")])
 def test_labels_rows_and_prompts_on_whole_text_tokens(tokenizer, chains_trajectories, template, layout):
-    tpl, enc = PromptTemplate(load_template(template)), TextEncoder(tokenizer)
+    tpl, enc = PromptTemplate(load_template(template)), TextEncoder(tokenizer, add_bos=True)
     checked_prompts = 0
     for role in ROLES:
         stats = EncodeStats()
         for traj in chains_trajectories[:8]:
-            for ex in role_examples(tpl, traj, role, layout):
+            for ex in role_view(tpl, traj, role, layout):
                 (row,) = encode_example(ex, enc, 100_000, stats)
                 ids = row["input_ids"]
                 segs = ex.context + (ex.target if layout == "per_step" else [s for st in ex.steps for s in st])

@@ -134,14 +134,15 @@ def test_loss_is_normalised_over_the_whole_optimizer_step(tmp_path, bpe_tokenize
         exports[(micro, accum)] = LlamaForCausalLM.from_pretrained(RunDir(run_dir).stage("backbone").export).state_dict()
 
     # The expected update, computed by hand from the same four examples.
-    from datamodules.step_batches import StepBatchSampler, pad_batch
+    from core.batch_plan import BatchPlan
+    from datamodules.optimizer_steps import StepBatchSampler, pad_batch
     from core.stage_config import stage_settings
     from pipeline.stage_setup import build_datamodule
     settings = stage_settings(recipe, "backbone")
     dm = build_datamodule(recipe, settings, AutoTokenizer.from_pretrained(base))
     dm.setup()
     ds = dm.splits["train"]
-    first = next(iter(StepBatchSampler([1] * len(ds), 4, 1, 0, 1, recipe["run"]["seed"], False)))
+    first = next(iter(StepBatchSampler([1] * len(ds), BatchPlan(4, 1, 1), 0, recipe["run"]["seed"], False)))
     batch = pad_batch([ds[i] for i in first], dm.pad_id)
     model = LlamaForCausalLM.from_pretrained(base)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]

@@ -14,12 +14,12 @@ from typing import Iterable, Iterator
 import jsonschema
 
 from core.errors import ProjectError
-from core.vocabulary import TRAJECTORY_TURNS
+from core.vocabulary import TURN_KINDS
 
 from core.atomic_files import atomic_open
 
 SCHEMA_PATH = Path(__file__).with_name("trajectory_schema.json")
-ROLES = TRAJECTORY_TURNS
+ROLES = TURN_KINDS
 
 
 class TrajectoryError(ProjectError, ValueError):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from core.run_dir import RunDir, StageDir
-from core.vocabulary import TRAINED_ROLES, TURN_ROLES
+from core.vocabulary import TRAINED_ROLES, TEAM_ROLES
 
 from .. import EvaluationError
 
@@ -100,7 +100,7 @@ def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
     if multitask is None and run.stage("multitask").model_export():
         multitask = str(run.stage("multitask").model_export())
     if multitask is not None:
-        for role in TURN_ROLES:
+        for role in TEAM_ROLES:
             found.setdefault(role, multitask)
     return found
 
@@ -108,10 +108,10 @@ def find_exports(run_dir, recipe: Mapping | None = None) -> dict[str, str]:
 def resolve_mode(mode: str, exports: Mapping[str, str], run_dir="the run") -> str:
     if mode not in MODES:
         raise EvaluationError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
-    have_team = all(r in exports for r in TURN_ROLES)
+    have_team = all(r in exports for r in TEAM_ROLES)
     if mode == "auto":
         mode = "alpha_umi" if have_team else "single"
-    need = TURN_ROLES if mode == "alpha_umi" else ("backbone",)
+    need = TEAM_ROLES if mode == "alpha_umi" else ("backbone",)
     missing = [r for r in need if r not in exports]
     if missing:
         raise EvaluationError(f"{run_dir}: mode {mode} needs exports for {', '.join(missing)}; "
@@ -138,7 +138,7 @@ def generation_lengths(requested, exports: Mapping[str, str], mode: str) -> tupl
     one gets its longest training target, so generation is never shorter than what was taught.
     An export with no training record (not trained by this repo) needs a requested length."""
     longest, lengths = {}, {}
-    for turn in TURN_ROLES:
+    for turn in TEAM_ROLES:
         export = exports.get(turn if mode == "alpha_umi" else "backbone")
         longest[turn] = longest_target(export, turn)
         n = requested.get(turn) if isinstance(requested, Mapping) else requested

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from core.vocabulary import DTYPES
-from datamodules.step_context import ContextBudget
+from core.context_budget import ContextBudget
 
 
 @dataclass
@@ -51,10 +51,11 @@ def prepare_tokenizer(tokenizer):
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int = 128,
-             batch_size: int = 8, do_sample: bool = False, temperature: float = 1.0,
-             top_p: float = 1.0, seed: int | None = 0) -> list[Generation]:
-    """Generate a continuation for each prompt (lists of token ids); output order = input order."""
+def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
+             batch_size: int, do_sample: bool = False, temperature: float | None = None,
+             top_p: float | None = None, seed: int | None = None) -> list[Generation]:
+    """Generate a continuation for each prompt (lists of token ids); output order = input order.
+    Greedy unless `do_sample`; the sampling settings (evaluate.*) apply only then."""
     from transformers import GenerationConfig
 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -94,6 +95,6 @@ def context_budget(positions: int | None, new_tokens: int, max_prompt_tokens, ma
     if max_prompt_tokens:
         return ContextBudget(int(max_prompt_tokens) + new_tokens, new_tokens)
     if max_length:
-        return ContextBudget(max_length, context_reserve or max_length // 4)
+        return ContextBudget.of(max_length, context_reserve)
     positions = positions or 4 * new_tokens
     return ContextBudget(positions, min(new_tokens, positions // 2 - 1))

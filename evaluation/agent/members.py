@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 from core.llm_client import LLMClient, LLMError, run_sync
+from core.stage_config import shared_settings
 from prompting.prompt_template import EOS, Segment
 
 
@@ -57,9 +58,9 @@ class PromptFit:
 
     @classmethod
     def of_recipe(cls, recipe: Mapping, max_prompt_tokens: int | None = None) -> "PromptFit":
-        data, tokenizer = recipe.get("data") or {}, recipe.get("tokenizer") or {}
+        data = shared_settings(recipe, "data") if recipe.get("data") else {}
         return cls(data.get("max_length"), data.get("context_reserve"),
-                   bool(tokenizer.get("add_bos", True)), max_prompt_tokens)
+                   shared_settings(recipe, "tokenizer")["add_bos"], max_prompt_tokens)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from core.recipe import evaluate_defaults
-from core.vocabulary import TURN_ROLES
+from core.vocabulary import TEAM_ROLES
 from prompting.prompt_template import PromptTemplate
 
 from .. import EvaluationError
@@ -71,7 +71,7 @@ def run_team(run_dir, recipe: Mapping, settings: TeamSettings, *,
     team = build_team(template, mode, exports, fit=PromptFit.of_recipe(recipe, settings.max_prompt_tokens),
                       decoding=decoding, endpoints=endpoints, eos_text=eos_text,
                       device=settings.device, dtype=settings.dtype)
-    used = {r: exports.get(r, "endpoint") for r in (TURN_ROLES if mode == "alpha_umi" else ("backbone",))}
+    used = {r: exports.get(r, "endpoint") for r in (TEAM_ROLES if mode == "alpha_umi" else ("backbone",))}
     meta = {"mode": mode, "run": str(Path(run_dir)), "models": used, "template": template.name,
             "decoding": {"do_sample": settings.do_sample, "max_new_tokens": lengths,
                          "requested_max_new_tokens": settings.max_new_tokens,

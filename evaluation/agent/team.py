@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from core.vocabulary import TURN_ROLES
+from core.vocabulary import TEAM_ROLES
 from prompting.prompt_template import PromptTemplate, RenderedPrompt, Segment
 
 from .adapters import adapter_members
@@ -96,7 +96,7 @@ def build_team(template: PromptTemplate, mode: str, exports: Mapping[str, str], 
     plays it instead of the local export (its prompts end turns with `eos_text`, default: the
     export's tokenizer's EOS). Exports that are adapter folders load their base once."""
     endpoints = dict(endpoints or {})
-    local = [r for r in (TURN_ROLES if mode == "alpha_umi" else ("backbone",)) if r not in endpoints]
+    local = [r for r in (TEAM_ROLES if mode == "alpha_umi" else ("backbone",)) if r not in endpoints]
     adapters = adapter_members(exports, local, dict(fit=fit, decoding=decoding, device=device, dtype=dtype))
 
     def member(role: str) -> Member:
@@ -116,7 +116,7 @@ def build_team(template: PromptTemplate, mode: str, exports: Mapping[str, str], 
         backbone = member("backbone")
         return Team(template, backbone, backbone, backbone)
     if mode == "alpha_umi":
-        return Team(template, *(member(r) for r in TURN_ROLES))
+        return Team(template, *(member(r) for r in TEAM_ROLES))
     raise ValueError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
 
 

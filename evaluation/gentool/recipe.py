@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from core.stage_config import shared_settings
 from .evaluate import evaluate_gentool
 from .table import scenario_table
 from simulators.sources import resolve_simulated_sources
@@ -17,13 +18,12 @@ def gentool_sources(recipe: dict) -> list[dict]:
 
 def synthesized_splits(recipe: dict) -> tuple[Path, Path]:
     """(train, test) files of the recipe's GenTool synthesis (run now if not yet done)."""
-    data = recipe.get("data") or {}
+    data = shared_settings(recipe, "data")
     sources = gentool_sources(recipe)
     if not sources:
         raise ValueError("evaluate.task gentool: no references given and the recipe's data has no "
                          "GenTool source ({type: simulator, settings: {corpus: gentool}})")
-    train = Path(resolve_simulated_sources(sources[:1], data.get("simulator_dir"),
-                                           data.get("cache_dir", ".cache/datasets"))[0]["path"])
+    train = Path(resolve_simulated_sources(sources[:1], data["simulator_dir"], data["cache_dir"])[0]["path"])
     return train, train.with_name("test.jsonl")
 
 

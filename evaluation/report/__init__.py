@@ -6,7 +6,7 @@ Written under OUT:
     report.md, report.html   the table (with footnotes for every blank cell), the runs, the figures
     results.json             the table as data (columns, rows, footnotes)
     plots/metrics.png        the five metrics per run (bars; one panel per test set)
-    plots/loss_<run>.png     train/loss_thought, loss_action, loss_answer vs step, one panel per
+    plots/loss_<run>.png     train/loss_<span kind> (thought, action, answer, ranking) vs step, one panel per
                              stage of the run (val losses as markers)
     plots/loss_by_span.png   each span kind from the stage that learns it (planner: thought,
                              caller: action, summarizer: answer; single-model runs: their one

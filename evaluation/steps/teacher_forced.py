@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 from core.dir_lock import DirLock
 from core.run_dir import EvalDir, RunDir, now
+from core.stage_config import shared_settings
 from core.vocabulary import VAL_SPLIT
 from trajectories.trajectory import write_jsonl_atomic
 
@@ -184,10 +185,10 @@ def held_in_steps(recipe: Mapping) -> list[dict]:
     """Steps of the training data's validation split (dialogs of the training distribution that
     the run did not train on): the held-in slice."""
     from datamodules.tool_use_datamodule import ToolUseDataModule
-    data = recipe["data"]
+    data = shared_settings(recipe, "data")
     dm = ToolUseDataModule(sources=data["sources"], role="backbone", template=recipe["template"],
-                           val_fraction=data.get("val_fraction", 0.1),
-                           seed=data.get("seed", recipe["run"].get("seed", 42)))
+                           val_fraction=data["val_fraction"], seed=data["seed"],
+                           add_bos=shared_settings(recipe, "tokenizer")["add_bos"])
     trajs = [t for t in dm.load_split_trajectories()["val"]
              if not t.get("meta", {}).get("reference_only")]
     return [s for i, t in enumerate(trajs) for s in trajectory_steps(t, f"held_in-{i:04d}")]

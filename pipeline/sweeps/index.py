@@ -41,8 +41,8 @@ def stage_summary(recipe: dict) -> list[dict]:
         s = stage_settings(recipe, name)
         out.append({"name": name, "role": s["role"], "init_from": s["init_from"],
                     "init_path": resolve_init(recipe, s),
-                    "instruction_part": s["data"].get("instruction_part"),
-                    "data_fraction": s["data"].get("data_fraction")})
+                    "instruction_part": s["data"]["instruction_part"],
+                    "data_fraction": s["data"]["data_fraction"]})
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from core.errors import ProjectError
-from core.recipe import SCHEMA_PATH as RECIPE_SCHEMA_PATH
+from core.schema import SCHEMA_PATH as RECIPE_SCHEMA_PATH
 from core.recipe import RecipeError, key_error, load_recipe, origin_of, record_origins, schema_errors
 from core.repo_paths import REPO_ROOT
 from core.vocabulary import VAL_SPLIT

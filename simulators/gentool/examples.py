@@ -13,16 +13,12 @@ import hashlib
 import json
 import random
 
+from core.stable_split import stable_fraction
 from trajectories.selection import validate_selection
 
 from .toolsets import Similarity
 
 KINDS_OF_ORIGINAL = ("zero", "partial", "original")
-
-
-def stable_fraction(key: str, salt: str) -> float:
-    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def split_tools(names: list[str], fraction: float, seed: int) -> set[str]:

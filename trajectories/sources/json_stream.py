@@ -4,7 +4,7 @@
 top-level value yields that value). It decodes the text a chunk at a time with the standard
 library's `JSONDecoder.raw_decode`, so values are exactly what `json.loads` would give. Malformed
 text raises the error `on_invalid(file)` raises for the whole file (the caller's reader, so the
-messages name the line and column as before); values before the error have already been yielded.
+messages name the line and column); values before the error have already been yielded.
 """
 from __future__ import annotations
 

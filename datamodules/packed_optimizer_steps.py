@@ -3,9 +3,9 @@
 Each epoch, the examples are packed with best-fit-decreasing into rows of at most `max_tokens`
 tokens (`packing.best_fit_decreasing`, the packer of `packing.pack_examples`), the rows are grouped
 into micro-batches of `rows_per_micro_batch` rows of similar length, and the micro-batches into
-optimizer steps of `accumulate` micro-batches per rank. The micro-batch list is padded with blanked
+optimizer steps of `plan.accumulation` micro-batches per rank. The micro-batch list is padded with blanked
 copies of real micro-batches (`packing.equalize_rank_batches`) to a multiple of
-`accumulate x world_size`, so every rank runs the same number of steps with the same number of
+`accumulation x world_size`, so every rank runs the same number of steps with the same number of
 micro-batches each, and every example appears exactly once per epoch across all ranks.
 
 With `examples_per_step` set (the `examples` batch unit, the default), an optimizer step is instead
@@ -26,10 +26,22 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from core.batch_plan import BatchPlan
 from .packing import (best_fit_decreasing, blank_batch, collate_packed, equalize_rank_batches,
                       pack_examples)
 
 from .resumable import ResumableSteps
+
+
+class Slot(NamedTuple):
+    """An example's place in a packed row of the plan; a filler is a blanked copy (zero loss)."""
+    index: int
+    filler: bool = False
+
+
+Row = list[Slot]                 # examples packed into one row
+MicroBatch = list[Row]           # rows of one forward pass
+StepPlan = list[list[MicroBatch]]  # [rank] -> that rank's micro-batches of one optimizer step
 
 
 class PackedKey(NamedTuple):
@@ -46,16 +58,14 @@ class PackedStepSampler(ResumableSteps):
     `len()` is the number of optimizer steps per epoch, the same on every rank and every epoch.
     """
 
-    def __init__(self, lengths: Sequence[int], max_tokens: int, rows_per_micro_batch: int = 1,
-                 accumulate: int = 1, rank: int = 0, world_size: int = 1, seed: int = 42,
-                 shuffle: bool = True, examples_per_step: int | None = None):
-        if rows_per_micro_batch < 1 or accumulate < 1:
-            raise ValueError("rows_per_micro_batch and accumulate must be at least 1")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    def __init__(self, lengths: Sequence[int], max_tokens: int, rows_per_micro_batch: int,
+                 plan: BatchPlan, rank: int, seed: int, shuffle: bool = True,
+                 examples_per_step: int | None = None):
+        if not 0 <= rank < plan.world_size:
+            raise ValueError(f"rank {rank} is outside world_size {plan.world_size}")
         self.lengths = [int(n) for n in lengths]
         self.max_tokens, self.rows = int(max_tokens), int(rows_per_micro_batch)
-        self.accumulate, self.rank, self.world = int(accumulate), rank, world_size
+        self.accumulate, self.rank, self.world = plan.accumulation, rank, plan.world_size
         self.seed, self.shuffle = seed, shuffle
         if examples_per_step is not None and examples_per_step < 1:
             raise ValueError(f"examples_per_step must be at least 1, got {examples_per_step}")
@@ -79,9 +89,8 @@ class PackedStepSampler(ResumableSteps):
         micro = math.ceil(self.num_rows / self.rows)
         return math.ceil(micro / (self.accumulate * self.world))
 
-    def plan(self, epoch: int | None = None) -> list[list[list[list[tuple[int, bool]]]]]:
-        """`steps[s][r]`: rank r's micro-batches in step s; each a list of rows, each a list of
-        `(example index, filler)`. Identical on every rank."""
+    def plan(self, epoch: int | None = None) -> list[StepPlan]:
+        """`steps[s][r]`: rank r's micro-batches in step s. Identical on every rank."""
         epoch = self.epoch if epoch is None else epoch
         rng = random.Random(self.seed + epoch)
         order = list(range(len(self.lengths)))
@@ -94,7 +103,7 @@ class PackedStepSampler(ResumableSteps):
         tokens = lambda row: sum(self.lengths[i] for i in row)  # noqa: E731
         # Rows of similar length share a micro-batch (it is padded to its longest row).
         rows.sort(key=tokens, reverse=True)
-        micro = [[[(i, False) for i in row] for row in rows[j:j + self.rows]]
+        micro = [[[Slot(i) for i in row] for row in rows[j:j + self.rows]]
                  for j in range(0, len(rows), self.rows)]
         if self.shuffle:
             rng.shuffle(micro)
@@ -107,12 +116,12 @@ class PackedStepSampler(ResumableSteps):
             steps.append([chunk[r::self.world] for r in range(self.world)])
         return steps
 
-    def _step_plan(self, examples: list[int]) -> list[list[list[list[tuple[int, bool]]]]]:
+    def _step_plan(self, examples: list[int]) -> StepPlan:
         """One step of the `examples` unit: these examples packed, dealt to the ranks."""
         tokens = lambda row: sum(self.lengths[i] for i in row)  # noqa: E731
         rows = sorted(best_fit_decreasing(self.lengths, self.max_tokens, examples), key=tokens,
                       reverse=True)
-        micro = [[[(i, False) for i in row] for row in rows[j:j + self.rows]]
+        micro = [[[Slot(i) for i in row] for row in rows[j:j + self.rows]]
                  for j in range(0, len(rows), self.rows)]
         micro = equalize_rank_batches(micro, self.world, blank=_blank_plan)
         return [micro[r::self.world] for r in range(self.world)]  # heaviest first, round-robin
@@ -125,8 +134,8 @@ class PackedStepSampler(ResumableSteps):
                    for i, filler in row]
 
 
-def _blank_plan(micro_batch):
-    return [[(i, True) for i, _ in row] for row in micro_batch]
+def _blank_plan(micro_batch: MicroBatch) -> MicroBatch:
+    return [[Slot(slot.index, filler=True) for slot in row] for row in micro_batch]
 
 
 class PackedRows(torch.utils.data.Dataset):

@@ -7,9 +7,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import QUICKSTART
-from datamodules.packed_steps import PackedKey, PackedRows, PackedStepCollator, PackedStepSampler
+from core.batch_plan import BatchPlan
+from datamodules.packed_optimizer_steps import PackedKey, PackedRows, PackedStepCollator, PackedStepSampler
 from datamodules.packing import best_fit_decreasing, pack_examples
-from datamodules.step_batches import pad_batch
+from datamodules.optimizer_steps import pad_batch
 from lightning_modules.packed_attention import segment_ids
 from lightning_modules.span_lm_module import SpanLMModule
 from lightning_modules.span_loss import forward_hidden, shift_labels, sparse_span_loss
@@ -68,7 +69,7 @@ def test_ranks_equal_steps_and_every_example_once(world, rows, accumulate, n):
     for epoch in (0, 1):
         seen, steps, shapes = [], set(), set()
         for rank in range(world):
-            sampler = PackedStepSampler(lengths, 32, rows, accumulate, rank, world, seed=3)
+            sampler = PackedStepSampler(lengths, 32, rows, BatchPlan(1, accumulate, world), rank, seed=3)
             sampler.set_epoch(epoch)
             out = list(sampler)
             assert len(out) == len(sampler) > 0
@@ -90,7 +91,7 @@ def test_ranks_equal_steps_and_every_example_once(world, rows, accumulate, n):
 @pytest.mark.parametrize("per_step", [1, 5, 12])
 def test_examples_unit_fixed_examples_per_step(world, per_step):
     lengths = _lengths(50, seed=world)
-    plans = [list(PackedStepSampler(lengths, 32, 2, 1, rank, world, seed=3,
+    plans = [list(PackedStepSampler(lengths, 32, 2, BatchPlan(1, 1, world), rank, seed=3,
                                     examples_per_step=per_step)) for rank in range(world)]
     assert {len(p) for p in plans} == {math.ceil(50 / per_step)}  # as many steps as unpacked
     seen = []
@@ -104,8 +105,8 @@ def test_examples_unit_fixed_examples_per_step(world, per_step):
 
 def test_epochs_reshuffle_and_are_deterministic():
     lengths = _lengths(60, seed=1)
-    a = PackedStepSampler(lengths, 40, 2, 1, 0, 1, seed=5)
-    b = PackedStepSampler(lengths, 40, 2, 1, 0, 1, seed=5)
+    a = PackedStepSampler(lengths, 40, 2, BatchPlan(1, 1, 1), 0, seed=5)
+    b = PackedStepSampler(lengths, 40, 2, BatchPlan(1, 1, 1), 0, seed=5)
     assert list(a) == list(b)
     first = list(a)
     a.set_epoch(1)
@@ -115,7 +116,7 @@ def test_epochs_reshuffle_and_are_deterministic():
 def test_lightning_sets_the_epoch():
     from lightning.fabric.utilities.data import _set_sampler_epoch
     from torch.utils.data import DataLoader
-    sampler = PackedStepSampler(_lengths(20, seed=4), 32, 2, 1, 0, 1)
+    sampler = PackedStepSampler(_lengths(20, seed=4), 32, 2, BatchPlan(1, 1, 1), 0, seed=0)
     loader = DataLoader(PackedRows(_examples(_lengths(20, seed=4))), batch_sampler=sampler,
                         collate_fn=PackedStepCollator(PAD))
     _set_sampler_epoch(loader, 3)  # what Lightning's fit loop calls at each epoch start
@@ -125,9 +126,9 @@ def test_lightning_sets_the_epoch():
 
 def test_val_sampler_keeps_order_and_fills_nothing_for_one_rank():
     lengths = _lengths(9, seed=2)
-    keys = [k for step in PackedStepSampler(lengths, 32, 1, 1, 0, 1, shuffle=False) for k in step]
+    keys = [k for step in PackedStepSampler(lengths, 32, 1, BatchPlan(1, 1, 1), 0, seed=0, shuffle=False) for k in step]
     assert not any(k.filler for k in keys)
-    assert keys == [k for step in PackedStepSampler(lengths, 32, 1, 1, 0, 1, shuffle=False)
+    assert keys == [k for step in PackedStepSampler(lengths, 32, 1, BatchPlan(1, 1, 1), 0, seed=0, shuffle=False)
                     for k in step]
 
 
@@ -154,7 +155,8 @@ def _module(sparse):
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                       attn_implementation="sdpa")
-    module = SpanLMModule(model={}, optimizer={}, scheduler={}, loss={"sparse": sparse, "chunk_size": 7})
+    module = SpanLMModule(model={}, optimizer={}, scheduler={}, loss={"sparse": sparse, "chunk_size": 7, "recompute_chunks": False},
+                          gradient_clip_val=1.0)
     module.model = LlamaForCausalLM(cfg).eval()
     return module
 
@@ -170,7 +172,7 @@ def test_packed_matches_unpacked_per_example(sparse):
     tol = dict(atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(sum(s.loss_sum for s in four), sum(s.loss_sum for s in single), **tol)
 
-    sampler = PackedStepSampler(lengths, 64, rows_per_micro_batch=2, accumulate=2, seed=1)
+    sampler = PackedStepSampler(lengths, 64, rows_per_micro_batch=2, plan=BatchPlan(1, 2, 1), rank=0, seed=1)
     steps = _loader_steps(exs, sampler)
     per_example = {}
     n_packed = n_unpacked = 0
@@ -185,7 +187,7 @@ def test_packed_matches_unpacked_per_example(sparse):
             # Per example: token losses mapped back to their example through the segment ids.
             hidden = forward_hidden(module.model, batch)
             labels, _ = shift_labels(batch["labels"], batch["span_kinds"], batch["position_ids"])
-            losses, idx = sparse_span_loss(hidden, module.model.lm_head.weight, labels)
+            losses, idx = sparse_span_loss(hidden, module.model.lm_head.weight, labels, module.chunk_size)
             seg = segment_ids(batch["seq_lens"]).reshape(-1)[idx]
             row_of = torch.arange(batch["input_ids"].shape[0]).repeat_interleave(
                 batch["input_ids"].shape[1])[idx]

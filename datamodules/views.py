@@ -1,6 +1,7 @@
-"""Role reformatting: one trajectory becomes the training examples of one role.
+"""Data views: what one role trains on, from a trajectory (`role_view`) or from a tool-selection
+record (`selection_view`, GenTool).
 
-Two layouts:
+A trajectory's view for a role has two layouts:
 - `per_step`: one example per step of the role; the context is everything before the step and only
   the step's target (and its EOS) is supervised. With the reference template this reproduces the
   α-UMi release's per-role records.
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping, get_args
 
 from prompting.prompt_template import EOS, ROLES, TARGET_TURNS, PromptTemplate, Segment, TemplateError
+from prompting.selection_template import SelectionTemplate
 
 Layout = Literal["folded", "per_step"]
 LAYOUTS = get_args(Layout)
@@ -48,7 +50,7 @@ class RoleExample:
         return spans
 
 
-def role_examples(template: PromptTemplate, trajectory: Mapping, role: str,
+def role_view(template: PromptTemplate, trajectory: Mapping, role: str,
                   layout: str = "folded") -> list[RoleExample]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
@@ -95,3 +97,16 @@ def _folded(template: PromptTemplate, traj: Mapping, role: str) -> list[RoleExam
                           template.header(role, traj["tools"], traj["instruction"]), steps=steps)
     has_target = any(example.is_supervised(s) for step in steps for s in step)
     return [example] if has_target else []
+
+
+def selection_view(template: SelectionTemplate, record: Mapping, role: str) -> list[RoleExample]:
+    """A tool-selection record's one per-step example: the prompt as context, the ranking, the call,
+    or both (role `ranking_selection`) as target."""
+    return [RoleExample(f"{record['id']}#{role}", role, "per_step", template.prompt(role, record),
+                        template.target(role, record))]
+
+
+def selection_texts(template: SelectionTemplate, record: Mapping) -> list[str]:
+    """Every text the joint view of a record renders (to train a BPE tokenizer)."""
+    segs = template.prompt("ranking_selection", record) + template.target("ranking_selection", record)
+    return [s.text for s in segs if s.text]

@@ -1,5 +1,5 @@
-"""Unpacked training batches: the step sampler (one optimizer step of example indices per rank,
-resumable) and the collator that pads a micro-batch."""
+"""Unpacked optimizer steps: the sampler (one optimizer step of example indices per rank,
+resumable) and the collator that pads its micro-batches."""
 from __future__ import annotations
 
 import math
@@ -7,19 +7,19 @@ import random
 
 import torch
 
+from core.batch_plan import BatchPlan
 from core.vocabulary import IGNORE_INDEX
 from .resumable import ResumableSteps
 
 
 class StepBatchSampler(ResumableSteps):
     """Yields, for this rank, the example indices of one optimizer step at a time
-    (micro_batch_size x accumulate of them). Every rank gets the same number of steps; a short
-    step is filled with -1, which the collator turns into a fully masked (zero-loss) example."""
+    (`plan.per_device_step` of them). Every rank gets the same number of steps; a short step is
+    filled with -1, which the collator turns into a fully masked (zero-loss) example."""
 
-    def __init__(self, lengths, micro_batch_size, accumulate, rank, world_size, seed,
-                 group_by_length=True, shuffle=True):
-        self.lengths, self.micro, self.accumulate = lengths, micro_batch_size, accumulate
-        self.rank, self.world, self.seed = rank, world_size, seed
+    def __init__(self, lengths, plan: BatchPlan, rank: int, seed: int, group_by_length: bool, shuffle=True):
+        self.lengths, self.plan, self.rank, self.seed = lengths, plan, rank, seed
+        self.world = plan.world_size
         self.group_by_length, self.shuffle = group_by_length, shuffle
         self.epoch = 0
 
@@ -32,14 +32,13 @@ class StepBatchSampler(ResumableSteps):
         return self
 
     def __len__(self):
-        per_step = self.micro * self.accumulate * self.world
-        return math.ceil(len(self.lengths) / per_step)
+        return math.ceil(len(self.lengths) / self.plan.examples_per_step)
 
     def _steps(self):
         order = list(range(len(self.lengths)))
         if self.shuffle:
             random.Random(self.seed + self.epoch).shuffle(order)
-        per_step = self.micro * self.accumulate * self.world
+        per_step = self.plan.examples_per_step
         order += [-1] * (len(self) * per_step - len(order))
         for s in range(len(self)):
             chunk = order[s * per_step:(s + 1) * per_step]
@@ -76,7 +75,7 @@ class StepCollator:
 
 
 def pad_batch(rows, pad_id: int) -> dict:
-    """Right-pad to the longest row; padding has label -100 and attention 0. A filler row
+    """Right-pad to the longest row; padding has label IGNORE_INDEX and attention 0. A filler row
     (from a short final step) keeps its tokens but has every label masked."""
     width = max(len(r["input_ids"]) for r in rows)
     out = {k: torch.full((len(rows), width), v, dtype=torch.long)
