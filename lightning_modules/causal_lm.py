@@ -61,6 +61,24 @@ def build_causal_lm(init_from: str | None = None, config: Mapping | None = None,
     return model
 
 
+def import_model_classes(init_from: str | None = None, config: Mapping | None = None,
+                         trust_remote_code: bool = False, **_) -> None:
+    """Import the modeling module of the model `build_causal_lm` will build. Call it before
+    DeepSpeed's `zero.Init`: a class first defined inside it gets its `__init__` restored on exit to
+    the one from before its decorators (transformers' hub-kernel `__init__`), and its modules then
+    fail on their first forward ('LlamaAttention' object has no attribute '_kernel_funcs')."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+    if init_from:
+        cfg = AutoConfig.from_pretrained(init_from, trust_remote_code=trust_remote_code)
+    elif config:
+        node = dict(config)
+        cfg = AutoConfig.for_model(node.pop("model_type"), **node)
+    else:
+        return
+    if type(cfg) in MODEL_FOR_CAUSAL_LM_MAPPING:  # remote code defines its classes itself
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(cfg)]
+
+
 def with_adapter(model, adapter, quantized: bool, resized: bool, recomputed: bool):
     """`model` wrapped by peft with a fresh adapter; every other weight frozen."""
     import peft

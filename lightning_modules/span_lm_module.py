@@ -16,7 +16,7 @@ import torch
 
 from core.build_sites import MODEL, OPTIMIZER, SCHEDULER
 from core.vocabulary import IGNORE_INDEX, SPAN_KINDS
-from .causal_lm import register_zero_micro_step_hook, sharded_build_context
+from .causal_lm import import_model_classes, register_zero_micro_step_hook, sharded_build_context
 from .span_loss import (SpanLossSums, dense_token_losses, forward_hidden,
                         reduce_span_losses, shift_labels, span_loss_sums)
 
@@ -64,6 +64,10 @@ class SpanLMModule(L.LightningModule):
         self._val = None
 
     # ----- model ---------------------------------------------------------------------------
+    def setup(self, stage: str):
+        if self.model is None:  # before configure_model, which ZeRO-3 runs inside zero.Init
+            import_model_classes(**self.model_cfg)
+
     def configure_model(self):
         # Lightning may call this more than once (e.g. fit after validate); build only once.
         if self.model is None:

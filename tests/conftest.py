@@ -48,9 +48,15 @@ def kill_training_at(cmd: list[str], last_checkpoint: Path, ready, timeout_s: fl
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout_s
+    def saved_step():
+        try:
+            return torch.load(last_checkpoint, map_location="cpu", weights_only=False)["global_step"]
+        except (FileNotFoundError, EOFError, RuntimeError):  # not written yet, or being replaced
+            return None
+
     while time.time() < deadline and proc.poll() is None:
-        if last_checkpoint.exists() and ready(
-                torch.load(last_checkpoint, map_location="cpu", weights_only=False)["global_step"]):
+        step = saved_step()
+        if step is not None and ready(step):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the stage finished before it could be killed"

@@ -10,7 +10,6 @@ import csv
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -99,36 +98,6 @@ def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(tmp_pat
 
 
 # ----- DeepSpeed ZeRO-3 on CPU ---------------------------------------------------------------------
-DRIVER = textwrap.dedent('''
-    """train.py, with SpanLMModule.configure_optimizers reading ZeRO-3's real parameter shapes
-    (`ds_shape`) when it does not do so itself yet: under ZeRO-3 every parameter is a 1-D partition
-    when the optimizer is built, the weight-decay group comes out empty, DeepSpeed drops it and the
-    LR scheduler fails on its first step."""
-    import inspect, sys
-    sys.path.insert(0, {repo!r})
-    import lightning_modules.span_lm_module as m
-    if "ds_shape" not in inspect.getsource(m.SpanLMModule.configure_optimizers):
-        from core.instantiate import instantiate
-
-        def configure_optimizers(self):
-            decay, no_decay = [], []
-            for name, p in self.model.named_parameters():
-                if p.requires_grad:
-                    ndim = len(getattr(p, "ds_shape", p.shape))
-                    (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(p)
-            cfg = dict(self.optimizer_cfg)
-            wd = cfg.pop("weight_decay", 0.0)
-            groups = [{{"params": decay, "weight_decay": wd}}, {{"params": no_decay, "weight_decay": 0.0}}]
-            optimizer = instantiate(cfg, groups)
-            scheduler = instantiate(self.scheduler_cfg, optimizer,
-                                    total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
-            return {{"optimizer": optimizer, "lr_scheduler": {{"scheduler": scheduler, "interval": "step"}}}}
-        m.SpanLMModule.configure_optimizers = configure_optimizers
-    import train
-    sys.exit(train.main(sys.argv[1:]))
-''')
-
-
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory, chains_trajectories):
     """A fixed tiny Llama and the quickstart's tokenizer, so runs under different strategies start
@@ -153,13 +122,12 @@ def base_checkpoint(tmp_path_factory, chains_trajectories):
 
 @pytest.mark.slow
 def test_deepspeed_zero3_on_cpu_matches_single_process_and_resumes(tmp_path, base_checkpoint):
-    """ZeRO-3 with every parameter partitioned (persistence threshold 0), fp32 so the comparison is
-    exact: 2 ranks x 1 micro-batch x accumulate 2 vs 1 process x 2 micro-batches x accumulate 2.
-    Covers model construction under zero.Init (transformers' ZeRO-3 from_pretrained), the lm_head
+    """ZeRO-3 with every parameter partitioned (persistence threshold 0), fp32 so the runs differ
+    only by summation order: 2 ranks x 1 micro-batch x accumulate 2 vs 1 process x 2 micro-batches x accumulate 2.
+    Covers model construction under zero.Init (transformers' ZeRO-3 from_pretrained, the model's
+    classes imported before it), the lm_head
     gather in the sparse loss, accumulation over micro-batches inside one engine forward, checkpoint
     consolidation into the export the planner starts from, and resume from the last (sharded) checkpoint directory."""
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(repo=str(REPO)))
     base = [f"model.init_from={base_checkpoint}", "model.config=null", f"tokenizer.from_pretrained={base_checkpoint}",
             "trainer.accumulate_grad_batches=2"]
     zero3 = [str(STRATEGIES / "deepspeed_zero3.yaml"),
@@ -170,16 +138,18 @@ def test_deepspeed_zero3_on_cpu_matches_single_process_and_resumes(tmp_path, bas
     ref, ds = tmp_path / "ref", tmp_path / "zero3"
     env = _env(DS_ACCELERATOR="cpu")
     p_ref = _start("train.py", ref, *base, "data.micro_batch_size=2")
-    p_ds = _start(driver, ds, *base, *zero3, env=env)
+    p_ds = _start("train.py", ds, *base, *zero3, env=env)
     _finish(p_ref), _finish(p_ds)
-    _assert_same_curves(ref, ds)
+    # ZeRO-3 reduce-scatters flat partitions, another summation order than one process: after a dozen
+    # Adam steps losses near 7 still agree to 4 significant digits (measured 2.6e-4 at most)
+    _assert_same_curves(ref, ds, tol=1e-3)
     last = RunDir(ds).stage("planner").last_checkpoint
     assert (last / "latest").is_file(), "ZeRO-3 checkpoints are directories"
 
     # resume: the planner's final sharded checkpoint, one more epoch
     step_before = RunDir(ds).stage("planner").read_done()["global_step"]
     RunDir(ds).stage("planner").done_file.unlink()
-    out = _finish(_start(driver, ds, *base, *zero3, "stages.planner.trainer.max_epochs=2", env=env))
+    out = _finish(_start("train.py", ds, *base, *zero3, "stages.planner.trainer.max_epochs=2", env=env))
     assert f"resuming from {last}" in out
     assert "[backbone] already finished" in out
     step_after = RunDir(ds).stage("planner").read_done()["global_step"]

@@ -80,8 +80,8 @@ def assert_png(path: Path):
 # ----- the spec: validation and expansion (nothing trained) ---------------------------------
 def test_shipped_specs_expand_to_their_variants():
     sweep = load_sweep(ABLATIONS_SPEC)
-    assert [v.name for v in sweep.variants] == ["alpha_umi", "alpha_umi_no_reuse", "multi_llm_one_stage",
-                                                "single_llm", "single_llm_multitask"]
+    assert [v.name for v in sweep.variants] == ["alpha_umi", "alpha_umi_no_reuse", "alpha_umi_lora",
+                                                "multi_llm_one_stage", "single_llm", "single_llm_multitask"]
     assert sweep.out == Path("runs/sweeps/quickstart-ablations")
     for v in sweep.variants:
         assert v.recipe["run"]["name"] == v.recipe["run"]["group"] == f"quickstart-ablations/{v.name}"

@@ -12,7 +12,7 @@ SOURCES = [{"path": str(CHAINS), "format": "alpha_umi_chains"}]
 
 def _rows(tokenizer, cache):
     dm = ToolUseDataModule(sources=SOURCES, role="planner", template=load_template(), tokenizer=tokenizer,
-                           max_length=2048, micro_batch_size=2, val_fraction=0.2, cache_dir=str(cache))
+                           max_length=2048, val_fraction=0.2, cache_dir=str(cache), seed=0, add_bos=True)
     dm.setup()
     return [r["input_ids"] for r in dm.splits["train"]], [r["input_ids"] for r in dm.splits["val"]]
 
