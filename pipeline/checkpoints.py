@@ -4,7 +4,8 @@ that falls back past a corrupt `last.ckpt`, and a CSV log that a resumed run app
 Checkpoint files are written to a temporary file in the checkpoint's own directory, fsynced and
 renamed over the old one (a rename within one filesystem is atomic; Lightning's default writes
 through the system temp dir, which is not atomic when `run.dir` is on another filesystem). The file
-being replaced is first renamed to `<name>.prev`, so a checkpoint that later turns out unreadable
+being replaced is kept as `<name>.prev` (a second name for it, so `<name>` never goes missing), so a
+checkpoint that later turns out unreadable
 (a disk that lied, a copy cut short) still has a good predecessor.
 """
 from __future__ import annotations
@@ -28,6 +29,16 @@ from core.errors import disk_full_as_error
 PREV_SUFFIX = ".prev"
 
 
+def keep_previous(path: Path, prev: Path) -> None:
+    """`prev` becomes a second name of `path` (a hard link), so a kill at any moment leaves `path`
+    whole; where links are not supported it is renamed (a kill then leaves only `prev`)."""
+    prev.unlink(missing_ok=True)
+    try:
+        os.link(path, prev)
+    except OSError:
+        os.replace(path, prev)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:
@@ -36,8 +47,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # a full disk leaves the previous checkpoint in place and stops with one line (DiskFull)
         with disk_full_as_error(path, tensor_bytes(checkpoint)), atomic_open(path, "wb") as fh:
             torch.save(checkpoint, fh)  # temp file beside `path`, fsync, then rename
-            if path.is_file():  # keep the one being replaced until the new one is in place
-                os.replace(path, path.with_name(path.name + PREV_SUFFIX))
+            if path.is_file():  # keep the one being replaced as .prev; `path` stays until the rename
+                keep_previous(path, path.with_name(path.name + PREV_SUFFIX))
 
     def remove_checkpoint(self, path) -> None:
         super().remove_checkpoint(path)
