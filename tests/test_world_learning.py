@@ -13,10 +13,13 @@ from pipeline.stage_runner import run_recipe
 
 WORLD_QUICKSTART = RECIPES / "quickstart.yaml"
 GUARD = RECIPES / "checks" / "world_guard.yaml"
-# metric: (measured, margin) -> floor = measured - margin (hallucination: a ceiling, measured +
-# margin). GUARD_MEASURED
-MEASURED = {"plan_acc": (0.0, 0.0)}
-CEILINGS = {}
+# metric: (measured, margin) -> floor = measured - margin; CEILINGS: measured + margin.
+# Measured (600 tasks x 2 epochs, 2x128, 40 unseen-API steps, seed 42): Plan ACC 92.5 (always
+# saying "call" scores 57.5), Rouge-L 38.45 (answers in the world's form), Hallu. 50.0 (the model
+# does not yet copy unseen names: bench/world_learning.md); 7 min 43 s wall, 5 min 27 s CPU on a
+# shared 2-core machine (load 4-7), about 3 minutes on two idle cores.
+MEASURED = {"plan_acc": (92.5, 12.5), "rouge_l": (38.45, 10.0)}
+CEILINGS = {"hallu": (50.0, 15.0)}
 
 
 def test_short_world_run_generalizes_to_unseen_apis(tmp_path):
