@@ -17,7 +17,7 @@ GUARD = RECIPES / "checks" / "world_guard.yaml"
 # Measured (600 tasks x 2 epochs, 2x128, 40 unseen-API steps, seed 42): Plan ACC 92.5 (always
 # saying "call" scores 57.5), Rouge-L 38.45 (answers in the world's form), Hallu. 50.0 (the model
 # does not yet copy unseen names: bench/world_learning.md); 7 min 43 s wall, 5 min 27 s CPU on a
-# shared 2-core machine (load 4-7), about 3 minutes on two idle cores.
+# shared 2-core machine (load 4-7); 52 s in pytest once the load fell to ~2.
 MEASURED = {"plan_acc": (92.5, 12.5), "rouge_l": (38.45, 10.0)}
 CEILINGS = {"hallu": (50.0, 15.0)}
 
