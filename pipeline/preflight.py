@@ -37,6 +37,10 @@ def check_embedded_settings(recipe: dict) -> None:
     for i, src in enumerate((recipe.get("data") or {}).get("sources") or []):
         if isinstance(src, dict) and src.get("type") == "simulator":
             settings, where = src.get("settings") or {}, f"data.sources[{i}].settings"
+            if corpus_kind(settings) == "world":
+                from simulators.world import WorldSettings
+                WorldSettings.load(settings)  # its errors name the key (simulator.KEY)
+                continue
             load = load_gentool_settings if corpus_kind(settings) == "gentool" else load_settings
             load(settings, where=where)
 

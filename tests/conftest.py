@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 CHAINS = DATA / "toolbench" / "train_sample_chains.json"
 RECIPES = REPO / "recipes"
-QUICKSTART = RECIPES / "quickstart.yaml"
+# The fixed ToolBench-sample run the numerics tests pin (recipes/quickstart.yaml trains on the tool
+# world since issue 22; tests/test_world_learning.py guards that one)
+QUICKSTART = RECIPES / "toolbench_sample.yaml"
 ABLATIONS = RECIPES / "ablations"
 STRATEGIES = RECIPES / "strategy"
 

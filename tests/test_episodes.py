@@ -58,12 +58,12 @@ def read(out):
 
 
 def test_gold_script_scores_100_and_perturbed_calls_score_lower(tmp_path, references, golden, capsys):
-    # the run trained on this very test set (the quickstart's caller data): said, and recorded
+    # the run trained on this very test set (the ToolBench sample's caller data): said, and recorded
     from core.recipe import load_recipe, to_yaml
     from core.run_dir import RunDir
     run = RunDir(tmp_path / "gold" / "run")
     run.path.mkdir(parents=True)
-    run.save_recipe(to_yaml(load_recipe([REPO / "recipes/quickstart.yaml"])))
+    run.save_recipe(to_yaml(load_recipe([REPO / "recipes/toolbench_sample.yaml"])))
     with FakeOpenAIServer(rules(golden)) as server:
         assert evaluate.main(args_for(server.base_url, tmp_path / "gold")) == 0
         served = len(server.requests)

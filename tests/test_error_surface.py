@@ -225,7 +225,7 @@ def test_changed_recipe_is_refused_on_a_run_dir_with_finished_stages(tmp_path, c
         refuse_drift(recipe("stages.backbone.trainer.max_epochs=9",
                             "tokenizer.train_bpe.vocab_size=512"), run, names)
     # through the command line: one message naming the folder, exit 2, the saved recipe kept
-    assert train.main(["recipes/quickstart.yaml", f"run.dir={run_dir}", "data.max_length=512"]) == 2
+    assert train.main(["recipes/toolbench_sample.yaml", f"run.dir={run_dir}", "data.max_length=512"]) == 2
     err = capsys.readouterr().err
     assert f"{run_dir} holds stages trained with a different recipe (backbone)" in err
     assert "data.max_length" in err and "Traceback" not in err

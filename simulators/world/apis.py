@@ -34,7 +34,7 @@ def generated_apis(s: WorldSettings) -> list[dict]:
                         continue
                     taken.add(name)
                     apis.append({"name": name, "description": w["descriptions"][kind].format(**fill),
-                                 "parameters": _parameters(kind, fill, a, w["parameters"]),
+                                 "parameters": documented(_parameters(kind, fill, a, w["parameters"]), s),
                                  "kind": kind, "origin": "generated", "domain": domain,
                                  "entity": entity, "attribute": attr, "group_type": group_type,
                                  "failing": False})
@@ -59,6 +59,16 @@ def _parameters(kind: str, fill: dict, attr: dict, words: dict) -> dict:
     return {"type": "object", "properties": props, "required": list(props)}
 
 
+def documented(params: dict, s: WorldSettings) -> dict:
+    """The parameters as offered: without each parameter's description unless
+    `parameter_descriptions` (compact prompts: the name and type say what a parameter is)."""
+    if s.parameter_descriptions:
+        return params
+    props = {k: {f: v for f, v in p.items() if f != "description"}
+             for k, p in (params.get("properties") or {}).items()}
+    return {**params, "properties": props}
+
+
 def real_spec_apis(s: WorldSettings) -> tuple[list[dict], list[str]]:
     """The usable functions of the shipped specs, and the APIs skipped (invalid spec or no usable
     function), each with its reason."""
@@ -77,7 +87,7 @@ def real_spec_apis(s: WorldSettings) -> tuple[list[dict], list[str]]:
                 skipped.append(f"{ts.name}: no function with plain required parameters")
             for t in usable:
                 apis.append({"name": t.name, "description": t.description or t.name,
-                             "parameters": t.parameters, "kind": "spec", "origin": "real-spec",
+                             "parameters": documented(t.parameters, s), "kind": "spec", "origin": "real-spec",
                              "api": ts.name, "failing": False})
     return apis, skipped
 

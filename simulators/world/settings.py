@@ -28,6 +28,7 @@ class WorldSettings:
     unseen_api_fraction: float
     failing_api_fraction: float
     distractors: int
+    parameter_descriptions: bool
     real_specs: tuple
     tasks: dict
     task_mix: dict
@@ -84,7 +85,9 @@ class WorldSettings:
                    entities_per_type=int(d["entities_per_type"]),
                    unseen_api_fraction=float(d["unseen_api_fraction"]),
                    failing_api_fraction=float(d["failing_api_fraction"]),
-                   distractors=int(d["distractors"]), real_specs=tuple(d["real_specs"] or ()),
+                   distractors=int(d["distractors"]),
+                   parameter_descriptions=bool(d["parameter_descriptions"]),
+                   real_specs=tuple(d["real_specs"] or ()),
                    tasks=dict(d["tasks"]), task_mix=dict(d["task_mix"]),
                    lexicon={k: d["lexicon"][k] for k in d["domains"]}, attributes=d["attributes"],
                    groups=d["groups"], names=d["names"], wording=d["wording"],
