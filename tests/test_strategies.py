@@ -33,7 +33,7 @@ def test_fragment_composes_with_the_quickstart_and_validates(name, tmp_path):
     kind, stage = FRAGMENTS[name]
     as_file = load_recipe([QUICKSTART, STRATEGIES / f"{name}.yaml"])  # extra recipe on the command line
     by_name = tmp_path / "with_defaults.yaml"  # or selected by name in a recipe's defaults
-    by_name.write_text(f"defaults: [quickstart, strategy/{name}]\n")
+    by_name.write_text(f"defaults: [{QUICKSTART.stem}, strategy/{name}]\n")
     assert load_recipe([by_name]) == as_file
     assert strategy_kind(as_file["strategy"]) == kind and zero_stage(as_file["strategy"]) == stage
     for settings in _settings(as_file):
