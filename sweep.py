@@ -53,15 +53,17 @@ def _main(argv) -> int:
     t0 = time.perf_counter()
     rc = run_sweep(sweep, only=ns.only, report_only=ns.report_only, fail_fast=ns.fail_fast,
                    log=lambda m: print(m, flush=True))
-    from pipeline.sweeps import load_index
+    from evaluation.report import gather, seed_summary, seed_table
     from evaluation.report.results_table import results_table
-    index = load_index(sweep)
-    rows = []
-    from evaluation.report import gather
-    for run in gather([index["variants"][v.name] for v in sweep.variants]):
-        rows.append(run["row"])
+    from evaluation.report.seeds import seed_note
+    from evaluation.tables import to_markdown
+    from pipeline.sweeps import load_index
+    runs = gather([load_index(sweep)["variants"][v.name] for v in sweep.variants])
     print()
-    print(results_table(rows), end="")
+    print(results_table([run["row"] for run in runs]), end="")
+    seeds = seed_summary(runs, sweep.report.get("reference"))
+    if seeds:  # runs that differ only in their seed: mean ± std, differences beyond 2σ marked
+        print(f"\n{seed_note(seeds)}\n{to_markdown(seed_table(seeds))}", end="")
     print(f"\n[sweep] {sweep.name}: {len(sweep.variants)} variant(s) in {time.perf_counter() - t0:.1f} s; "
           f"report: {sweep.out / 'report.md'}")
     return rc

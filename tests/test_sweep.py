@@ -428,6 +428,47 @@ def test_report_lines_per_test_set_and_blank_notes(tmp_path):
     assert_png(paths["plots"]["runs"]["a"])  # no stage logs: still a valid (annotated) figure
 
 
+def test_seed_table_mean_std_and_two_sigma_marks(tmp_path, fake, capsys):
+    """Three seeds per variant: the report and the console give mean ± sample std per variant, and
+    mark a difference from the reference variant only when it exceeds two pooled std."""
+    spec = write_spec(tmp_path / "seeds.yaml", source=FRACTION_SPEC,
+                      variants={"alpha_umi": {"recipes": ["recipes/ablations/alpha_umi.yaml"]},
+                                "single_llm": {"recipes": ["recipes/ablations/single_llm.yaml"]}},
+                      grid={"run.seed": [1, 2, 3]}, report={"wandb": {"enabled": False}, "reference": "single_llm"})
+    plain = fake.evaluate_run
+
+    def by_seed(recipe, node=None):  # Plan ACC spread by seed, Act. EM shifted by 1 + seed / 100
+        out = plain(recipe, node)
+        seed = recipe["run"]["seed"]
+        for path in RunDir.of(recipe).path.glob("eval/*/metrics.json"):
+            m = json.loads(path.read_text())
+            m["plan_acc"] += 5.0 * seed
+            m["act_em"] += seed / 100 + (1.0 if RunDir.of(recipe).path.name.startswith("alpha_umi") else 0.0)
+            path.write_text(json.dumps(m))
+        return out
+
+    fake.evaluate_run = by_seed
+    assert main([str(spec), f"sweep.out={tmp_path / 'out'}", "--no-wandb"]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "results.json").read_text())["seed_summary"]
+    assert data["reference"] == "single_llm"
+    groups = {g["group"]: g for g in data["groups"]}
+    assert set(groups) == {"alpha_umi", "single_llm"} and all(len(g["runs"]) == 3 for g in groups.values())
+    plan = groups["alpha_umi"]["sets"]["out-of-domain"]["plan_acc"]
+    assert plan["n"] == 3 and plan["std"] == pytest.approx(5.0)  # seeds 1, 2, 3 x 5: sample std 5
+    # Plan ACC: Δ = +10 (the team's bonus), σ = 5: not beyond 2σ; Act. EM: Δ = 1, σ = 0.01: beyond
+    assert plan["delta"] == pytest.approx(10.0) and plan["beyond_2sigma"] is False
+    act = groups["alpha_umi"]["sets"]["out-of-domain"]["act_em"]
+    assert act["delta"] == pytest.approx(1.0) and act["beyond_2sigma"] is True
+    assert groups["single_llm"]["sets"]["out-of-domain"]["act_em"]["beyond_2sigma"] is None
+    md = (tmp_path / "out" / "report.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| alpha_umi | out-of-domain | 3 |"))
+    cells = [c.strip() for c in line.strip("| ").split(" | ")]
+    assert cells[3].endswith("± 5.00") and cells[4].endswith(" *")
+    assert "differs from single_llm by more than two standard deviations" in md
+    assert "| alpha_umi | out-of-domain | 3 |" in printed
+
+
 # ----- end to end on the quickstart ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):

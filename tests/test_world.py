@@ -143,6 +143,8 @@ def test_bad_settings_name_the_key(tmp_path):
         WorldSettings.load(None, ["domains=[atlantis]"])
     with pytest.raises(WorldSettingsError, match="simulator.unseen_api_fraction"):
         WorldSettings.load(None, ["unseen_api_fraction=1.5"])
+    with pytest.raises(WorldSettingsError, match="simulator.names: 4 name combinations for 18 entity types"):
+        WorldSettings.load(None, ["names.first=[A, B]", "names.second=[C, D]"])
 
 
 def test_shipped_world_is_up_to_date(tmp_path):

@@ -4,7 +4,7 @@ against the data fraction (Figure 4).
 
 Written under OUT:
     report.md, report.html   the table (with footnotes for every blank cell), the runs, the figures
-    results.json             the table as data (columns, rows, footnotes)
+    results.json             the table as data (columns, rows, footnotes, seed_summary)
     plots/metrics.png        the five metrics per run (bars; one panel per test set)
     plots/loss_<run>.png     train/loss_<span kind> (thought, action, answer, ranking) vs step, one panel per
                              stage of the run (val losses as markers)
@@ -22,8 +22,12 @@ plot), "description", "status", "error", "data_fraction", "stages" ([{name, role
 the run's evaluation folder, losses from each stage's CSV log, stages and roles from the run's
 saved recipe when "stages" is not given (core.run_dir.RunDir knows where each lives).
 
-Rooms: collect (runs, metrics, losses, the table model), plots, render (one page model, rendered
-as Markdown and as HTML), wandb_run (the W&B run).
+When runs differ only in their seed (a sweep's grid key ending in `seed`), the report also has the
+seed table: mean ± std per variant and metric, differences from the reference variant
+(`meta["reference"]`, default the first) beyond two standard deviations marked (seeds.py).
+
+Rooms: collect (runs, metrics, losses, the table model), seeds (the seed table), plots, render
+(one page model, rendered as Markdown and as HTML), wandb_run (the W&B run).
 
     python -m evaluation.report RUN_DIR... --out DIR [--title T] [--wandb]
 """
@@ -41,8 +45,9 @@ from .collect import build_table, gather, read_losses, run_stages
 from .plots import (fraction_series, plot_data_fraction, plot_loss_by_span, plot_metrics,
                     plot_run_losses, safe_name)
 from .render import document, render_html, render_markdown
+from .seeds import seed_summary, seed_table
 
-__all__ = ["build_table", "gather", "read_losses", "run_stages", "write_report"]
+__all__ = ["build_table", "gather", "read_losses", "run_stages", "seed_summary", "seed_table", "write_report"]
 
 
 def write_report(runs: Sequence[Mapping], out_dir, *, title: str = "Report", meta: Mapping | None = None,
@@ -59,13 +64,14 @@ def write_report(runs: Sequence[Mapping], out_dir, *, title: str = "Report", met
         raise EvaluationError(f"report: run names must be unique ({', '.join(names)})")
     plot_dir = out_dir / "plots"
     table = build_table(runs)
+    seeds = seed_summary(runs, meta.get("reference"))
     plots = {"metrics": plot_metrics(runs, plot_dir / "metrics.png"),
              "loss_by_span": plot_loss_by_span(runs, plot_dir / "loss_by_span.png"),
              "runs": {r["name"]: plot_run_losses(r, plot_dir / f"loss_{safe_name(r['name'])}.png") for r in runs}}
     series = fraction_series(runs)
     if series:
         plots["data_fraction"] = plot_data_fraction(series, plot_dir / "data_fraction.png")
-    doc = document(title, meta, table, runs, plots)
+    doc = document(title, meta, table, runs, plots, seeds)
     md, page = render_markdown(doc), render_html(doc)
     paths = {"markdown": str(out_dir / "report.md"), "html": str(out_dir / "report.html"),
              "json": str(out_dir / "results.json"), "plots": plots, "wandb": None}
@@ -73,14 +79,15 @@ def write_report(runs: Sequence[Mapping], out_dir, *, title: str = "Report", met
     write_text_atomic(paths["html"], page)
     write_text_atomic(paths["json"], json.dumps(
         {"title": title, "columns": table["columns"], "rows": table["rows"],
-         "footnotes": table["notes"],
+         "footnotes": table["notes"], "seed_summary": seeds,
          "blank_cells": [{"row": i, "column": table["columns"][c], "note": k}
                          for (i, c), k in sorted(table["cell_notes"].items())]}, indent=1) + "\n")
     wb = dict(wandb or {})
     if wb.get("enabled", False):
         try:
             from .wandb_run import log_report_wandb
-            paths["wandb"] = log_report_wandb(runs, table, plots, series, out_dir, title=title, group=group,
+            paths["wandb"] = log_report_wandb(runs, table, plots, series, out_dir, seeds=seeds,
+                                              title=title, group=group,
                                               project=wb.get("project"), entity=wb.get("entity"),
                                               mode=wb.get("mode"), meta=meta)
         except Exception as exc:  # noqa: BLE001 - the files are written; W&B is an extra

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..tables import BLANK, Table, to_html, to_markdown
+from .seeds import seed_note, seed_table
 
 FACTS = (("spec", "Spec"), ("base", "Base recipe(s)"), ("overrides", "Overrides (every variant)"),
          ("command_line", "Command line (every variant)"), ("grid", "Grid"), ("evaluate", "Evaluation"))
 TABLE1 = "Table 1: step-level static evaluation (%)"
+SEEDS = "Seed spread: mean ± std over the seeds of each variant"
 TABLE1_NOTE = "Plan ACC, Act. EM, Arg. F1, Rouge-L: higher is better; Hallu.: lower is better."
 FIG5_NOTE = ("Each span kind from the stage that learns it (planner: thought, caller: action, "
              "summarizer: answer; a single-model run: its one stage).")
@@ -63,13 +65,17 @@ def facts(meta: Mapping, runs) -> list[tuple[str, str, bool]]:
     return out
 
 
-def document(title: str, meta: Mapping, table: dict, runs, plots: dict) -> list[tuple]:
+def document(title: str, meta: Mapping, table: dict, runs, plots: dict,
+             seeds: Mapping | None = None) -> list[tuple]:
     """The page as blocks: (kind, ...) with kind in h1 h2 h3 p facts table notes img warnings."""
     doc: list[tuple] = [("h1", title)]
     if meta.get("description"):
         doc.append(("p", meta["description"]))
     doc += [("facts", facts(meta, runs)), ("h2", TABLE1), ("p", TABLE1_NOTE), ("table", table["table"]),
-            ("notes", table["notes"]), ("img", "plots/metrics.png", "metrics"),
+            ("notes", table["notes"])]
+    if seeds:
+        doc += [("h2", SEEDS), ("p", seed_note(seeds)), ("table", seed_table(seeds))]
+    doc += [("img", "plots/metrics.png", "metrics"),
             ("h2", "Runs"), ("table", runs_table(runs)),
             ("warnings", [(r["name"], r["warning"]) for r in runs if r.get("warning")])]
     if plots.get("data_fraction"):

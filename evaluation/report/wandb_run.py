@@ -16,8 +16,9 @@ from .plots import SPAN_KINDS, step_metrics, test_sets_of
 
 def log_report_wandb(runs, table: dict, plots: dict, series: Mapping, out_dir: Path, *, title: str,
                      group: str | None = None, project: str | None = None, entity: str | None = None,
-                     mode: str | None = None, meta: Mapping | None = None) -> str:
-    """One W&B run with the metrics table, the loss curves (table + line_series) and the PNGs."""
+                     mode: str | None = None, meta: Mapping | None = None, seeds: Mapping | None = None) -> str:
+    """One W&B run with the metrics table, the seed spread (long format), the loss curves (table +
+    line_series) and the PNGs."""
     import wandb
     mode = os.environ.get("WANDB_MODE") or mode or "offline"
     (out_dir / "wandb").mkdir(parents=True, exist_ok=True)
@@ -32,6 +33,12 @@ def log_report_wandb(runs, table: dict, plots: dict, series: Mapping, out_dir: P
                      reinit="finish_previous")
     try:
         log: dict = {"results/metrics": wandb.Table(columns=table["columns"], data=table["rows"])}
+        if seeds:
+            log["results/seed_spread"] = wandb.Table(
+                columns=["variant", "test_set", "metric", "seeds", "mean", "std", "delta", "beyond_2sigma"],
+                data=[[g["group"], test_set, m, c["n"], c["mean"], c["std"], c.get("delta"), c.get("beyond_2sigma")]
+                      for g in seeds["groups"] for test_set, cells in g["sets"].items()
+                      for m, c in cells.items() if c["n"]])
         loss_rows = []
         for r in runs:
             for s in r["stages"]:

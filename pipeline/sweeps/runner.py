@@ -196,7 +196,8 @@ def write_sweep_report(sweep: Sweep, index: dict, log=print) -> dict:
     meta = {"sweep": sweep.name, "spec": str(sweep.spec_path), "description": sweep.description,
             "base": sweep.base, "overrides": redact_argv(sweep.overrides),
             "command_line": redact_argv(sweep.extra_recipes + sweep.cli_overrides), "grid": sweep.grid,
-            "evaluate": redact(sweep.evaluate), "last_run": index.get("last_run")}
+            "evaluate": redact(sweep.evaluate), "last_run": index.get("last_run"),
+            "reference": sweep.report.get("reference")}
     paths = write_report(runs, sweep.out, title=title, meta=meta, wandb=wb, group=sweep.name, log=log)
     log(f"[sweep] report: {paths['markdown']} and {paths['html']}")
     return paths

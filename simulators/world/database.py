@@ -24,10 +24,7 @@ def build_database(s: WorldSettings) -> dict[str, list[dict]]:
             if entity in db:
                 continue
             rows = []
-            for _ in range(s.entities_per_type):
-                if not names:
-                    raise ValueError("simulator.names: too few name combinations for the entities; "
-                                     "add words to names.first / names.second")
+            for _ in range(s.entities_per_type):  # enough names: WorldSettings.of checked
                 row = {"name": names.pop(), "group": rng.choice(s.groups[spec["group"]])}
                 for attr in spec["attributes"]:
                     row[attr] = value_of(s.attributes[attr], rng)

@@ -75,6 +75,11 @@ class WorldSettings:
              "counts must be non-negative integers")
         need(set(d["task_mix"]) <= set(TASK_KINDS), "task_mix", f"kinds are {', '.join(TASK_KINDS)}")
         need(d["entities_per_type"] >= 2, "entities_per_type", "must be at least 2")
+        types = {e for dom in d["domains"] for e in d["lexicon"][dom]}
+        combos = len(d["names"]["first"]) * len(d["names"]["second"])
+        need(combos >= len(types) * d["entities_per_type"], "names",
+             f"{combos} name combinations for {len(types)} entity types x {d['entities_per_type']} "
+             "entities; add words to names.first / names.second (or lower entities_per_type)")
         for dom in d["domains"]:
             for ent, spec in d["lexicon"][dom].items():
                 need(spec["group"] in d["groups"], f"lexicon.{dom}.{ent}.group",
