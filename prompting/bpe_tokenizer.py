@@ -12,16 +12,24 @@ SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_t
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path,
-                        min_frequency: int = 2, max_token_chars: int = 64) -> PreTrainedTokenizerFast:
+                        min_frequency: int = 2, max_token_chars: int = 64,
+                        isolate_spaces: bool = False) -> PreTrainedTokenizerFast:
     """Train, save with `save_pretrained` into `out_dir`, and return the HF tokenizer.
     Byte-level, so any text encodes and decodes back exactly.
 
     Pre-tokens (words, runs of punctuation) longer than `max_token_chars` are cut into pieces of
     that length: BPE training is quadratic in the length of a pre-token, so one long space-free
     string (a base64 blob in an observation) would otherwise dominate training time and put
-    enormous tokens in the vocabulary."""
+    enormous tokens in the vocabulary.
+
+    `isolate_spaces`: every space is a token of its own, so a word has the same tokens after a
+    space as after a quote or an underscore (`" Tukra"` and `{"x": "Tukra"}` share `Tukra`): a
+    name in the prompt can then be copied token for token. Byte-level BPE otherwise learns
+    `ĠTukra` and `Tukra` as unrelated tokens (bench/world_learning.md, "Tokens that copy")."""
     tok = Tokenizer(models.BPE())
+    spaces = [pre_tokenizers.Split(" ", behavior="isolated")] if isolate_spaces else []
     tok.pre_tokenizer = pre_tokenizers.Sequence([
+        *spaces,
         pre_tokenizers.ByteLevel(add_prefix_space=False),
         pre_tokenizers.Split(Regex(f".{{1,{int(max_token_chars)}}}"), behavior="isolated")])
     tok.decoder = decoders.ByteLevel()

@@ -72,3 +72,18 @@ def test_labels_rows_and_prompts_on_whole_text_tokens(tokenizer, chains_trajecto
                             checked_prompts += 1
         assert stats.prefix_checked > 0 and stats.prefix_failures == 0, role
     assert checked_prompts > 0 or layout == "per_step"
+
+
+def test_isolated_spaces_give_a_word_the_same_tokens_in_every_context(chains_trajectories, tmp_path):
+    """With `isolate_spaces`, a name has one tokenization after a space, a quote or an underscore,
+    so copying it from the prompt is copying tokens; the default byte-level BPE gives `ĠName` and
+    `Name` unrelated ids."""
+    tpl = PromptTemplate(load_template())
+    texts = ["".join(s.text for s in tpl.render_history("backbone", t) if s.text) for t in chains_trajectories]
+    for isolate in (False, True):
+        tok = tokenizer_families.embedded_bpe(texts * 4, tmp_path, isolate_spaces=isolate)
+        ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        space, quoted = ids(" the"), ids('"the')
+        shared = space[-len(quoted) + 1:] == quoted[1:]
+        assert shared == isolate, (isolate, tok.convert_ids_to_tokens(space), tok.convert_ids_to_tokens(quoted))
+        assert tok.decode(ids('{"city": "Oslo"} now')) == '{"city": "Oslo"} now'

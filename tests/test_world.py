@@ -138,6 +138,26 @@ def test_verdicts_on_hand_made_episodes(world_dir):
     assert verdict(give_up, _episode(give_up, answered, "conclusion"))["answer"] == "no"
 
 
+def test_invented_domains_add_api_names_no_model_has_seen(tmp_path):
+    """`invented.domains`: seeded invented entity types (and entity names) in domains of their
+    own, on top of the lexicon's; the unseen split then holds APIs of types never named before."""
+    base = WorldSettings.load(None)
+    s = WorldSettings.load(None, ["invented.domains=2", "invented.types_per_domain=5", "tasks.train=60",
+                                  "tasks.held-in=5", "tasks.unseen-apis=20", "tasks.unseen-real-specs=0"])
+    assert WorldSettings.load(None, ["invented.domains=2", "invented.types_per_domain=5"]).lexicon == \
+        WorldSettings.load(None, ["invented.domains=2", "invented.types_per_domain=5", "tasks.train=1"]).lexicon
+    assert s.domains == base.domains + ("invented_1", "invented_2")
+    invented = [e for d in ("invented_1", "invented_2") for e in s.lexicon[d]]
+    assert len(set(invented)) == 10 and not set(invented) & {e for d in base.domains for e in base.lexicon[d]}
+    assert all(re.fullmatch(r"[a-z]+", e) for e in invented)
+    build_world(s, tmp_path)
+    world = World.load(tmp_path)
+    names = {a["name"] for a in world.apis.values() if a.get("entity") in invented}
+    assert len(names) >= 10 * 2 * 3  # two or three attributes per type, three kinds each
+    unseen = {c["name"] for r in records(tmp_path, "unseen-apis") for c in r["meta"]["world"]["calls"]}
+    assert unseen & names
+
+
 def test_bad_settings_name_the_key(tmp_path):
     with pytest.raises(WorldSettingsError, match="simulator.domains"):
         WorldSettings.load(None, ["domains=[atlantis]"])

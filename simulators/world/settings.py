@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,6 +62,8 @@ class WorldSettings:
 
     @classmethod
     def of(cls, d: dict) -> "WorldSettings":
+        d = with_invented_domains(d)
+
         def need(cond, key, what):
             if not cond:
                 raise WorldSettingsError(f"simulator.{key}: {what} (recipes/simulator/world.yaml "
@@ -101,3 +105,34 @@ class WorldSettings:
     def hash(self) -> str:
         data = {k: v for k, v in asdict(self).items() if k != "output_dir"}
         return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+def with_invented_domains(d: dict) -> dict:
+    """The settings with `invented.domains` domains of invented entity types added to `lexicon`
+    and `domains`, and invented words added to `names` for their entities (seeded by `seed`)."""
+    inv = d.get("invented") or {}
+    if not inv.get("domains"):
+        return d
+    rng = random.Random(f"{d['seed']}-invented")
+    taken = {e for dom in d["lexicon"].values() for e in dom}
+
+    def word(syllables: int) -> str:
+        while True:
+            w = "".join(rng.choice(inv["onsets"]) + rng.choice(inv["vowels"]) + rng.choice(inv["codas"])
+                        for _ in range(syllables))
+            if w not in taken:
+                taken.add(w)
+                return w
+
+    lexicon, domains = dict(d["lexicon"]), list(d["domains"])
+    attributes, groups = sorted(d["attributes"]), sorted(d["groups"])
+    for i in range(int(inv["domains"])):
+        name = f"invented_{i + 1}"
+        lexicon[name] = {word(rng.choice(inv["syllables"])): {
+            "group": rng.choice(groups), "attributes": rng.sample(attributes, rng.choice(inv["attributes_per_type"]))}
+            for _ in range(int(inv["types_per_domain"]))}
+        domains.append(name)
+    entities = sum(len(lexicon[dom]) for dom in domains) * int(d["entities_per_type"])
+    per_list = math.isqrt(entities) + 1
+    names = {k: list(d["names"][k]) + [word(2).capitalize() for _ in range(per_list)] for k in ("first", "second")}
+    return {**d, "lexicon": lexicon, "domains": domains, "names": names}
