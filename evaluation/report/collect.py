@@ -23,6 +23,11 @@ METRIC_NOTES = {
 }
 
 
+def run_metrics(run: Mapping, test_set: str, part: str = "steps") -> Mapping:
+    """A gathered run's metrics of one test set: its step metrics, or its episode ones ({} if none)."""
+    return (((run["row"].get("sets") or {}).get(test_set)) or {}).get(part) or {}
+
+
 def read_losses(csv_path) -> dict[str, list[tuple[int, float]]]:
     """{column: [(step, value), ...]} for every loss column of a Lightning CSV log."""
     path = Path(csv_path)

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 from core.vocabulary import KIND_OF_ROLE, SPAN_KINDS as ALL_KINDS
 
 from ..steps.metrics import STEP_METRICS as METRICS
+from .collect import run_metrics
 
 SPAN_KINDS = ALL_KINDS[1:]  # the supervised kinds, one loss curve each
 COLORS = {"thought": "tab:blue", "action": "tab:orange", "answer": "tab:green", "ranking": "tab:purple"}
@@ -114,10 +115,6 @@ def test_sets_of(runs: Sequence[Mapping]) -> list[str]:
     return names
 
 
-def step_metrics(run: Mapping, test_set: str) -> Mapping:
-    return (((run["row"].get("sets") or {}).get(test_set)) or {}).get("steps") or {}
-
-
 def plot_metrics(runs: Sequence[Mapping], path: Path) -> str:
     """The table as grouped bars, one panel per test set (a blank value is drawn as no bar)."""
     import numpy as np
@@ -128,13 +125,13 @@ def plot_metrics(runs: Sequence[Mapping], path: Path) -> str:
     width = 0.8 / max(1, len(runs))
     for ax, test_set in zip(axes, sets):
         for i, run in enumerate(runs):
-            m = step_metrics(run, test_set)
+            m = run_metrics(run, test_set)
             pts = [(j, m.get(k)) for j, (k, _) in enumerate(METRICS) if m.get(k) is not None]
             ax.bar([x[j] - 0.4 + width * (i + 0.5) for j, _ in pts], [v for _, v in pts], width,
                    label=run["name"], color=f"C{i % 10}")
         for container in ax.containers:
             ax.bar_label(container, fmt="%.1f", fontsize=6, padding=1)
-        top = max([step_metrics(r, test_set).get(k) or 0 for r in runs for k, _ in METRICS] + [0])
+        top = max([run_metrics(r, test_set).get(k) or 0 for r in runs for k, _ in METRICS] + [0])
         ax.set_ylim(0, max(10.0, 1.15 * top))
         ax.set_xticks(x, [label for _, label in METRICS])
         ax.set_ylabel(f"{test_set} (%)")
@@ -164,7 +161,7 @@ def plot_data_fraction(series: Mapping[str, list], path: Path) -> str:
     for ax, (m, label) in zip(axes, METRICS):
         for name, pts in series.items():
             for k, test_set in enumerate(sets):
-                xy = [(f, step_metrics(r, test_set).get(m)) for f, r in pts]
+                xy = [(f, run_metrics(r, test_set).get(m)) for f, r in pts]
                 xy = [(f, v) for f, v in xy if v is not None]
                 if xy:
                     ax.plot([p[0] for p in xy], [p[1] for p in xy], styles[k % len(styles)], marker="o",

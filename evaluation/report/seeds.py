@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 from ..steps.metrics import STEP_METRICS
 from ..tables import BLANK, Table
+from .collect import run_metrics
 from .results_table import EPISODE_METRICS
 
 MARK = "*"
@@ -59,7 +60,8 @@ def seed_summary(runs: Sequence[Mapping], reference: str | None = None) -> dict 
         groups.setdefault(group_label(r), []).append(r)
     if max(len(g) for g in groups.values()) < 2:
         return None
-    metrics = [m for m, _ in STEP_METRICS] + [m for m, _ in EPISODE_METRICS]
+    parts = {m: "steps" for m, _ in STEP_METRICS} | {m: "episodes" for m, _ in EPISODE_METRICS}
+    metrics = list(parts)
     out = []
     for label, members in groups.items():
         sets: dict[str, dict] = {}
@@ -67,10 +69,7 @@ def seed_summary(runs: Sequence[Mapping], reference: str | None = None) -> dict 
         for test_set in dict.fromkeys(names):
             cells = {}
             for m in metrics:
-                part = "steps" if m in dict(STEP_METRICS) else "episodes"
-                vals = [v for r in members
-                        if (v := ((((r["row"].get("sets") or {}).get(test_set) or {}).get(part)) or {}).get(m))
-                        is not None]
+                vals = [v for r in members if (v := run_metrics(r, test_set, parts[m]).get(m)) is not None]
                 mean, std = mean_std(vals)
                 cells[m] = {"mean": mean, "std": std, "n": len(vals)}
             sets[test_set] = cells

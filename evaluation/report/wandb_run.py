@@ -11,7 +11,8 @@ from typing import Mapping
 from core.atomic_files import write_text_atomic
 
 from ..steps.metrics import STEP_METRICS as METRICS
-from .plots import SPAN_KINDS, step_metrics, test_sets_of
+from .collect import run_metrics
+from .plots import SPAN_KINDS, test_sets_of
 
 
 def log_report_wandb(runs, table: dict, plots: dict, series: Mapping, out_dir: Path, *, title: str,
@@ -60,7 +61,7 @@ def log_report_wandb(runs, table: dict, plots: dict, series: Mapping, out_dir: P
             xs, ys, keys = [], [], []
             for name, pts in series.items():
                 for test_set in sets:
-                    xy = [(f, step_metrics(r, test_set).get(m)) for f, r in pts]
+                    xy = [(f, run_metrics(r, test_set).get(m)) for f, r in pts]
                     xy = [(f, v) for f, v in xy if v is not None]
                     if xy:
                         xs.append([p[0] for p in xy])
