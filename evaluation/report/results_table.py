@@ -117,7 +117,8 @@ def log_wandb(rows: list[dict], project: str | None = None, name: str | None = N
     columns, data = table_data(rows)
     run = wandb.init(mode=os.environ.get("WANDB_MODE", "offline"),
                      project=project or os.environ.get("WANDB_PROJECT", "alpha-umi-eval"),
-                     name=name, job_type="results_table")
+                     name=name, job_type="results_table",
+                     dir=os.environ.get("WANDB_DIR"))  # per call: an earlier run in-process keeps its dir
     try:
         run.log({"results_table": wandb.Table(columns=columns, data=data)})
         return run.dir
