@@ -134,24 +134,29 @@ def test_killed_lora_stage_resumes_exactly(lora_run, tmp_path):
         assert x == pytest.approx(y, abs=1e-5)
 
 
+def _start_planner_stage(ref, run_dir, *extra, **env):
+    """train.py in a subprocess: the planner's adapter on the fixture's backbone export (the other
+    stages off, no dropout), with `extra` recipe arguments."""
+    import subprocess
+    from test_ddp_cpu import _env
+    base = str(ref.stage("backbone").export)
+    args = [str(QUICKSTART), str(LORA), *ARGS, "stages.backbone.enabled=false", "stages.caller.enabled=false",
+            "stages.summarizer.enabled=false", f"stages.planner.init_from={base}", f"tokenizer.from_pretrained={base}",
+            "checkpoint.every_n_train_steps=1000", "model.adapter.lora_dropout=0.0", *extra, f"run.dir={run_dir}"]
+    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=_env(**env),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def test_lora_stage_under_ddp_gives_the_single_process_losses(lora_run, tmp_path):
     """Planner adapters on the fixture's backbone export: 2 gloo processes x 1 micro-batch of 2
     against 1 process x 2 micro-batches of 2 (no dropout: each process draws its own masks)."""
-    from test_ddp_cpu import _env, _finish
-    import subprocess
+    from test_ddp_cpu import _finish
     _, ref = lora_run
-    base = str(ref.stage("backbone").export)
-    common = [str(QUICKSTART), str(LORA), *ARGS, "stages.backbone.enabled=false", "stages.caller.enabled=false",
-              "stages.summarizer.enabled=false", f"stages.planner.init_from={base}", f"tokenizer.from_pretrained={base}",
-              "data.micro_batch_size=2", "checkpoint.every_n_train_steps=1000", "checkpoint.merge_adapter=false",
-              "model.adapter.lora_dropout=0.0"]
+    common = ["data.micro_batch_size=2", "checkpoint.merge_adapter=false"]
     one, two = tmp_path / "one", tmp_path / "two"
-
-    def start(run_dir, *extra):
-        return subprocess.Popen([sys.executable, "train.py", *common, *extra, f"run.dir={run_dir}"], cwd=REPO,
-                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    procs = [start(one, "trainer.accumulate_grad_batches=2"),
-             start(two, str(STRATEGIES / "ddp.yaml"), "trainer.devices=2", "strategy.process_group_backend=gloo")]
+    procs = [_start_planner_stage(ref, one, *common, "trainer.accumulate_grad_batches=2"),
+             _start_planner_stage(ref, two, *common, str(STRATEGIES / "ddp.yaml"), "trainer.devices=2",
+                                  "strategy.process_group_backend=gloo")]
     for p in procs:
         _finish(p)
     a, b = _losses(RunDir(one).stage("planner")), _losses(RunDir(two).stage("planner"))
@@ -176,23 +181,15 @@ def test_lora_stage_composes_with_deepspeed_zero3_on_cpu(lora_run, tmp_path):
     """ZeRO-3 (2 CPU ranks, every parameter partitioned) builds the adapter under zero.Init: it must
     start as the identity (step 0's loss is the single process's), train to nearly the same curve
     (A is drawn from another RNG stream, so not to the digit) and export adapter and merged model."""
-    from test_ddp_cpu import _env, _finish
-    import subprocess
+    from test_ddp_cpu import _finish
     _, ref = lora_run
-    base = str(ref.stage("backbone").export)
-    common = [str(QUICKSTART), str(LORA), *ARGS, "stages.backbone.enabled=false", "stages.caller.enabled=false",
-              "stages.summarizer.enabled=false", f"stages.planner.init_from={base}", f"tokenizer.from_pretrained={base}",
-              "data.micro_batch_size=1", "checkpoint.every_n_train_steps=1000", "model.adapter.lora_dropout=0.0",
-              "stages.planner.optimizer.lr=1.0e-3"]
+    common = ["data.micro_batch_size=1", "stages.planner.optimizer.lr=1.0e-3"]
     zero3 = [str(STRATEGIES / "deepspeed_zero3.yaml"), "strategy._target_=pipeline.strategy_checks.CPUDeepSpeedStrategy",
              "strategy.config.zero_optimization.stage3_param_persistence_threshold=0",
              "strategy.config.bf16.enabled=false", "trainer.devices=2"]
     one, ds = tmp_path / "one", tmp_path / "zero3"
-
-    def start(run_dir, *extra):
-        return subprocess.Popen([sys.executable, "train.py", *common, *extra, f"run.dir={run_dir}"], cwd=REPO,
-                                env=_env(DS_ACCELERATOR="cpu"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for p in [start(one, "trainer.accumulate_grad_batches=2"), start(ds, *zero3)]:
+    for p in [_start_planner_stage(ref, one, *common, "trainer.accumulate_grad_batches=2", DS_ACCELERATOR="cpu"),
+              _start_planner_stage(ref, ds, *common, *zero3, DS_ACCELERATOR="cpu")]:
         _finish(p, timeout=600)
     a, b = _losses(RunDir(one).stage("planner")), _losses(RunDir(ds).stage("planner"))
     assert len(a) == len(b) > 3 and a[0][1] == pytest.approx(b[0][1], abs=1e-4)
